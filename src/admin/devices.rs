@@ -1,0 +1,182 @@
+//! `/api/v1/groups/{group}/devices`, `/api/v1/devices/{mac}`, `/credentials`, `/hot-desk`.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::problem::{ApiError, ApiResult, Problem};
+use super::views::{device_input, CredentialsView, DeviceView};
+use super::{blocking, created, no_content};
+use crate::domain::rules::DeviceInput;
+use crate::domain::{Device, Extension, GroupId, Mac};
+use crate::SharedApp;
+
+pub(super) fn routes() -> OpenApiRouter<SharedApp> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, patch, delete))
+        .routes(routes!(credentials))
+        .routes(routes!(hot_desk_login, hot_desk_logout))
+}
+
+/// The device at `{mac}`, if the caller may see it.
+fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
+    let m = id(mac, "device", Mac::parse)?;
+    let d = app.store.read().devices.get(&m).cloned();
+    let d = d.ok_or_else(|| ApiError::not_found(format!("device {m} does not exist")))?;
+    caller
+        .see(&d.group)
+        .map_err(|_| ApiError::not_found(format!("device {m} does not exist")))?;
+    Ok(d)
+}
+
+fn view(app: &SharedApp, d: &Device) -> DeviceView {
+    DeviceView::of(&app.store.read(), app.store.catalog(), d)
+}
+
+/// The stored device after a write (its revision was set by the commit).
+fn reread(app: &SharedApp, mac: &Mac) -> ApiResult<DeviceView> {
+    let d = app.store.read().devices.get(mac).cloned();
+    d.map(|d| view(app, &d))
+        .ok_or_else(|| ApiError::not_found(format!("device {mac} does not exist")))
+}
+
+#[utoipa::path(get, path = "/groups/{group}/devices", tag = "devices", params(PageQuery),
+    responses((status = 200, body = Page<DeviceView>), (status = 404, body = Problem)))]
+async fn list(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(g): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<axum::Json<Page<DeviceView>>> {
+    let g = id(&g, "group", GroupId::parse)?;
+    caller.see(&g)?;
+    let s = app.store.read();
+    if !s.groups.contains_key(&g) {
+        return Err(ApiError::not_found(format!("group {g} does not exist")));
+    }
+    let items = s
+        .devices_of(&g)
+        .map(|d| DeviceView::of(&s, app.store.catalog(), d));
+    Ok(axum::Json(q.page(items, |d| d.mac.to_string())?))
+}
+
+/// Adds a device; the response shows its provisioning credentials once.
+#[utoipa::path(post, path = "/groups/{group}/devices", tag = "devices", request_body = DeviceInput,
+    responses((status = 201, body = DeviceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn create(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(g): Path<String>,
+    Json(input): Json<DeviceInput>,
+) -> ApiResult<Response> {
+    let g = id(&g, "group", GroupId::parse)?;
+    caller.see(&g)?;
+    let actor = caller.actor();
+    let d = blocking(&app, move |s| s.create_device(&actor, &g, input)).await?;
+    let body = reread(&app, &d.mac)?.with_credentials(&d);
+    Ok(created(format!("/api/v1/devices/{}", d.mac), body))
+}
+
+#[utoipa::path(get, path = "/devices/{mac}", tag = "devices",
+    responses((status = 200, body = DeviceView), (status = 404, body = Problem)))]
+async fn get_one(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<axum::Json<DeviceView>> {
+    let d = current(&app, &caller, &mac)?;
+    Ok(axum::Json(view(&app, &d)))
+}
+
+/// Changes a device (JSON merge patch): name, model, owner, keys, settings, notify_target.
+#[utoipa::path(patch, path = "/devices/{mac}", tag = "devices", request_body = Object,
+    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn patch(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+    RawJson(body): RawJson,
+) -> ApiResult<axum::Json<DeviceView>> {
+    let d = current(&app, &caller, &mac)?;
+    let mut base = device_input(&d);
+    // Compare MACs in canonical form: the body may spell it in any accepted form.
+    base.mac = d.mac.clone();
+    let input: DeviceInput = merge(&base, body)?;
+    let actor = caller.actor();
+    let m = d.mac.clone();
+    blocking(&app, move |s| s.update_device(&actor, &m, input)).await?;
+    Ok(axum::Json(reread(&app, &d.mac)?))
+}
+
+/// Deletes a device and the SCA endpoints on it.
+#[utoipa::path(delete, path = "/devices/{mac}", tag = "devices",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn delete(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<Response> {
+    let d = current(&app, &caller, &mac)?;
+    let actor = caller.actor();
+    blocking(&app, move |s| s.delete_device(&actor, &d.mac)).await?;
+    Ok(no_content())
+}
+
+/// Rotates the provisioning password; the response is the only place it is shown.
+#[utoipa::path(post, path = "/devices/{mac}/credentials", tag = "devices",
+    responses((status = 200, body = CredentialsView), (status = 404, body = Problem)))]
+async fn credentials(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<axum::Json<CredentialsView>> {
+    let d = current(&app, &caller, &mac)?;
+    let actor = caller.actor();
+    let m = d.mac.clone();
+    let password = blocking(&app, move |s| s.rotate_device_credentials(&actor, &m)).await?;
+    Ok(axum::Json(CredentialsView {
+        username: d.mac.to_string(),
+        password,
+    }))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HotDeskLogin {
+    /// A hot_desk user of the device's group.
+    extension: Extension,
+}
+
+/// Logs a hot-desk user in (out of any other device first).
+#[utoipa::path(put, path = "/devices/{mac}/hot-desk", tag = "devices", request_body = HotDeskLogin,
+    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn hot_desk_login(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+    Json(body): Json<HotDeskLogin>,
+) -> ApiResult<axum::Json<DeviceView>> {
+    let d = current(&app, &caller, &mac)?;
+    let actor = caller.actor();
+    let m = d.mac.clone();
+    blocking(&app, move |s| s.hot_desk_login(&actor, &m, &body.extension)).await?;
+    Ok(axum::Json(reread(&app, &d.mac)?))
+}
+
+/// Logs the hot-desk user out; the owner's line comes back.
+#[utoipa::path(delete, path = "/devices/{mac}/hot-desk", tag = "devices",
+    responses((status = 204), (status = 404, body = Problem)))]
+async fn hot_desk_logout(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<Response> {
+    let d = current(&app, &caller, &mac)?;
+    let actor = caller.actor();
+    blocking(&app, move |s| s.hot_desk_logout(&actor, &d.mac)).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,266 @@
+//! Extractors of the admin API: the bearer-token caller, JSON bodies with problem+json errors,
+//! JSON merge patch (RFC 7396), pagination, and path identifiers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::problem::{ApiError, ApiResult};
+use crate::domain::{GroupId, Token};
+use crate::SharedApp;
+
+/// The authenticated caller: a platform token, or a token scoped to one group.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub token_id: String,
+    pub group: Option<GroupId>,
+}
+
+impl Caller {
+    /// The actor recorded in the change log.
+    pub fn actor(&self) -> String {
+        format!("token:{}", self.token_id)
+    }
+
+    /// A group token sees only its group: anything else is "not found".
+    pub fn see(&self, g: &GroupId) -> ApiResult<()> {
+        match &self.group {
+            Some(own) if own != g => Err(ApiError::not_found(format!("group {g} does not exist"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Operations outside any single group need a platform token.
+    pub fn platform(&self) -> ApiResult<()> {
+        match &self.group {
+            None => Ok(()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this needs a platform token; group tokens manage their own group only",
+            )),
+        }
+    }
+}
+
+impl FromRequestParts<SharedApp> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> ApiResult<Caller> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' header is required",
+            )
+        };
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(unauthorized)?;
+        let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(unauthorized());
+        }
+        let Token { id, group, .. } = app
+            .store
+            .authenticate(token.trim())
+            .ok_or_else(unauthorized)?;
+        Ok(Caller {
+            token_id: id,
+            group,
+        })
+    }
+}
+
+/// A JSON body: 415 without a JSON content type, 413 over the limit, 400 when it is not JSON,
+/// 422 `validation` (with the field path) when it does not fit the schema — unknown fields too.
+pub struct Json<T>(pub T);
+
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        ApiError::validation(field, e.into_inner().to_string())
+    })
+}
+
+impl<T: DeserializeOwned> FromRequest<SharedApp> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &SharedApp) -> ApiResult<Json<T>> {
+        let value = RawJson::from_request(req, app).await?.0;
+        decode(value).map(Json)
+    }
+}
+
+/// A JSON body not yet bound to a type (for merge patch).
+pub struct RawJson(pub serde_json::Value);
+
+impl FromRequest<SharedApp> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &SharedApp) -> ApiResult<RawJson> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !(essence == "application/json" || essence.ends_with("+json")) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, app).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(RawJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid JSON: {e}"),
+            )
+        })
+    }
+}
+
+/// Applies an RFC 7396 merge patch to the input form of the current resource and binds the
+/// result (so unknown fields are refused, and `null` clears an optional field).
+pub fn merge<T: Serialize + DeserializeOwned>(
+    current: &T,
+    patch: serde_json::Value,
+) -> ApiResult<T> {
+    if !patch.is_object() {
+        return Err(ApiError::validation(None, "a PATCH body is a JSON object"));
+    }
+    let mut base = serde_json::to_value(current).map_err(ApiError::internal)?;
+    merge_value(&mut base, patch);
+    decode(base)
+}
+
+fn merge_value(target: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(&k);
+                } else {
+                    merge_value(t.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+/// `?limit=&after=`: at most `limit` items (default 100, max 1000) after the key `after`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+}
+
+/// One page of a list, in key order; `next` is the `after` of the following page.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+impl PageQuery {
+    pub fn limit(&self) -> ApiResult<usize> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=1000).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::validation(
+                Some("limit".into()),
+                "limit is 1 to 1000",
+            )),
+        }
+    }
+
+    /// Pages `items` (already in key order) by `key`.
+    pub fn page<T: ToSchema, I>(&self, items: I, key: impl Fn(&T) -> String) -> ApiResult<Page<T>>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        let limit = self.limit()?;
+        let mut out: Vec<T> = items
+            .into_iter()
+            .filter(|x| self.after.as_deref().is_none_or(|a| key(x).as_str() > a))
+            .take(limit + 1)
+            .collect();
+        let next = if out.len() > limit {
+            out.truncate(limit);
+            out.last().map(&key)
+        } else {
+            None
+        };
+        Ok(Page { items: out, next })
+    }
+}
+
+/// Parses a path identifier; a malformed one names nothing, so it is a 404.
+pub fn id<T>(
+    s: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, crate::domain::DomainError>,
+) -> ApiResult<T> {
+    parse(s).map_err(|_| ApiError::not_found(format!("{what} {s} does not exist")))
+}
+
+/// Query parameters, with bad ones reported as problem+json 422 (axum's own is plain text).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Query<T>> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::validation(None, e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut t = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_value(&mut t, json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(t, json!({"a": "z", "c": {"d": "e"}}));
+        let mut t = json!({"a": [1, 2]});
+        merge_value(&mut t, json!({"a": [3]}));
+        assert_eq!(t, json!({"a": [3]}));
+    }
+}

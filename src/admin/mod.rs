@@ -1,0 +1,128 @@
+//! The admin API (SPEC §4): JSON over HTTPS, bearer tokens, RFC 9457 errors, OpenAPI.
+//!
+//! One module per resource. A handler parses its input, makes one store call (on the blocking
+//! pool: the store flushes to disk before it answers) and maps the result to a response.
+
+mod changes;
+mod devices;
+pub mod extract;
+mod groups;
+mod models;
+pub mod problem;
+mod sca;
+mod shared_lines;
+mod tokens;
+mod users;
+pub mod views;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::store::{Store, StoreError};
+use crate::SharedApp;
+use problem::{ApiError, ApiResult};
+
+/// Largest request body the admin API reads.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "deskprov admin API", description = "Groups, users, devices, shared call appearances, shared lines, change log."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The admin router: `/api/v1/...`, `/api/v1/openapi.json` and `/healthz`.
+pub fn router(app: SharedApp) -> Router {
+    let api = OpenApiRouter::<SharedApp>::new()
+        .merge(groups::routes())
+        .merge(users::routes())
+        .merge(sca::routes())
+        .merge(devices::routes())
+        .merge(shared_lines::routes())
+        .merge(changes::routes())
+        .merge(tokens::routes())
+        .merge(models::routes());
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api)
+        .split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let doc = std::sync::Arc::new(doc);
+    api.route(
+        "/api/v1/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/healthz", get(healthz))
+    .fallback(|| async { ApiError::not_found("no such resource") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this resource",
+        )
+    })
+    .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .with_state(app)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    seq: u64,
+}
+
+async fn healthz(State(app): State<SharedApp>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        seq: app.store.last_seq(),
+    })
+}
+
+/// Runs a store operation on the blocking pool (it writes and flushes to disk).
+pub(crate) async fn blocking<T: Send + 'static>(
+    app: &SharedApp,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app.store))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
+}
+
+/// 201 Created with `Location` and the resource.
+pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+/// 204 No Content.
+pub(crate) fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}

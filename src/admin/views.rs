@@ -1,0 +1,268 @@
+//! What the admin API returns: entities without their secrets, with derived values filled in.
+//! Secrets appear only in the one response that creates or rotates them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::layout::{layout, Layout};
+use crate::domain::rules::{DeviceInput, ScaInput, SharedLineInput, SipInput, UserInput};
+use crate::domain::state::State;
+use crate::domain::*;
+
+/// A user's SIP identity as shown: effective values; `password` only on create.
+#[derive(Serialize, ToSchema)]
+pub struct SipView {
+    pub username: String,
+    pub auth_username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    #[schema(value_type = String)]
+    pub group: GroupId,
+    pub extension: Extension,
+    pub phone_number: Option<PhoneNumber>,
+    pub first_name: String,
+    pub last_name: String,
+    /// What the phone shows: the override, else "first last".
+    pub display_name: String,
+    pub kind: UserKind,
+    pub sip: SipView,
+    pub features: Features,
+    /// Prefix of this user's SCA line ports (`<phone_number>` or `<group>_<extension>`).
+    pub line_port_prefix: String,
+    pub sca_endpoints: usize,
+}
+
+impl UserView {
+    pub fn of(s: &State, u: &User) -> UserView {
+        UserView {
+            group: u.group.clone(),
+            extension: u.extension.clone(),
+            phone_number: u.phone_number.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            display_name: u.display(),
+            kind: u.kind,
+            sip: SipView {
+                username: u.sip_username(),
+                auth_username: u.auth_username(),
+                password: None,
+            },
+            features: u.features.clone(),
+            line_port_prefix: u.line_port_prefix(),
+            sca_endpoints: s.scas_of_user(&u.group, &u.extension).count(),
+        }
+    }
+    pub fn with_password(mut self, u: &User) -> Self {
+        self.sip.password = Some(u.sip.password.expose().to_string());
+        self
+    }
+}
+
+/// The input form of a stored user (what a PATCH merges into); the password stays out.
+pub fn user_input(u: &User) -> UserInput {
+    UserInput {
+        extension: u.extension.clone(),
+        phone_number: u.phone_number.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        display_name: u.display_name.clone(),
+        kind: u.kind,
+        sip: SipInput {
+            username: u.sip.username.clone(),
+            auth_username: u.sip.auth_username.clone(),
+            password: None,
+        },
+        features: u.features.clone(),
+    }
+}
+
+/// Provisioning credentials, shown on create and rotate only.
+#[derive(Serialize, ToSchema)]
+pub struct CredentialsView {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceView {
+    pub mac: Mac,
+    #[schema(value_type = String)]
+    pub group: GroupId,
+    pub name: String,
+    pub model: String,
+    pub owner: Option<Extension>,
+    /// The hot-desk user logged in, if any.
+    pub hot_desk: Option<Extension>,
+    pub keys: Vec<ProgKey>,
+    pub settings: BTreeMap<String, String>,
+    pub notify_target: Option<String>,
+    /// The last change-log seq that touched this device.
+    pub revision: u64,
+    /// The derived registrations and line keys.
+    #[schema(value_type = Object)]
+    pub layout: Option<Layout>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsView>,
+}
+
+impl DeviceView {
+    pub fn of(s: &State, catalog: &crate::catalog::Catalog, d: &Device) -> DeviceView {
+        DeviceView {
+            mac: d.mac.clone(),
+            group: d.group.clone(),
+            name: d.name.clone(),
+            model: d.model.clone(),
+            owner: d.owner.clone(),
+            hot_desk: d.hot_desk.clone(),
+            keys: d.keys.clone(),
+            settings: d.settings.clone(),
+            notify_target: d.notify_target.as_ref().map(|t| t.to_string()),
+            revision: d.revision,
+            layout: catalog.caps(&d.model).and_then(|c| layout(s, d, c).ok()),
+            credentials: None,
+        }
+    }
+    pub fn with_credentials(mut self, d: &Device) -> Self {
+        self.credentials = Some(CredentialsView {
+            username: d.mac.to_string(),
+            password: d.prov_password.expose().to_string(),
+        });
+        self
+    }
+}
+
+pub fn device_input(d: &Device) -> DeviceInput {
+    DeviceInput {
+        mac: d.mac.clone(),
+        name: Some(d.name.clone()),
+        model: d.model.clone(),
+        owner: d.owner.clone(),
+        keys: d.keys.clone(),
+        settings: d.settings.clone(),
+        notify_target: d.notify_target.clone(),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ScaView {
+    pub line_port: LinePort,
+    #[schema(value_type = String)]
+    pub group: GroupId,
+    /// The user whose line is shared.
+    pub extension: Extension,
+    /// The device's name.
+    pub device: String,
+    pub mac: Mac,
+    pub key: KeyNo,
+    pub label: Option<String>,
+    pub active: bool,
+    pub allow_origination: bool,
+    pub allow_termination: bool,
+}
+
+impl ScaView {
+    pub fn of(s: &State, x: &ScaEndpoint) -> ScaView {
+        ScaView {
+            line_port: x.line_port.clone(),
+            group: x.group.clone(),
+            extension: x.extension.clone(),
+            device: s
+                .devices
+                .get(&x.device)
+                .map(|d| d.name.clone())
+                .unwrap_or_default(),
+            mac: x.device.clone(),
+            key: x.key,
+            label: x.label.clone(),
+            active: x.active,
+            allow_origination: x.allow_origination,
+            allow_termination: x.allow_termination,
+        }
+    }
+}
+
+pub fn sca_input(x: &ScaEndpoint) -> ScaInput {
+    ScaInput {
+        line_port: Some(x.line_port.to_string()),
+        device: x.device.to_string(),
+        key: Some(x.key),
+        label: x.label.clone(),
+        active: x.active,
+        allow_origination: x.allow_origination,
+        allow_termination: x.allow_termination,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SharedLineView {
+    #[schema(value_type = String)]
+    pub group: GroupId,
+    pub number: SharedNumber,
+    /// Its SIP user: `<group>_<number>`.
+    pub line_port: String,
+    pub direct_dial: Option<String>,
+    pub description: String,
+    pub forward_to_voicemail: bool,
+    pub autodial_digits: Option<String>,
+    pub members: Vec<Member>,
+    /// The SIP password, on create only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl SharedLineView {
+    pub fn of(l: &SharedLine) -> SharedLineView {
+        SharedLineView {
+            group: l.group.clone(),
+            number: l.number.clone(),
+            line_port: l.line_port(),
+            direct_dial: l.direct_dial.clone(),
+            description: l.description.clone(),
+            forward_to_voicemail: l.forward_to_voicemail,
+            autodial_digits: l.autodial_digits.clone(),
+            members: l.members.clone(),
+            password: None,
+        }
+    }
+}
+
+pub fn shared_line_input(l: &SharedLine) -> SharedLineInput {
+    SharedLineInput {
+        number: l.number.clone(),
+        direct_dial: l.direct_dial.clone(),
+        description: l.description.clone(),
+        forward_to_voicemail: l.forward_to_voicemail,
+        autodial_digits: l.autodial_digits.clone(),
+        members: l.members.clone(),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = Option<String>)]
+    pub group: Option<GroupId>,
+    pub created_at: String,
+    /// The bearer secret, on create only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl TokenView {
+    pub fn of(t: &Token) -> TokenView {
+        TokenView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            group: t.group.clone(),
+            created_at: t.created_at.clone(),
+            token: None,
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `deskprov.toml`: the schema, its defaults (SPEC §5) and the commented example.
+//!
+//! Every key has a default, so `deskprov serve` runs with no file at all. Unknown keys are an
+//! error: a typo must not silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Optional folder of extra/overriding models, same layout as `device-templates/`.
+    pub templates_dir: String,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub phones: Phones,
+    pub rules: Rules,
+    pub sync: Sync,
+    pub store: Store,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub phones: String,
+    pub phones_http: String,
+    pub admin: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Vec<String>,
+    /// Extra names for the generated server certificate (besides localhost and the host name).
+    pub server_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Phones {
+    pub auth_fail_limit: u32,
+    pub auth_lockout_s: u64,
+    pub upload_max_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rules {
+    pub max_sca_per_user: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sync {
+    pub sip_bind: String,
+    pub debounce_ms: u64,
+    pub ack_timeout_s: u64,
+    pub max_attempts: u32,
+    pub notify_rate: u32,
+    pub same_hash: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// Page cache of the storage engine, MiB.
+    pub cache_mb: u64,
+    /// Change-log entries kept; older ones are compacted away.
+    pub changes_keep: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./deskprov-data"),
+            templates_dir: String::new(),
+            listen: Listen::default(),
+            tls: Tls::default(),
+            phones: Phones::default(),
+            rules: Rules::default(),
+            sync: Sync::default(),
+            store: Store::default(),
+        }
+    }
+}
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            phones: "0.0.0.0:8443".into(),
+            phones_http: String::new(),
+            admin: "127.0.0.1:8444".into(),
+        }
+    }
+}
+impl Default for Phones {
+    fn default() -> Self {
+        Phones {
+            auth_fail_limit: 20,
+            auth_lockout_s: 300,
+            upload_max_bytes: 1 << 20,
+        }
+    }
+}
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            max_sca_per_user: 35,
+        }
+    }
+}
+impl Default for Sync {
+    fn default() -> Self {
+        Sync {
+            sip_bind: "0.0.0.0:0".into(),
+            debounce_ms: 2000,
+            ack_timeout_s: 120,
+            max_attempts: 5,
+            notify_rate: 50,
+            same_hash: true,
+        }
+    }
+}
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            cache_mb: 64,
+            changes_keep: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(String, toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a file; every key not in it keeps its default.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        let c: Config =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse(path.display().to_string(), e))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.rules.max_sca_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "rules.max_sca_per_user must be at least 1".into(),
+            ));
+        }
+        if self.store.changes_keep < 1000 {
+            return Err(ConfigError::Invalid(
+                "store.changes_keep must be at least 1000".into(),
+            ));
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn templates_dir(&self) -> Option<&Path> {
+        (!self.templates_dir.is_empty()).then(|| Path::new(&self.templates_dir))
+    }
+}
+
+/// `deskprov config example`: every key, its default, and what it does.
+pub const EXAMPLE: &str = r#"# deskprov.toml — every key is optional; the values shown are the defaults.
+
+data_dir = "./deskprov-data"   # store, generated TLS material, admin-token
+templates_dir = ""             # optional folder of extra/overriding models, same layout as device-templates/
+
+[listen]
+phones = "0.0.0.0:8443"        # HTTPS for phones
+phones_http = ""               # optional plain HTTP for phones; empty = off
+admin = "127.0.0.1:8444"       # HTTPS admin API
+
+[tls]
+cert = ""                      # PEM chain; empty = generated dev certificate (data_dir/tls/)
+key = ""                       # PEM private key, with cert
+client_ca = []                 # PEM bundles of vendor device CAs for mTLS
+server_names = []              # extra DNS names / IPs for the generated certificate
+
+[phones]
+auth_fail_limit = 20           # failed attempts per IP per minute before a lockout
+auth_lockout_s = 300           # lockout length, seconds
+upload_max_bytes = 1048576     # largest file a phone may PUT
+
+[rules]
+max_sca_per_user = 35          # SCA endpoints per user
+
+[sync]
+sip_bind = "0.0.0.0:0"         # local address NOTIFYs are sent from
+debounce_ms = 2000             # a burst of changes to one phone gives one NOTIFY
+ack_timeout_s = 120            # wait this long for the phone's fetch before retrying
+max_attempts = 5               # then the device is 'failed'
+notify_rate = 50               # NOTIFYs per second, fleet-wide
+same_hash = true               # skip the NOTIFY when the rendered files did not change
+
+[store]
+cache_mb = 64                  # storage engine page cache, MiB
+changes_keep = 100000          # change-log entries kept (older ones are compacted away)
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_the_defaults() {
+        let parsed: Config = toml::from_str(EXAMPLE).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[sync]\ndebounce = 5\n").is_err());
+    }
+
+    #[test]
+    fn partial_files_keep_defaults() {
+        let c: Config = toml::from_str("[listen]\nadmin = \"127.0.0.1:9000\"\n").unwrap();
+        assert_eq!(c.listen.admin, "127.0.0.1:9000");
+        assert_eq!(c.listen.phones, "0.0.0.0:8443");
+        assert_eq!(c.sync.notify_rate, 50);
+    }
+}

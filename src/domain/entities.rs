@@ -1,0 +1,504 @@
+//! The entities of SPEC §1 in their stored form.
+//!
+//! These are what the store persists (secrets included). The admin API never serialises them
+//! directly: it builds views without secrets (`crate::admin::views`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use utoipa::ToSchema;
+
+use super::ids::*;
+use super::DomainError;
+
+/// A secret (SIP or provisioning password, token hash). Never shown by `Debug`, so it cannot
+/// reach a log line through `{:?}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// SIP transport of a group's service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// How phones of a group must authenticate when fetching files that hold secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvAuth {
+    Digest,
+    Mtls,
+    #[default]
+    DigestOrMtls,
+}
+
+/// An IPv4/IPv6 network, `addr/prefix` (a bare address means a single host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, DomainError> {
+        let bad = || {
+            DomainError::validation(
+                "provisioning.allowed_cidrs",
+                format!("'{s}' is not a network (e.g. 192.0.2.0/24 or 2001:db8::/32)"),
+            )
+        };
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Cidr::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+fn default_port() -> u16 {
+    5060
+}
+fn default_licenses() -> u32 {
+    20
+}
+fn yes() -> bool {
+    true
+}
+
+/// The SIP service of a group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSip {
+    /// SIP domain / registrar, required.
+    pub domain: String,
+    /// Outbound proxy; also where NOTIFYs are routed when a device has no `notify_target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// Provisioning policy of a group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provisioning {
+    #[serde(default)]
+    pub auth: ProvAuth,
+    /// Networks phones may fetch from; empty = any.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub allowed_cidrs: Vec<Cidr>,
+}
+
+/// A group (tenant/site). Its stored form is also its API form: it holds no secrets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub id: GroupId,
+    #[serde(default)]
+    pub name: String,
+    pub sip: GroupSip,
+    /// Free key/value strings for templates (time zone, NTP, language, ...).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    #[serde(default = "default_licenses")]
+    pub shared_line_licenses: u32,
+    #[serde(default)]
+    pub provisioning: Provisioning,
+}
+
+/// `standard` users have their own phone; `hot_desk` users are virtual and log in to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserKind {
+    #[default]
+    Standard,
+    HotDesk,
+}
+
+/// Voicemail settings of a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Voicemail {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_number: Option<String>,
+}
+
+/// Call forwarding destinations of a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_answer_ring_seconds: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_reachable: Option<String>,
+}
+
+/// User features, rendered where the model supports them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Features {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_waiting: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnd: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous_outgoing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail: Option<Voicemail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarding: Option<Forwarding>,
+    /// Extensions shown as BLF keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub monitoring: Vec<Extension>,
+    /// Whether others may monitor this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<bool>,
+}
+
+/// A user's SIP identity as stored: explicit values or `None` for "derive the default".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserSip {
+    pub username: Option<String>,
+    pub auth_username: Option<String>,
+    pub password: Secret,
+}
+
+/// A user: an extension in a group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub group: GroupId,
+    pub extension: Extension,
+    pub phone_number: Option<PhoneNumber>,
+    pub first_name: String,
+    pub last_name: String,
+    pub display_name: Option<String>,
+    pub kind: UserKind,
+    pub sip: UserSip,
+    pub features: Features,
+}
+
+impl User {
+    /// The primary line port: explicit `sip.username`, else the phone number, else
+    /// `<group>_<extension>`.
+    pub fn sip_username(&self) -> String {
+        match (&self.sip.username, &self.phone_number) {
+            (Some(u), _) => u.clone(),
+            (None, Some(p)) => p.to_string(),
+            (None, None) => format!("{}_{}", self.group, self.extension),
+        }
+    }
+    pub fn auth_username(&self) -> String {
+        self.sip
+            .auth_username
+            .clone()
+            .unwrap_or_else(|| self.sip_username())
+    }
+    /// What the phone shows: `display_name`, else "first last".
+    pub fn display(&self) -> String {
+        match &self.display_name {
+            Some(d) => d.clone(),
+            None => format!("{} {}", self.first_name, self.last_name)
+                .trim()
+                .to_string(),
+        }
+    }
+    /// The prefix of this user's SCA line ports.
+    pub fn line_port_prefix(&self) -> String {
+        LinePort::expected_prefix(&self.group, &self.extension, self.phone_number.as_ref())
+    }
+}
+
+/// Type of a programmable key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    Blf,
+    SpeedDial,
+    Park,
+    Voicemail,
+}
+
+/// A programmable key of a device; it occupies line key `key`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgKey {
+    pub key: KeyNo,
+    #[serde(rename = "type")]
+    pub kind: KeyType,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// Where NOTIFYs for a device go: `udp:host:port` or `tcp:host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub tcp: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl NotifyTarget {
+    pub fn parse(s: &str) -> Result<NotifyTarget, DomainError> {
+        let bad = || {
+            DomainError::validation(
+                "notify_target",
+                format!("'{s}' is not a NOTIFY target (udp:host:port or tcp:host:port)"),
+            )
+        };
+        let (proto, rest) = s.split_once(':').ok_or_else(bad)?;
+        let tcp = match proto {
+            "udp" => false,
+            "tcp" => true,
+            _ => return Err(bad()),
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':'));
+        if !host_ok {
+            return Err(bad());
+        }
+        Ok(NotifyTarget {
+            tcp,
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NotifyTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = if self.tcp { "tcp" } else { "udp" };
+        if self.host.contains(':') {
+            write!(f, "{proto}:[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{proto}:{}:{}", self.host, self.port)
+        }
+    }
+}
+impl Serialize for NotifyTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> Deserialize<'de> for NotifyTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NotifyTarget::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+    }
+}
+
+/// A physical phone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub mac: Mac,
+    pub group: GroupId,
+    pub name: String,
+    pub model: String,
+    pub owner: Option<Extension>,
+    pub keys: Vec<ProgKey>,
+    pub settings: BTreeMap<String, String>,
+    pub notify_target: Option<NotifyTarget>,
+    /// HTTP digest password for provisioning; the username is the MAC.
+    pub prov_password: Secret,
+    /// The hot-desk user logged in, if any.
+    pub hot_desk: Option<Extension>,
+    /// The last change-log `seq` that touched this device.
+    pub revision: u64,
+}
+
+impl Device {
+    /// The user whose line is the primary appearance: the hot-desk guest, else the owner.
+    pub fn context_user(&self) -> Option<&Extension> {
+        self.hot_desk.as_ref().or(self.owner.as_ref())
+    }
+}
+
+/// A Shared Call Appearance endpoint: user `extension`'s line appearing on `device`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScaEndpoint {
+    pub line_port: LinePort,
+    pub group: GroupId,
+    pub extension: Extension,
+    pub device: Mac,
+    pub key: KeyNo,
+    pub label: Option<String>,
+    pub active: bool,
+    pub allow_origination: bool,
+    pub allow_termination: bool,
+}
+
+/// How a shared-line member's phone rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Ring {
+    #[default]
+    Ring,
+    NoRing,
+    Delayed,
+}
+
+/// A member of a shared line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub extension: Extension,
+    /// Line key on the member's phone; the first free one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub button: Option<KeyNo>,
+    #[serde(default)]
+    pub ring: Ring,
+}
+
+/// A shared line: a line of its own that several extensions share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SharedLine {
+    pub group: GroupId,
+    pub number: SharedNumber,
+    pub direct_dial: Option<String>,
+    pub description: String,
+    pub forward_to_voicemail: bool,
+    pub autodial_digits: Option<String>,
+    pub members: Vec<Member>,
+    pub password: Secret,
+}
+
+impl SharedLine {
+    /// Its SIP user / line port: `<group>_<number>`.
+    pub fn line_port(&self) -> String {
+        format!("{}_{}", self.group, self.number)
+    }
+}
+
+/// An admin API token; only the SHA-256 of its secret is stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub group: Option<GroupId>,
+    pub secret_sha256: Secret,
+    pub created_at: String,
+}
+
+pub(crate) fn default_true() -> bool {
+    yes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_and_matches() {
+        let c = Cidr::parse("192.0.2.0/24").unwrap();
+        assert!(c.contains("192.0.2.77".parse().unwrap()));
+        assert!(!c.contains("192.0.3.1".parse().unwrap()));
+        assert!(c.contains("::ffff:192.0.2.5".parse().unwrap()));
+        let h = Cidr::parse("10.1.2.3").unwrap();
+        assert_eq!(h.prefix, 32);
+        assert!(Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains("2001:db8:1::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope/8").is_err());
+    }
+
+    #[test]
+    fn notify_target_forms() {
+        let t = NotifyTarget::parse("udp:10.0.0.5:5060").unwrap();
+        assert!(!t.tcp);
+        assert_eq!((t.host.as_str(), t.port), ("10.0.0.5", 5060));
+        let t = NotifyTarget::parse("tcp:[::1]:5070").unwrap();
+        assert_eq!(t.to_string(), "tcp:[::1]:5070");
+        assert!(NotifyTarget::parse("sip:10.0.0.5:5060").is_err());
+        assert!(NotifyTarget::parse("udp:10.0.0.5").is_err());
+        assert!(NotifyTarget::parse("udp:10.0.0.5:0").is_err());
+        assert!(NotifyTarget::parse("udp:a b:5060").is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,418 @@
+//! Identifier newtypes, parsed once at the edge and trusted inside.
+//!
+//! Every identifier that a rule depends on (`Mac`, `GroupId`, `Extension`, `PhoneNumber`,
+//! `SharedNumber`, `LinePort`) has exactly one parser here. Serde goes through the same parser, so
+//! a value read from JSON or from the store is as valid as one typed by an admin.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::DomainError;
+
+/// Implements `Display`, `Serialize`, `Deserialize` (through `parse`) and `as_str` for a
+/// string-backed newtype.
+macro_rules! string_id {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            /// The canonical text form.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).map_err(|e| serde::de::Error::custom(e.detail))
+            }
+        }
+        impl std::str::FromStr for $name {
+            type Err = DomainError;
+            fn from_str(s: &str) -> Result<Self, DomainError> {
+                $name::parse(s)
+            }
+        }
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($what))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A device MAC address: 12 lowercase hex digits.
+///
+/// Accepts `0004F2ABCDEF`, `00:04:f2:ab:cd:ef`, `00-04-F2-AB-CD-EF` and `0004.f2ab.cdef`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Mac(String);
+
+impl Mac {
+    pub fn parse(input: &str) -> Result<Mac, DomainError> {
+        let bad = || {
+            DomainError::validation(
+                "mac",
+                format!("'{input}' is not a MAC address (12 hex digits, e.g. 0004f2abcdef)"),
+            )
+        };
+        let s = input.trim();
+        let hex: String = match s.len() {
+            12 => s.to_string(),
+            // aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff: one separator, used consistently.
+            17 => {
+                let sep = s.as_bytes()[2];
+                if sep != b':' && sep != b'-' {
+                    return Err(bad());
+                }
+                let parts: Vec<&str> = s.split(sep as char).collect();
+                if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
+                    return Err(bad());
+                }
+                parts.concat()
+            }
+            // aabb.ccdd.eeff (Cisco style)
+            14 => {
+                let parts: Vec<&str> = s.split('.').collect();
+                if parts.len() != 3 || parts.iter().any(|p| p.len() != 4) {
+                    return Err(bad());
+                }
+                parts.concat()
+            }
+            _ => return Err(bad()),
+        };
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Mac(hex.to_ascii_lowercase()))
+    }
+
+    /// `0004F2ABCDEF`
+    pub fn upper(&self) -> String {
+        self.0.to_ascii_uppercase()
+    }
+
+    /// `00:04:f2:ab:cd:ef`
+    pub fn colon(&self) -> String {
+        let b = self.0.as_bytes();
+        (0..6)
+            .map(|i| std::str::from_utf8(&b[i * 2..i * 2 + 2]).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+string_id!(
+    Mac,
+    "MAC address, 12 lowercase hex digits (input also accepts : - . forms)"
+);
+
+/// A group (tenant/site) id: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, e.g. `ZZZ1900111-01`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct GroupId(String);
+
+impl GroupId {
+    pub fn parse(s: &str) -> Result<GroupId, DomainError> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 64
+            && b[0].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(GroupId(s.to_string()))
+        } else {
+            Err(DomainError::validation(
+                "id",
+                format!(
+                    "'{s}' is not a group id (letters, digits, '.', '_', '-', starting with a letter or digit, at most 64)"
+                ),
+            ))
+        }
+    }
+}
+string_id!(GroupId, "group id");
+
+/// A user's extension: 2–6 digits, unique in its group.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Extension(String);
+
+impl Extension {
+    pub fn parse(s: &str) -> Result<Extension, DomainError> {
+        if all_digits(s) && (2..=6).contains(&s.len()) {
+            Ok(Extension(s.to_string()))
+        } else {
+            Err(DomainError::validation(
+                "extension",
+                format!("'{s}' is not an extension (2 to 6 digits)"),
+            ))
+        }
+    }
+}
+string_id!(Extension, "extension, 2 to 6 digits");
+
+/// A phone number (telephone number, TN): 7–15 digits, unique on the platform.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Result<PhoneNumber, DomainError> {
+        if all_digits(s) && (7..=15).contains(&s.len()) {
+            Ok(PhoneNumber(s.to_string()))
+        } else {
+            Err(DomainError::validation(
+                "phone_number",
+                format!("'{s}' is not a phone number (7 to 15 digits, e.g. 6035551212)"),
+            ))
+        }
+    }
+}
+string_id!(PhoneNumber, "phone number, 7 to 15 digits");
+
+/// A shared line's number: 2–5 digits, unique in its group among shared lines and extensions.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct SharedNumber(String);
+
+impl SharedNumber {
+    pub fn parse(s: &str) -> Result<SharedNumber, DomainError> {
+        if all_digits(s) && (2..=5).contains(&s.len()) {
+            Ok(SharedNumber(s.to_string()))
+        } else {
+            Err(DomainError::validation(
+                "number",
+                format!("'{s}' is not a shared line number (2 to 5 digits)"),
+            ))
+        }
+    }
+}
+string_id!(SharedNumber, "shared line number, 2 to 5 digits");
+
+/// The line port of a Shared Call Appearance endpoint: `<phone_number>_sca<N>` or
+/// `<group>_<extension>_sca<N>`, N ≥ 1.
+///
+/// Parsing checks the shape only; whether the prefix belongs to the right user is a rule
+/// ([`LinePort::expected_prefix`]) checked where the user is known.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct LinePort(String);
+
+impl LinePort {
+    pub fn parse(s: &str) -> Result<LinePort, DomainError> {
+        Self::split(s)
+            .map(|_| LinePort(s.to_string()))
+            .ok_or_else(|| invalid_line_port(s, None))
+    }
+
+    /// The line port for `prefix` and appearance number `n`.
+    pub fn new(prefix: &str, n: u32) -> LinePort {
+        LinePort(format!("{prefix}_sca{n}"))
+    }
+
+    /// (prefix, N) of a well-formed line port.
+    fn split(s: &str) -> Option<(&str, u32)> {
+        let (prefix, n) = s.rsplit_once("_sca")?;
+        if !all_digits(n) || n.starts_with('0') || n.len() > 6 || prefix.is_empty() {
+            return None;
+        }
+        let n: u32 = n.parse().ok()?;
+        let prefix_ok = if all_digits(prefix) {
+            (7..=15).contains(&prefix.len())
+        } else {
+            let (g, ext) = prefix.rsplit_once('_')?;
+            GroupId::parse(g).is_ok() && Extension::parse(ext).is_ok()
+        };
+        prefix_ok.then_some((prefix, n))
+    }
+
+    /// The part before `_scaN`.
+    pub fn prefix(&self) -> &str {
+        Self::split(&self.0).map(|(p, _)| p).unwrap_or_default()
+    }
+
+    /// N of `_scaN`.
+    pub fn number(&self) -> u32 {
+        Self::split(&self.0).map(|(_, n)| n).unwrap_or_default()
+    }
+
+    /// The prefix every SCA line port of a user must carry: the phone number when the user has
+    /// one, else `<group>_<extension>`.
+    pub fn expected_prefix(
+        group: &GroupId,
+        ext: &Extension,
+        phone: Option<&PhoneNumber>,
+    ) -> String {
+        match phone {
+            Some(p) => p.to_string(),
+            None => format!("{group}_{ext}"),
+        }
+    }
+}
+string_id!(
+    LinePort,
+    "SCA line port: <phone_number>_sca<N> or <group>_<extension>_sca<N>"
+);
+
+pub(crate) fn invalid_line_port(s: &str, expected_prefix: Option<&str>) -> DomainError {
+    let hint = match expected_prefix {
+        Some(p) => format!("for this user it must be {p}_sca<N>, e.g. {p}_sca1"),
+        None => "expected <phone_number>_sca<N> (e.g. 6035551212_sca1) or <group>_<extension>_sca<N> (e.g. ZZZ1900111-01_5555_sca1)".to_string(),
+    };
+    DomainError::unprocessable(
+        "invalid_line_port",
+        format!("'{s}' is not a valid line port: {hint}"),
+    )
+    .with_field("line_port")
+}
+
+/// A line key number on a device, 1-based.
+pub type KeyNo = u16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_accepts_every_input_form_and_canonicalises_to_lowercase() {
+        for input in [
+            "0004F2ABCDEF",
+            "0004f2abcdef",
+            "00:04:f2:ab:cd:ef",
+            "00-04-F2-AB-CD-EF",
+            "0004.f2ab.cdef",
+            " 0004F2ABCDEF ",
+        ] {
+            assert_eq!(
+                Mac::parse(input).unwrap().as_str(),
+                "0004f2abcdef",
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn mac_rejects_malformed_input() {
+        for input in [
+            "",
+            "0004F2ABCDE",
+            "0004F2ABCDEG",
+            "00:04:f2:ab:cd-ef",
+            "000:4f2:ab:cd:ef0",
+            "0004.f2ab.cde",
+            "0004f2abcdef0",
+            "../etc/passwd",
+        ] {
+            let e = Mac::parse(input).unwrap_err();
+            assert_eq!(e.code, "validation", "{input}");
+        }
+    }
+
+    #[test]
+    fn mac_renders_upper_and_colon_forms() {
+        let m = Mac::parse("0004f2abcdef").unwrap();
+        assert_eq!(m.upper(), "0004F2ABCDEF");
+        assert_eq!(m.colon(), "00:04:f2:ab:cd:ef");
+    }
+
+    #[test]
+    fn group_id_follows_the_pattern() {
+        assert!(GroupId::parse("ZZZ1900111-01").is_ok());
+        assert!(GroupId::parse("a").is_ok());
+        assert!(GroupId::parse(&"a".repeat(64)).is_ok());
+        assert!(GroupId::parse(&"a".repeat(65)).is_err());
+        assert!(GroupId::parse("-abc").is_err());
+        assert!(GroupId::parse("a b").is_err());
+        assert!(GroupId::parse("a/b").is_err());
+        assert!(GroupId::parse("").is_err());
+    }
+
+    #[test]
+    fn extension_is_two_to_six_digits() {
+        assert!(Extension::parse("55").is_ok());
+        assert!(Extension::parse("0901").is_ok());
+        assert!(Extension::parse("123456").is_ok());
+        assert!(Extension::parse("5").is_err());
+        assert!(Extension::parse("1234567").is_err());
+        assert!(Extension::parse("12a4").is_err());
+    }
+
+    #[test]
+    fn phone_number_is_seven_to_fifteen_digits() {
+        assert!(PhoneNumber::parse("6035551212").is_ok());
+        assert!(PhoneNumber::parse("1234567").is_ok());
+        assert!(PhoneNumber::parse("123456789012345").is_ok());
+        assert!(PhoneNumber::parse("123456").is_err());
+        assert!(PhoneNumber::parse("1234567890123456").is_err());
+        assert!(PhoneNumber::parse("+16035551212").is_err());
+    }
+
+    #[test]
+    fn shared_number_is_two_to_five_digits() {
+        assert!(SharedNumber::parse("555").is_ok());
+        assert!(SharedNumber::parse("12345").is_ok());
+        assert!(SharedNumber::parse("1").is_err());
+        assert!(SharedNumber::parse("123456").is_err());
+    }
+
+    #[test]
+    fn line_port_accepts_both_guide_forms() {
+        let a = LinePort::parse("6035551212_sca1").unwrap();
+        assert_eq!((a.prefix(), a.number()), ("6035551212", 1));
+        let b = LinePort::parse("ZZZ1900111-01_5555_sca1").unwrap();
+        assert_eq!((b.prefix(), b.number()), ("ZZZ1900111-01_5555", 1));
+        let c = LinePort::parse("6035551212_sca35").unwrap();
+        assert_eq!(c.number(), 35);
+    }
+
+    #[test]
+    fn line_port_rejects_other_forms_with_invalid_line_port() {
+        for s in [
+            "6035551212",
+            "6035551212_sca",
+            "6035551212_sca0",
+            "6035551212_sca01",
+            "6035551212_SCA1",
+            "603555_sca1",
+            "ZZZ1900111-01_sca1",
+            "ZZZ1900111-01_5_sca1",
+            "_5555_sca1",
+            "6035551212_sca1x",
+            "foo",
+        ] {
+            let e = LinePort::parse(s).unwrap_err();
+            assert_eq!(e.code, "invalid_line_port", "{s}");
+        }
+    }
+
+    #[test]
+    fn expected_prefix_prefers_the_phone_number() {
+        let g = GroupId::parse("ZZZ1900111-01").unwrap();
+        let e = Extension::parse("5555").unwrap();
+        let p = PhoneNumber::parse("6035551212").unwrap();
+        assert_eq!(LinePort::expected_prefix(&g, &e, Some(&p)), "6035551212");
+        assert_eq!(
+            LinePort::expected_prefix(&g, &e, None),
+            "ZZZ1900111-01_5555"
+        );
+    }
+
+    #[test]
+    fn serde_goes_through_the_parser() {
+        let m: Mac = serde_json::from_str("\"00:04:F2:AB:CD:EF\"").unwrap();
+        assert_eq!(m.as_str(), "0004f2abcdef");
+        assert!(serde_json::from_str::<Extension>("\"1\"").is_err());
+    }
+}

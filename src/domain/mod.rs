@@ -1,0 +1,134 @@
+//! The domain: identifiers, entities and the rules of SPEC §1, with no I/O.
+//!
+//! - [`ids`]: newtypes parsed once at the edge (`Mac`, `GroupId`, `Extension`, ...).
+//! - [`entities`]: groups, users, devices, SCA endpoints, shared lines, tokens.
+//! - [`state`]: the in-memory state and the undo-logged transaction the rules run in.
+//! - [`rules`]: every mutation, validated; each returns the [`Effect`] the change log records.
+//! - [`layout`]: the derived key layout of a device, the one function the renderer uses.
+//!
+//! The store (`crate::store`) runs a rule inside a [`state::Tx`], persists exactly the records
+//! the transaction touched together with the change-log entry, and rolls back on any error.
+
+pub mod entities;
+pub mod ids;
+pub mod layout;
+pub mod rules;
+pub mod state;
+
+use std::collections::BTreeSet;
+
+pub use entities::*;
+pub use ids::*;
+
+/// Which HTTP-ish class an error belongs to; the admin API maps it to a status once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 422: the input breaks a rule.
+    Unprocessable,
+    /// 404: the subject does not exist (or is not visible to the caller).
+    NotFound,
+    /// 409: the input conflicts with existing state.
+    Conflict,
+}
+
+/// A rule violation: a stable `code` (SPEC names), a human `detail`, the offending `field`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct DomainError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub detail: String,
+    pub field: Option<String>,
+}
+
+impl DomainError {
+    /// 422 `validation` on a field.
+    pub fn validation(field: &str, detail: impl Into<String>) -> Self {
+        DomainError {
+            kind: ErrorKind::Unprocessable,
+            code: "validation",
+            detail: detail.into(),
+            field: Some(field.to_string()),
+        }
+    }
+    /// 422 with a specific code.
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        DomainError {
+            kind: ErrorKind::Unprocessable,
+            code,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+    /// 409 with a specific code.
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        DomainError {
+            kind: ErrorKind::Conflict,
+            code,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+    /// 404 `not_found`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        DomainError {
+            kind: ErrorKind::NotFound,
+            code: "not_found",
+            detail: detail.into(),
+            field: None,
+        }
+    }
+    pub fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_string());
+        self
+    }
+}
+
+/// What a committed mutation did, as the change log records it (SPEC §1 "Change log").
+#[derive(Clone, Debug, Default)]
+pub struct Effect {
+    /// `<resource>.<verb>`, e.g. `sca.create`.
+    pub action: String,
+    pub group: Option<GroupId>,
+    /// The subject's id, e.g. the line port or the MAC.
+    pub subject: String,
+    /// Every device whose rendered files may change.
+    pub devices: BTreeSet<Mac>,
+    pub detail: serde_json::Value,
+}
+
+impl Effect {
+    pub fn new(action: &str, group: Option<&GroupId>, subject: impl Into<String>) -> Self {
+        Effect {
+            action: action.to_string(),
+            group: group.cloned(),
+            subject: subject.into(),
+            devices: BTreeSet::new(),
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// Line-key capabilities of a phone model, as the catalogue declares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelCaps {
+    /// Line keys, numbered 1..=line_keys.
+    pub line_keys: KeyNo,
+    /// SIP registrations (accounts) the phone can hold.
+    pub accounts: u16,
+}
+
+/// What the rules need from outside the state: the model catalogue, the limits, and fresh
+/// secrets. Keeping these behind a trait keeps the rules pure and testable.
+pub trait Env {
+    /// Capabilities of a model id, `None` for an unknown model.
+    fn model(&self, id: &str) -> Option<ModelCaps>;
+    /// `[rules] max_sca_per_user`.
+    fn max_sca_per_user(&self) -> usize;
+    /// A fresh random password (16+ characters).
+    fn new_secret(&self) -> String;
+}

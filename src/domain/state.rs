@@ -1,0 +1,281 @@
+//! The in-memory state and the transaction every rule runs in.
+//!
+//! [`State`] holds every entity, ordered by key (so lists paginate in a stable order). Rules
+//! mutate it only through a [`Tx`], which remembers the first value of every record it touches:
+//! on error the store calls [`Tx::rollback`], on success it persists [`Tx::writes`] — exactly the
+//! records that changed — together with the change-log entry.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::entities::*;
+use super::ids::*;
+
+/// One stored record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Record {
+    Group(Group),
+    User(User),
+    Device(Device),
+    Sca(ScaEndpoint),
+    SharedLine(SharedLine),
+    Token(Token),
+}
+
+/// The key of a record; `Ord` groups records by type, then by their natural key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecordKey {
+    Group(GroupId),
+    User(GroupId, Extension),
+    Device(Mac),
+    Sca(LinePort),
+    SharedLine(GroupId, SharedNumber),
+    Token(String),
+}
+
+impl RecordKey {
+    /// The byte key the store files this record under. Parts are separated by `/`, which no
+    /// identifier may contain.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            RecordKey::Group(g) => format!("g/{g}"),
+            RecordKey::User(g, e) => format!("u/{g}/{e}"),
+            RecordKey::Device(m) => format!("d/{m}"),
+            RecordKey::Sca(p) => format!("s/{p}"),
+            RecordKey::SharedLine(g, n) => format!("l/{g}/{n}"),
+            RecordKey::Token(t) => format!("t/{t}"),
+        }
+        .into_bytes()
+    }
+}
+
+impl Record {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Group(g) => RecordKey::Group(g.id.clone()),
+            Record::User(u) => RecordKey::User(u.group.clone(), u.extension.clone()),
+            Record::Device(d) => RecordKey::Device(d.mac.clone()),
+            Record::Sca(s) => RecordKey::Sca(s.line_port.clone()),
+            Record::SharedLine(l) => RecordKey::SharedLine(l.group.clone(), l.number.clone()),
+            Record::Token(t) => RecordKey::Token(t.id.clone()),
+        }
+    }
+}
+
+/// Every entity, in memory. Reads go straight to these maps.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub groups: BTreeMap<GroupId, Group>,
+    pub users: BTreeMap<(GroupId, Extension), User>,
+    pub devices: BTreeMap<Mac, Device>,
+    pub scas: BTreeMap<LinePort, ScaEndpoint>,
+    pub shared_lines: BTreeMap<(GroupId, SharedNumber), SharedLine>,
+    pub tokens: BTreeMap<String, Token>,
+}
+
+impl State {
+    /// Inserts or replaces a record; returns the previous one.
+    pub fn put(&mut self, r: Record) -> Option<Record> {
+        match r {
+            Record::Group(g) => self.groups.insert(g.id.clone(), g).map(Record::Group),
+            Record::User(u) => self
+                .users
+                .insert((u.group.clone(), u.extension.clone()), u)
+                .map(Record::User),
+            Record::Device(d) => self.devices.insert(d.mac.clone(), d).map(Record::Device),
+            Record::Sca(s) => self.scas.insert(s.line_port.clone(), s).map(Record::Sca),
+            Record::SharedLine(l) => self
+                .shared_lines
+                .insert((l.group.clone(), l.number.clone()), l)
+                .map(Record::SharedLine),
+            Record::Token(t) => self.tokens.insert(t.id.clone(), t).map(Record::Token),
+        }
+    }
+
+    /// Removes a record; returns it.
+    pub fn remove(&mut self, k: &RecordKey) -> Option<Record> {
+        match k {
+            RecordKey::Group(g) => self.groups.remove(g).map(Record::Group),
+            RecordKey::User(g, e) => self.users.remove(&(g.clone(), e.clone())).map(Record::User),
+            RecordKey::Device(m) => self.devices.remove(m).map(Record::Device),
+            RecordKey::Sca(p) => self.scas.remove(p).map(Record::Sca),
+            RecordKey::SharedLine(g, n) => self
+                .shared_lines
+                .remove(&(g.clone(), n.clone()))
+                .map(Record::SharedLine),
+            RecordKey::Token(t) => self.tokens.remove(t).map(Record::Token),
+        }
+    }
+
+    pub fn get(&self, k: &RecordKey) -> Option<Record> {
+        match k {
+            RecordKey::Group(g) => self.groups.get(g).cloned().map(Record::Group),
+            RecordKey::User(g, e) => self
+                .users
+                .get(&(g.clone(), e.clone()))
+                .cloned()
+                .map(Record::User),
+            RecordKey::Device(m) => self.devices.get(m).cloned().map(Record::Device),
+            RecordKey::Sca(p) => self.scas.get(p).cloned().map(Record::Sca),
+            RecordKey::SharedLine(g, n) => self
+                .shared_lines
+                .get(&(g.clone(), n.clone()))
+                .cloned()
+                .map(Record::SharedLine),
+            RecordKey::Token(t) => self.tokens.get(t).cloned().map(Record::Token),
+        }
+    }
+
+    // ---- queries the rules and the API share ----
+
+    pub fn user(&self, g: &GroupId, e: &Extension) -> Option<&User> {
+        self.users.get(&(g.clone(), e.clone()))
+    }
+
+    pub fn users_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a User> + 'a {
+        self.users
+            .range((g.clone(), Extension::parse("00").expect("valid"))..)
+            .take_while(move |((gg, _), _)| gg == g)
+            .map(|(_, u)| u)
+    }
+
+    pub fn shared_lines_of<'a>(
+        &'a self,
+        g: &'a GroupId,
+    ) -> impl Iterator<Item = &'a SharedLine> + 'a {
+        self.shared_lines
+            .range((g.clone(), SharedNumber::parse("00").expect("valid"))..)
+            .take_while(move |((gg, _), _)| gg == g)
+            .map(|(_, l)| l)
+    }
+
+    pub fn devices_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a Device> + 'a {
+        self.devices.values().filter(move |d| &d.group == g)
+    }
+
+    /// Devices whose primary line is this user's (as owner without a guest, or as guest).
+    pub fn devices_with_context_user<'a>(
+        &'a self,
+        g: &'a GroupId,
+        e: &'a Extension,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
+        self.devices_of(g)
+            .filter(move |d| d.context_user() == Some(e))
+    }
+
+    /// Devices owned by this user (whether or not a guest is logged in).
+    pub fn devices_owned_by<'a>(
+        &'a self,
+        g: &'a GroupId,
+        e: &'a Extension,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
+        self.devices_of(g)
+            .filter(move |d| d.owner.as_ref() == Some(e))
+    }
+
+    /// SCA endpoints of one user's line.
+    pub fn scas_of_user<'a>(
+        &'a self,
+        g: &'a GroupId,
+        e: &'a Extension,
+    ) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
+        self.scas
+            .values()
+            .filter(move |s| &s.group == g && &s.extension == e)
+    }
+
+    /// SCA endpoints placed on one device.
+    pub fn scas_on<'a>(&'a self, mac: &'a Mac) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
+        self.scas.values().filter(move |s| &s.device == mac)
+    }
+
+    /// Shared lines a user is a member of, with the membership.
+    pub fn memberships_of<'a>(
+        &'a self,
+        g: &'a GroupId,
+        e: &'a Extension,
+    ) -> impl Iterator<Item = (&'a SharedLine, &'a Member)> + 'a {
+        self.shared_lines_of(g)
+            .filter_map(move |l| l.members.iter().find(|m| &m.extension == e).map(|m| (l, m)))
+    }
+
+    /// A device by name within a group.
+    pub fn device_by_name<'a>(&'a self, g: &'a GroupId, name: &str) -> Option<&'a Device> {
+        self.devices_of(g).find(|d| d.name == name)
+    }
+
+    /// Who holds a line port (user primary line, SCA endpoint or shared line), if anyone.
+    pub fn line_port_holder(&self, port: &str) -> Option<String> {
+        if let Ok(lp) = LinePort::parse(port) {
+            if let Some(s) = self.scas.get(&lp) {
+                return Some(format!("an SCA endpoint of {}/{}", s.group, s.extension));
+            }
+        }
+        if let Some(u) = self.users.values().find(|u| u.sip_username() == port) {
+            return Some(format!("the primary line of {}/{}", u.group, u.extension));
+        }
+        self.shared_lines
+            .values()
+            .find(|l| l.line_port() == port)
+            .map(|l| format!("shared line {}/{}", l.group, l.number))
+    }
+}
+
+/// A transaction over [`State`]: mutations apply at once and are remembered for rollback.
+pub struct Tx<'a> {
+    state: &'a mut State,
+    /// First-seen value of every touched key (`None` = did not exist).
+    undo: BTreeMap<RecordKey, Option<Record>>,
+}
+
+impl<'a> Tx<'a> {
+    pub fn new(state: &'a mut State) -> Self {
+        Tx {
+            state,
+            undo: BTreeMap::new(),
+        }
+    }
+
+    /// The state as the transaction sees it (its own writes included).
+    pub fn state(&self) -> &State {
+        self.state
+    }
+
+    pub fn put(&mut self, r: Record) {
+        let k = r.key();
+        let prev = self.state.put(r);
+        self.undo.entry(k).or_insert(prev);
+    }
+
+    pub fn delete(&mut self, k: RecordKey) {
+        let prev = self.state.remove(&k);
+        self.undo.entry(k).or_insert(prev);
+    }
+
+    /// Every touched key with its value now (`None` = deleted), skipping no-op round trips.
+    pub fn writes(&self) -> Vec<(RecordKey, Option<Record>)> {
+        self.undo
+            .iter()
+            .filter_map(|(k, before)| {
+                let now = self.state.get(k);
+                (now != *before).then(|| (k.clone(), now))
+            })
+            .collect()
+    }
+
+    /// Restores every touched record to its first-seen value.
+    pub fn rollback(self) {
+        for (k, before) in self.undo {
+            match before {
+                Some(r) => {
+                    self.state.put(r);
+                }
+                None => {
+                    self.state.remove(&k);
+                }
+            }
+        }
+    }
+}

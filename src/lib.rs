@@ -1,0 +1,25 @@
+//! deskprov: a provisioning server for SIP desk phones.
+//!
+//! The flow (see README "Architecture"): admin JSON → [`admin`] → [`store`] (validated by
+//! [`domain`], persisted with its change log) ; phones fetch files from [`phone`]. [`server`]
+//! wires the listeners; [`tls`] owns certificates; [`catalog`] the phone models.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod domain;
+pub mod phone;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+use std::sync::Arc;
+
+/// Shared application state, passed to every handler (like axum's `State`).
+pub struct App {
+    pub config: config::Config,
+    pub store: store::Store,
+}
+
+pub type SharedApp = Arc<App>;

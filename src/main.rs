@@ -1,0 +1,206 @@
+//! `deskprov`: the command line. `serve` runs the server; the other commands work offline on
+//! the data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use deskprov::catalog::Catalog;
+use deskprov::config::{Config, EXAMPLE};
+use deskprov::domain::GroupId;
+use deskprov::server::{open_store, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "deskprov",
+    version,
+    about = "Provisioning server for SIP desk phones"
+)]
+struct Cli {
+    /// Configuration file (every key optional; see `deskprov config example`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (phones on :8443, admin API on 127.0.0.1:8444 by default).
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage admin API tokens offline (the server must not be running on the data dir).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented configuration file with every key and its default.
+    Example,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret (shown once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Scope the token to one group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// List tokens (without secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let result = match cli.command {
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{EXAMPLE}");
+            Ok(())
+        }
+        Command::Serve => load_config(cli.config.as_ref()).and_then(serve),
+        Command::Token { command } => {
+            load_config(cli.config.as_ref()).and_then(|c| token(c, command))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deskprov: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let server = Server::start(config).await.map_err(|e| e.to_string())?;
+        let data_dir = server.app.config.data_dir.display().to_string();
+        // The banner goes to stdout: it is for the person (or test) that started the server.
+        println!("deskprov {} serving", env!("CARGO_PKG_VERSION"));
+        println!("  admin API:  https://{}", server.admin_addr);
+        println!("  phones:     https://{}", server.phones_addr);
+        if let Some(a) = server.phones_http_addr {
+            println!("  phones:     http://{a}");
+        }
+        if let Some(ca) = &server.ca_pem {
+            println!("  CA for phones and admin clients: {}", ca.display());
+        }
+        match &server.new_admin_token {
+            Some(t) => {
+                println!("  admin token (shown once; also in {data_dir}/admin-token): {t}");
+            }
+            None => println!("  admin token: {data_dir}/admin-token"),
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn token(config: Config, command: TokenCommand) -> Result<(), String> {
+    let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
+    let store = open_store(&config, catalog).map_err(|e| {
+        format!("{e} (is a server running on this data directory? use the API: /api/v1/tokens)")
+    })?;
+    match command {
+        TokenCommand::Create { name, group } => {
+            let group = group
+                .map(|g| GroupId::parse(&g).map_err(|e| e.detail))
+                .transpose()?;
+            let (t, secret) = store
+                .create_token("cli", &name, group)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "created token {} ({}); the secret is shown once:",
+                t.id, t.name
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List => {
+            for t in store.read().tokens.values() {
+                let scope = t
+                    .group
+                    .as_ref()
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "platform".into());
+                println!("{}\t{}\t{}\t{}", t.id, t.name, scope, t.created_at);
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            store.delete_token("cli", &id).map_err(|e| e.to_string())?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Listeners, wiring and graceful shutdown.
+//!
+//! [`Server::start`] prepares everything that can fail (data dir, TLS material, catalogue,
+//! store, first admin token, bound sockets) before serving, so a misconfiguration is reported at
+//! once. Each listener is a tokio task accepting TLS connections and serving HTTP/1.1 with hyper;
+//! on shutdown they stop accepting, let in-flight requests finish (bounded), and return.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::store::{Store, StoreOptions};
+use crate::tls::{self, DevPki};
+use crate::{App, SharedApp};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may run on after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("opening the store in {path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
+    #[error("{what} {addr}: {source}")]
+    Io {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store in `<data_dir>/store` with the configured limits.
+pub fn open_store(config: &Config, catalog: Arc<Catalog>) -> Result<Store, ServerError> {
+    let path = config.data_dir.join("store");
+    Store::open(
+        &path,
+        catalog,
+        StoreOptions {
+            cache_bytes: config.store.cache_mb * 1024 * 1024,
+            changes_keep: config.store.changes_keep,
+            max_sca_per_user: config.rules.max_sca_per_user,
+        },
+    )
+    .map_err(|source| ServerError::Store {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A started server: addresses it is bound to, and what first start created.
+pub struct Server {
+    pub app: SharedApp,
+    pub admin_addr: SocketAddr,
+    pub phones_addr: SocketAddr,
+    pub phones_http_addr: Option<SocketAddr>,
+    pub ca_pem: Option<PathBuf>,
+    /// The admin token, when this start created it (first start).
+    pub new_admin_token: Option<String>,
+    listeners: Vec<(TcpListener, Option<TlsAcceptor>, Router)>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Io {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let dir = config.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
+            what: "creating data directory",
+            addr: dir.display().to_string(),
+            source,
+        })?;
+
+        let (cert, key, ca_pem) = if config.tls.cert.is_empty() {
+            tls::ensure_dev_pki(&dir, &config.tls.server_names)?;
+            let pki = DevPki::at(&dir);
+            (pki.server_pem, pki.server_key, Some(pki.ca_pem))
+        } else {
+            (
+                PathBuf::from(&config.tls.cert),
+                PathBuf::from(&config.tls.key),
+                None,
+            )
+        };
+        let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key)?);
+
+        let catalog = Arc::new(Catalog::load(config.templates_dir())?);
+        let store = open_store(&config, catalog)?;
+        let new_admin_token = first_admin_token(&store, &dir)?;
+
+        let admin = bind("admin listener", &config.listen.admin).await?;
+        let phones = bind("phone listener", &config.listen.phones).await?;
+        let phones_http = match config.listen.phones_http.as_str() {
+            "" => None,
+            a => Some(bind("phone HTTP listener", a).await?),
+        };
+        let addr = |l: &TcpListener| l.local_addr().expect("bound");
+        let (admin_addr, phones_addr) = (addr(&admin), addr(&phones));
+        let phones_http_addr = phones_http.as_ref().map(addr);
+
+        let app: SharedApp = Arc::new(App { config, store });
+        let admin_router = crate::admin::router(app.clone());
+        let phone_router = crate::phone::router(app.clone());
+        let mut listeners = vec![
+            (admin, Some(acceptor.clone()), admin_router),
+            (phones, Some(acceptor), phone_router.clone()),
+        ];
+        if let Some(l) = phones_http {
+            listeners.push((l, None, phone_router));
+        }
+        Ok(Server {
+            app,
+            admin_addr,
+            phones_addr,
+            phones_http_addr,
+            ca_pem,
+            new_admin_token,
+            listeners,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let tasks: Vec<_> = self
+            .listeners
+            .into_iter()
+            .map(|(l, tls, router)| tokio::spawn(serve(l, tls, router, stop_rx.clone())))
+            .collect();
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Every write was flushed before it was acknowledged; this makes the last one certain.
+        if let Err(e) = self.app.store.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// On first start (no token at all) creates the platform token `admin` and writes it to
+/// `<data_dir>/admin-token` (0600). Returns the secret to print once.
+fn first_admin_token(store: &Store, dir: &Path) -> Result<Option<String>, ServerError> {
+    if !store.read().tokens.is_empty() {
+        return Ok(None);
+    }
+    let (_, secret) = store
+        .create_token("server", "admin", None)
+        .map_err(|source| ServerError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    tls::write_private(&dir.join("admin-token"), format!("{secret}\n").as_bytes())?;
+    Ok(Some(secret))
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let builder = hyper::server::conn::http1::Builder::new();
+            let result = match tls {
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tcp), svc))
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not finish within the drain timeout");
+    }
+}

@@ -1,0 +1,711 @@
+//! The durable store: domain state in memory, persisted in sled with its change log.
+//!
+//! One write path: [`Store`] runs a domain rule inside a [`Tx`] under the write lock, then writes
+//! exactly the records the rule touched, the change-log entry, and the `seq` counter in one sled
+//! transaction, and flushes to disk before returning — so an acknowledged write survives
+//! `kill -9`. Any error rolls the in-memory state back.
+//!
+//! Reads are served from memory ([`Store::read`]); the engine is never visible outside this
+//! module. Three trees: `data` (records by [`RecordKey::encode`]), `changes` (big-endian `seq` →
+//! JSON entry) and `meta` (`format`, `seq`). sled calls block: async callers use the `*_async`
+//! helpers in `crate::admin`, which run them on the blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use utoipa::ToSchema;
+
+use crate::catalog::RulesEnv;
+use crate::domain::rules::{self, *};
+use crate::domain::state::{Record, RecordKey, State, Tx};
+use crate::domain::*;
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// One change-log entry (SPEC §1 "Change log").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    /// Gapless, increasing.
+    pub seq: u64,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Who: `token:<id>` or `cli`.
+    pub actor: String,
+    /// `<resource>.<verb>`.
+    pub action: String,
+    #[schema(value_type = Option<String>)]
+    pub group: Option<GroupId>,
+    pub subject: String,
+    /// Every device whose rendered files may change.
+    #[schema(value_type = Vec<String>)]
+    pub devices: Vec<Mac>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Rule(#[from] DomainError),
+    #[error("storage: {0}")]
+    Engine(#[from] sled::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the data directory was written by a newer deskprov (format {0}; this build reads {FORMAT_VERSION})")]
+    TooNew(u64),
+}
+
+/// Options of [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub cache_bytes: u64,
+    pub changes_keep: u64,
+    pub max_sca_per_user: usize,
+}
+
+struct Inner {
+    state: State,
+    /// Last committed seq.
+    seq: u64,
+    /// Oldest seq still in the change log.
+    first_seq: u64,
+}
+
+pub struct Store {
+    db: sled::Db,
+    data: sled::Tree,
+    changes: sled::Tree,
+    meta: sled::Tree,
+    inner: RwLock<Inner>,
+    env: RulesEnv,
+    changes_keep: u64,
+    /// Bumped after every commit with the new seq; the sync dispatcher waits on it.
+    committed: tokio::sync::watch::Sender<u64>,
+}
+
+/// Read access to the state; holds the read lock while alive, so keep it short.
+pub struct View<'a>(RwLockReadGuard<'a, Inner>);
+
+impl std::ops::Deref for View<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0.state
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and loads it into memory.
+    pub fn open(
+        dir: &Path,
+        catalog: Arc<crate::catalog::Catalog>,
+        opts: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()?;
+        let data = db.open_tree("data")?;
+        let changes = db.open_tree("changes")?;
+        let meta = db.open_tree("meta")?;
+
+        match meta.get("format")? {
+            None => {
+                meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(v) => {
+                let v = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("format"))?);
+                if v > FORMAT_VERSION {
+                    return Err(StoreError::TooNew(v));
+                }
+            }
+        }
+        let seq = match meta.get("seq")? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("seq"))?),
+            None => 0,
+        };
+        if let Some((k, _)) = changes.last()? {
+            let last =
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("change key"))?);
+            if last != seq {
+                return Err(corrupt(format!(
+                    "change log ends at {last} but seq is {seq}"
+                )));
+            }
+        }
+        let first_seq = match changes.first()? {
+            Some((k, _)) => {
+                u64::from_be_bytes(k.as_ref().try_into().map_err(|_| corrupt("change key"))?)
+            }
+            None => seq + 1,
+        };
+
+        let mut state = State::default();
+        for item in data.iter() {
+            let (k, v) = item?;
+            let r: Record = serde_json::from_slice(&v)
+                .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))?;
+            state.put(r);
+        }
+        let (committed, _) = tokio::sync::watch::channel(seq);
+        Ok(Store {
+            db,
+            data,
+            changes,
+            meta,
+            inner: RwLock::new(Inner {
+                state,
+                seq,
+                first_seq,
+            }),
+            env: RulesEnv {
+                catalog,
+                max_sca_per_user: opts.max_sca_per_user,
+            },
+            changes_keep: opts.changes_keep,
+            committed,
+        })
+    }
+
+    /// Read access to the state.
+    pub fn read(&self) -> View<'_> {
+        View(self.inner.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The last committed seq.
+    pub fn last_seq(&self) -> u64 {
+        self.read().0.seq
+    }
+
+    /// A receiver that sees the seq of every commit.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    pub fn catalog(&self) -> &crate::catalog::Catalog {
+        &self.env.catalog
+    }
+
+    /// Runs `rule` in a transaction; on success persists its writes with the change entry,
+    /// flushes, and returns the rule's value and the entry.
+    fn commit<R>(
+        &self,
+        actor: &str,
+        rule: impl FnOnce(&mut Tx, &dyn Env) -> Result<(Effect, R), DomainError>,
+    ) -> Result<(R, Change), StoreError> {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *guard;
+        let mut tx = Tx::new(&mut inner.state);
+        let (fx, value) = match rule(&mut tx, &self.env) {
+            Ok(x) => x,
+            Err(e) => {
+                tx.rollback();
+                return Err(e.into());
+            }
+        };
+        let seq = inner.seq + 1;
+        for mac in &fx.devices {
+            if let Some(d) = tx.state().devices.get(mac) {
+                let mut d = d.clone();
+                d.revision = seq;
+                tx.put(Record::Device(d));
+            }
+        }
+        let change = Change {
+            seq,
+            at: now(),
+            actor: actor.to_string(),
+            action: fx.action,
+            group: fx.group,
+            subject: fx.subject,
+            devices: fx.devices.into_iter().collect(),
+            detail: fx.detail,
+        };
+        if let Err(e) = self.persist(&tx.writes(), &change) {
+            tx.rollback();
+            return Err(e);
+        }
+        inner.seq = seq;
+        drop(guard);
+        self.committed.send_replace(seq);
+        self.compact();
+        Ok((value, change))
+    }
+
+    /// Writes records, the change entry and the seq atomically, then flushes.
+    fn persist(
+        &self,
+        writes: &[(RecordKey, Option<Record>)],
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        // Encode outside the transaction closure: sled may run it more than once.
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
+            .iter()
+            .map(|(k, r)| {
+                let v = r
+                    .as_ref()
+                    .map(|r| serde_json::to_vec(r).expect("records serialise"));
+                (k.encode(), v)
+            })
+            .collect();
+        let entry = serde_json::to_vec(change).expect("changes serialise");
+        let seq = change.seq.to_be_bytes();
+        (&self.data, &self.changes, &self.meta)
+            .transaction(|(d, c, m)| {
+                for (k, v) in &encoded {
+                    match v {
+                        Some(v) => d.insert(k.as_slice(), v.as_slice())?,
+                        None => d.remove(k.as_slice())?,
+                    };
+                }
+                c.insert(&seq, entry.as_slice())?;
+                m.insert("seq", &seq)?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Engine(e),
+                TransactionError::Abort(()) => corrupt("transaction aborted"),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drops the oldest change-log entries beyond `changes_keep` (in batches, so it runs rarely).
+    fn compact(&self) {
+        let (first, last) = {
+            let i = self.read();
+            (i.0.first_seq, i.0.seq)
+        };
+        let keep = self.changes_keep;
+        if last + 1 - first <= keep + keep / 10 {
+            return;
+        }
+        let new_first = last + 1 - keep;
+        let mut batch = sled::Batch::default();
+        for s in first..new_first {
+            batch.remove(&s.to_be_bytes());
+        }
+        match self.changes.apply_batch(batch) {
+            Ok(()) => {
+                let mut w = self.inner.write().unwrap_or_else(|p| p.into_inner());
+                w.first_seq = new_first;
+                tracing::info!(
+                    removed = new_first - first,
+                    kept = keep,
+                    "change log compacted"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "change log compaction failed"),
+        }
+    }
+
+    /// Change-log entries with `seq > since`, oldest first; `group` filters to one group.
+    pub fn changes(
+        &self,
+        since: u64,
+        limit: usize,
+        group: Option<&GroupId>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.changes.range((since + 1).to_be_bytes()..) {
+            let (_, v) = item?;
+            let c: Change =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("change: {e}")))?;
+            if group.is_none() || c.group.as_ref() == group {
+                out.push(c);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes everything to disk (every commit already did; used on shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The oldest seq still kept in the change log.
+    pub fn first_seq(&self) -> u64 {
+        self.read().0.first_seq
+    }
+
+    // ------------------------------------------------------------ domain operations
+
+    pub fn create_group(&self, actor: &str, g: Group) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::create_group(tx, g)?, ())))?
+            .1)
+    }
+    pub fn update_group(&self, actor: &str, id: &GroupId, g: Group) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::update_group(tx, id, g)?, ())))?
+            .1)
+    }
+    pub fn delete_group(
+        &self,
+        actor: &str,
+        id: &GroupId,
+        cascade: bool,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_group(tx, id, cascade)?, ()))
+            })?
+            .1)
+    }
+
+    pub fn create_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: UserInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_user(tx, env, g, input))?
+            .0)
+    }
+    pub fn update_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: UserInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::update_user(tx, env, g, e, input))?
+            .0)
+    }
+    pub fn delete_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_user(tx, g, e)?, ())))?
+            .1)
+    }
+    pub fn duplicate_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: DuplicateInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::duplicate_user(tx, env, g, e, input))?
+            .0)
+    }
+    /// Returns the new password (the only time it is shown).
+    pub fn rotate_sip_password(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::rotate_sip_password(tx, env, g, e))?
+            .0)
+    }
+
+    pub fn create_device(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: DeviceInput,
+    ) -> Result<Device, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_device(tx, env, g, input))?
+            .0)
+    }
+    pub fn update_device(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        input: DeviceInput,
+    ) -> Result<Device, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::update_device(tx, env, mac, input))?
+            .0)
+    }
+    pub fn delete_device(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_device(tx, mac)?, ())))?
+            .1)
+    }
+    /// Returns the new provisioning password (the only time it is shown).
+    pub fn rotate_device_credentials(&self, actor: &str, mac: &Mac) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::rotate_device_credentials(tx, env, mac)
+            })?
+            .0)
+    }
+    pub fn hot_desk_login(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        e: &Extension,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                Ok((rules::hot_desk_login(tx, env, mac, e)?, ()))
+            })?
+            .1)
+    }
+    pub fn hot_desk_logout(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::hot_desk_logout(tx, mac)?, ())))?
+            .1)
+    }
+
+    pub fn create_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: ScaInput,
+    ) -> Result<ScaEndpoint, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_sca(tx, env, g, e, input))?
+            .0)
+    }
+    pub fn update_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        port: &str,
+        input: ScaInput,
+    ) -> Result<ScaEndpoint, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_sca(tx, env, g, e, port, input)
+            })?
+            .0)
+    }
+    pub fn delete_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        port: &str,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_sca(tx, g, e, port)?, ())))?
+            .1)
+    }
+
+    pub fn create_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: SharedLineInput,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::create_shared_line(tx, env, g, input)
+            })?
+            .0)
+    }
+    pub fn update_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+        input: SharedLineInput,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_shared_line(tx, env, g, n, input)
+            })?
+            .0)
+    }
+    pub fn set_shared_line_members(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+        members: Vec<Member>,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::set_members(tx, env, g, n, members))?
+            .0)
+    }
+    pub fn delete_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_shared_line(tx, g, n)?, ()))
+            })?
+            .1)
+    }
+
+    /// Creates a token; returns it and the secret to hand out once (`dp_<id>_<secret>`).
+    pub fn create_token(
+        &self,
+        actor: &str,
+        name: &str,
+        group: Option<GroupId>,
+    ) -> Result<(Token, String), StoreError> {
+        let id = crate::secrets::hex_token::<4>();
+        let secret = crate::secrets::hex_token::<24>();
+        let t = Token {
+            id: id.clone(),
+            name: name.to_string(),
+            group,
+            secret_sha256: Secret(crate::secrets::sha256_hex(secret.as_bytes())),
+            created_at: now(),
+        };
+        let stored = t.clone();
+        self.commit(actor, |tx, _| Ok((rules::create_token(tx, stored)?, ())))?;
+        Ok((t, format!("dp_{id}_{secret}")))
+    }
+    pub fn delete_token(&self, actor: &str, id: &str) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_token(tx, id)?, ())))?
+            .1)
+    }
+
+    /// The token a bearer secret belongs to, if any (constant-time comparison of the hash).
+    pub fn authenticate(&self, bearer: &str) -> Option<Token> {
+        let rest = bearer.strip_prefix("dp_")?;
+        let (id, secret) = rest.split_once('_')?;
+        let state = self.read();
+        let t = state.tokens.get(id)?;
+        let presented = crate::secrets::sha256_hex(secret.as_bytes());
+        crate::secrets::ct_eq(presented.as_bytes(), t.secret_sha256.expose().as_bytes())
+            .then(|| t.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            Arc::new(Catalog::builtin().unwrap()),
+            StoreOptions {
+                cache_bytes: 8 << 20,
+                changes_keep: 1000,
+                max_sca_per_user: 35,
+            },
+        )
+        .unwrap()
+    }
+
+    fn group(id: &str) -> Group {
+        serde_json::from_value(serde_json::json!({"id": id, "sip": {"domain": "sip.example.net"}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn commits_survive_reopen_with_a_gapless_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open(dir.path());
+            s.create_group("t", group("g1")).unwrap();
+            assert!(
+                s.create_group("t", group("g1")).is_err(),
+                "duplicate refused"
+            );
+            s.create_group("t", group("g2")).unwrap();
+            s.delete_group("t", &GroupId::parse("g1").unwrap(), false)
+                .unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.last_seq(), 3);
+        let log = s.changes(0, 100, None).unwrap();
+        assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(log[2].action, "group.delete");
+        assert!(s.read().groups.contains_key(&GroupId::parse("g2").unwrap()));
+        assert_eq!(s.read().groups.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_rule_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let g = GroupId::parse("g1").unwrap();
+        let err = s
+            .create_user(
+                "t",
+                &g,
+                serde_json::from_value(serde_json::json!({"extension": "1001"})).unwrap(),
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Rule(ref e) if e.kind == ErrorKind::NotFound));
+        assert_eq!(s.last_seq(), 0);
+        assert!(s.changes(0, 10, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn device_revision_is_the_last_seq_that_touched_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let g = GroupId::parse("g1").unwrap();
+        s.create_group("t", group("g1")).unwrap();
+        let d: DeviceInput = serde_json::from_value(
+            serde_json::json!({"mac": "0004f2000001", "model": "polycom-vvx-450"}),
+        )
+        .unwrap();
+        let dev = s.create_device("t", &g, d).unwrap();
+        let mac = dev.mac.clone();
+        assert_eq!(s.read().devices[&mac].revision, 2);
+        s.create_group("t", group("g2")).unwrap();
+        assert_eq!(s.read().devices[&mac].revision, 2, "untouched");
+        let grp = s.read().groups[&g].clone();
+        let c = s.update_group("t", &g, grp).unwrap();
+        assert_eq!(c.devices, vec![mac.clone()]);
+        assert_eq!(s.read().devices[&mac].revision, 4);
+    }
+
+    #[test]
+    fn tokens_authenticate_by_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let (t, secret) = s.create_token("cli", "admin", None).unwrap();
+        assert_eq!(s.authenticate(&secret).unwrap().id, t.id);
+        assert!(s.authenticate(&format!("{secret}x")).is_none());
+        assert!(s.authenticate("dp_nope_nope").is_none());
+        assert!(!format!("{:?}", s.read().tokens).contains(&secret[12..]));
+    }
+
+    #[test]
+    fn the_change_log_is_compacted_beyond_its_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        for i in 0..1150 {
+            s.create_group("t", group(&format!("g{i}"))).unwrap();
+        }
+        assert!(s.first_seq() > 1);
+        let log = s.changes(0, 5000, None).unwrap();
+        assert_eq!(log.last().unwrap().seq, 1150);
+        assert_eq!(log.first().unwrap().seq, s.first_seq());
+        assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+}
