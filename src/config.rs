@@ -42,6 +42,8 @@ pub struct Tls {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Phones {
+    /// The URL phones reach this server at (templates use it); empty = `https://<host name>:<port>`.
+    pub base_url: String,
     pub auth_fail_limit: u32,
     pub auth_lockout_s: u64,
     pub upload_max_bytes: u64,
@@ -99,6 +101,7 @@ impl Default for Listen {
 impl Default for Phones {
     fn default() -> Self {
         Phones {
+            base_url: String::new(),
             auth_fail_limit: 20,
             auth_lockout_s: 300,
             upload_max_bytes: 1 << 20,
@@ -196,6 +199,7 @@ client_ca = []                 # PEM bundles of vendor device CAs for mTLS
 server_names = []              # extra DNS names / IPs for the generated certificate
 
 [phones]
+base_url = ""                  # URL phones reach the server at; empty = https://<host name>:<phones port>
 auth_fail_limit = 20           # failed attempts per IP per minute before a lockout
 auth_lockout_s = 300           # lockout length, seconds
 upload_max_bytes = 1048576     # largest file a phone may PUT

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod phone;
+pub mod render;
 pub mod secrets;
 pub mod server;
 pub mod store;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 pub struct App {
     pub config: config::Config,
     pub store: store::Store,
+    pub renderer: render::Renderer,
+    pub phone_auth: phone::PhoneAuth,
 }
 
 pub type SharedApp = Arc<App>;

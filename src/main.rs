@@ -44,6 +44,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Template helpers.
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+    /// Print a device's file exactly as the phone would receive it (offline).
+    Render {
+        /// The device's MAC (any accepted form).
+        #[arg(long)]
+        mac: String,
+        /// The file name the phone requests, e.g. 0004f2abcdef.cfg.
+        #[arg(long)]
+        file: String,
+    },
     /// Manage admin API tokens offline (the server must not be running on the data dir).
     Token {
         #[command(subcommand)]
@@ -55,6 +69,25 @@ enum Command {
 enum ConfigCommand {
     /// Print a commented configuration file with every key and its default.
     Example,
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Render every golden fixture and compare it with the expected files.
+    Check {
+        /// Fixture folder (fixtures/<model-id>/<scenario>/).
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
+        /// Read models from this folder (same layout as device-templates/) on top of the built-ins.
+        #[arg(long)]
+        templates_dir: Option<PathBuf>,
+        /// Rewrite the expected files from what renders now (review the diff!).
+        #[arg(long)]
+        update: bool,
+        /// Check one model only.
+        #[arg(long)]
+        model: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +138,20 @@ fn main() -> ExitCode {
         Command::Serve => load_config(cli.config.as_ref()).and_then(serve),
         Command::Token { command } => {
             load_config(cli.config.as_ref()).and_then(|c| token(c, command))
+        }
+        Command::Templates {
+            command:
+                TemplatesCommand::Check {
+                    fixtures,
+                    templates_dir,
+                    update,
+                    model,
+                },
+        } => load_config(cli.config.as_ref()).and_then(|c| {
+            templates_check(c, &fixtures, templates_dir, update, model.as_deref())
+        }),
+        Command::Render { mac, file } => {
+            load_config(cli.config.as_ref()).and_then(|c| render(c, &mac, &file))
         }
     };
     match result {
@@ -203,4 +250,48 @@ fn token(config: Config, command: TokenCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn templates_check(
+    config: Config,
+    fixtures: &std::path::Path,
+    dir: Option<PathBuf>,
+    update: bool,
+    model: Option<&str>,
+) -> Result<(), String> {
+    let dir = dir.or_else(|| config.templates_dir().map(PathBuf::from));
+    let catalog = Catalog::load(dir.as_deref()).map_err(|e| e.to_string())?;
+    let (n, problems) = deskprov::render::fixtures::check_all(&catalog, fixtures, update, model)?;
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    if problems.is_empty() {
+        println!("{n} fixture scenarios OK{}", if update { " (expected files rewritten)" } else { "" });
+        Ok(())
+    } else {
+        Err(format!("{} problems in {n} fixture scenarios", problems.len()))
+    }
+}
+
+fn render(config: Config, mac: &str, file: &str) -> Result<(), String> {
+    use deskprov::render::{resolve, Renderer, Target};
+    let mac = deskprov::domain::Mac::parse(mac).map_err(|e| e.detail)?;
+    let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
+    let store = open_store(&config, catalog.clone()).map_err(|e| e.to_string())?;
+    let base = match config.phones.base_url.as_str() {
+        "" => format!("https://{}:8443", deskprov::tls::host_name().unwrap_or_else(|| "localhost".into())),
+        u => u.to_string(),
+    };
+    let renderer = Renderer::new(catalog.clone(), base, &store.template_overrides());
+    let state = store.read();
+    let out = match resolve(&catalog, &state, file, None) {
+        Some(Target::Device { mac: m, spec, .. }) if m == mac => {
+            renderer.render_device(&state, &state.devices[&m], spec)
+        }
+        Some(Target::Common { model, spec }) => renderer.render_common(model, spec),
+        _ => return Err(format!("device {mac} does not request a file named {file}")),
+    }
+    .map_err(|e| e.to_string())?;
+    use std::io::Write;
+    std::io::stdout().write_all(&out.bytes).map_err(|e| e.to_string())
 }

@@ -20,6 +20,8 @@ use tower::ServiceExt;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::phone::PeerCert;
+use crate::render::Renderer;
 use crate::store::{Store, StoreOptions};
 use crate::tls::{self, DevPki};
 use crate::{App, SharedApp};
@@ -112,9 +114,10 @@ impl Server {
             )
         };
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key)?);
+        let phone_acceptor = TlsAcceptor::from(tls::phone_server_config(&cert, &key, &config.tls.client_ca)?);
 
         let catalog = Arc::new(Catalog::load(config.templates_dir())?);
-        let store = open_store(&config, catalog)?;
+        let store = open_store(&config, catalog.clone())?;
         let new_admin_token = first_admin_token(&store, &dir)?;
 
         let admin = bind("admin listener", &config.listen.admin).await?;
@@ -127,12 +130,23 @@ impl Server {
         let (admin_addr, phones_addr) = (addr(&admin), addr(&phones));
         let phones_http_addr = phones_http.as_ref().map(addr);
 
-        let app: SharedApp = Arc::new(App { config, store });
+        let base_url = match config.phones.base_url.as_str() {
+            "" => format!("https://{}:{}", tls::host_name().unwrap_or_else(|| "localhost".into()), phones_addr.port()),
+            u => u.trim_end_matches('/').to_string(),
+        };
+        let renderer = Renderer::new(catalog, base_url, &store.template_overrides());
+        let phone_auth = crate::phone::PhoneAuth::new(&config.phones);
+        let app: SharedApp = Arc::new(App {
+            config,
+            store,
+            renderer,
+            phone_auth,
+        });
         let admin_router = crate::admin::router(app.clone());
         let phone_router = crate::phone::router(app.clone());
         let mut listeners = vec![
             (admin, Some(acceptor.clone()), admin_router),
-            (phones, Some(acceptor), phone_router.clone()),
+            (phones, Some(phone_acceptor), phone_router.clone()),
         ];
         if let Some(l) = phones_http {
             listeners.push((l, None, phone_router));
@@ -211,16 +225,27 @@ async fn serve(
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // One service per connection, carrying the peer address and client certificate.
+            let svc = move |cert: Option<PeerCert>| {
+                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(c) = &cert {
+                        req.extensions_mut().insert(c.clone());
+                    }
                     router.clone().oneshot(req.map(axum::body::Body::new))
-                },
-            );
+                })
+            };
             let builder = hyper::server::conn::http1::Builder::new();
             let result = match tls {
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let leaf = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| Arc::<[u8]>::from(c.as_ref()));
+                        let svc = svc(Some(PeerCert(leaf)));
                         watcher
                             .watch(builder.serve_connection(TokioIo::new(stream), svc))
                             .await
@@ -236,7 +261,7 @@ async fn serve(
                 },
                 None => {
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(tcp), svc))
+                        .watch(builder.serve_connection(TokioIo::new(tcp), svc(None)))
                         .await
                 }
             };

@@ -87,7 +87,8 @@ fn ca_params() -> CertificateParams {
     p
 }
 
-fn host_name() -> Option<String> {
+/// This machine's host name, if it has a usable one.
+pub fn host_name() -> Option<String> {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -181,11 +182,32 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// The rustls server configuration for a certificate chain and key.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    phone_server_config(cert, key, &[])
+}
+
+/// Like [`server_config`], and when vendor CA bundles are given, client certificates are
+/// requested (optional: phones without one use digest) and verified against them.
+pub fn phone_server_config(cert: &Path, key: &Path, client_ca: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(read_certs(cert)?, read_key(key)?)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = if client_ca.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for bundle in client_ca {
+            for c in read_certs(Path::new(bundle))? {
+                roots
+                    .add(c)
+                    .map_err(|e| TlsError::Invalid(format!("{bundle}: {e}")))?;
+            }
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Invalid(format!("client_ca: {e}")))?;
+        builder.with_client_cert_verifier(verifier)
+    };
+    let mut cfg = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/groups/{group}/devices`, `/api/v1/devices/{mac}`, `/credentials`, `/hot-desk`.
 
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -20,6 +20,58 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(get_one, patch, delete))
         .routes(routes!(credentials))
         .routes(routes!(hot_desk_login, hot_desk_logout))
+        .routes(routes!(preview))
+        .routes(routes!(uploads))
+        .routes(routes!(unprovisioned))
+}
+
+/// Exactly what the phone would receive for `{file}` (secrets included: admin only).
+#[utoipa::path(get, path = "/devices/{mac}/files/{file}", tag = "devices",
+    responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn preview(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path((mac, file)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let d = current(&app, &caller, &mac)?;
+    let r = crate::phone::preview(&app, &d.mac, &file).map_err(|code| {
+        if code == axum::http::StatusCode::NOT_FOUND {
+            ApiError::not_found(format!("device {} does not request a file named {file}", d.mac))
+        } else {
+            ApiError::new(code, "render_failed", "the file could not be rendered; see the server log")
+        }
+    })?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, r.content_type.clone()),
+            (axum::http::header::ETAG, r.etag.clone()),
+        ],
+        r.bytes,
+    )
+        .into_response())
+}
+
+/// Files the phone uploaded (Polycom-style PUT), by name.
+#[utoipa::path(get, path = "/devices/{mac}/uploads", tag = "devices",
+    responses((status = 200, body = Vec<crate::store::UploadMeta>), (status = 404, body = Problem)))]
+async fn uploads(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<axum::Json<Vec<crate::store::UploadMeta>>> {
+    let d = current(&app, &caller, &mac)?;
+    Ok(axum::Json(blocking(&app, move |s| s.uploads_of(&d.mac)).await?))
+}
+
+/// Well-formed MACs that asked for files but are not provisioned, newest first (bounded).
+#[utoipa::path(get, path = "/unprovisioned", tag = "devices",
+    responses((status = 200, body = Vec<crate::store::Unprovisioned>), (status = 403, body = Problem)))]
+async fn unprovisioned(
+    State(app): State<SharedApp>,
+    caller: Caller,
+) -> ApiResult<axum::Json<Vec<crate::store::Unprovisioned>>> {
+    caller.platform()?;
+    Ok(axum::Json(app.store.unprovisioned()))
 }
 
 /// The device at `{mac}`, if the caller may see it.
@@ -34,7 +86,7 @@ fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
 }
 
 fn view(app: &SharedApp, d: &Device) -> DeviceView {
-    DeviceView::of(&app.store.read(), app.store.catalog(), d)
+    DeviceView::of(&app.store.read(), &app.store, d)
 }
 
 /// The stored device after a write (its revision was set by the commit).
@@ -60,7 +112,7 @@ async fn list(
     }
     let items = s
         .devices_of(&g)
-        .map(|d| DeviceView::of(&s, app.store.catalog(), d));
+        .map(|d| DeviceView::of(&s, &app.store, d));
     Ok(axum::Json(q.page(items, |d| d.mac.to_string())?))
 }
 

@@ -11,6 +11,7 @@ mod models;
 pub mod problem;
 mod sca;
 mod shared_lines;
+mod templates;
 mod tokens;
 mod users;
 pub mod views;
@@ -61,7 +62,8 @@ pub fn router(app: SharedApp) -> Router {
         .merge(shared_lines::routes())
         .merge(changes::routes())
         .merge(tokens::routes())
-        .merge(models::routes());
+        .merge(models::routes())
+        .merge(templates::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .split_for_parts();

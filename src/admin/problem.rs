@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub field: Option<String>,
+    /// Where in an uploaded template the problem is (1-based), for `invalid_template`.
+    pub position: Option<(usize, usize)>,
 }
 
 /// `application/problem+json` body (RFC 9457) with the extra `code` member.
@@ -31,6 +33,12 @@ pub struct Problem {
     /// The offending input field, where one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Line of the problem in an uploaded template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Column of the problem in an uploaded template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
 }
 
 impl ApiError {
@@ -40,6 +48,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             field: None,
+            position: None,
         }
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -73,6 +82,23 @@ impl From<DomainError> for ApiError {
             code: e.code,
             detail: e.detail,
             field: e.field,
+            position: None,
+        }
+    }
+}
+
+impl From<crate::render::RenderError> for ApiError {
+    fn from(e: crate::render::RenderError) -> Self {
+        use crate::render::RenderError;
+        let position = match &e {
+            RenderError::Template { line, column, .. } | RenderError::Xml { line, column, .. } => {
+                Some((*line, *column))
+            }
+            RenderError::Domain(_) => None,
+        };
+        ApiError {
+            position,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", e.to_string())
         }
     }
 }
@@ -99,6 +125,8 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             code: self.code,
             field: self.field,
+            line: self.position.map(|p| p.0),
+            column: self.position.map(|p| p.1),
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
         resp.headers_mut().insert(

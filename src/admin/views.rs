@@ -104,6 +104,12 @@ pub struct DeviceView {
     pub notify_target: Option<String>,
     /// The last change-log seq that touched this device.
     pub revision: u64,
+    /// The revision of the last main-file fetch (the phone has applied it).
+    pub applied_revision: u64,
+    /// The last fetch: time, address, User-Agent, firmware.
+    pub last_seen: Option<crate::store::CheckIn>,
+    /// The files this device requests, in order.
+    pub files: Vec<String>,
     /// The derived registrations and line keys.
     #[schema(value_type = Object)]
     pub layout: Option<Layout>,
@@ -112,8 +118,22 @@ pub struct DeviceView {
 }
 
 impl DeviceView {
-    pub fn of(s: &State, catalog: &crate::catalog::Catalog, d: &Device) -> DeviceView {
+    pub fn of(s: &State, store: &crate::store::Store, d: &Device) -> DeviceView {
+        let catalog = store.catalog();
+        let last_seen = store.checkin(&d.mac);
+        let files = catalog
+            .get(&d.model)
+            .map(|m| {
+                m.files
+                    .iter()
+                    .map(|f| if f.per_device { f.name_for(&d.mac, m.mac_case) } else { f.pattern.clone() })
+                    .collect()
+            })
+            .unwrap_or_default();
         DeviceView {
+            applied_revision: last_seen.as_ref().map(|c| c.applied_revision).unwrap_or(0),
+            last_seen,
+            files,
             mac: d.mac.clone(),
             group: d.group.clone(),
             name: d.name.clone(),

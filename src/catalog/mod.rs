@@ -31,6 +31,74 @@ pub struct Notify {
     pub resync: String,
     /// `Event:` that makes the phone reboot.
     pub reboot: String,
+    /// Change kinds that need a reboot rather than a re-sync: `lines` (registrations or
+    /// appearances changed), `keys`, `settings`, `template`. Default: `lines`.
+    #[serde(default = "default_reboot_on")]
+    pub reboot_on: Vec<String>,
+}
+
+fn default_reboot_on() -> Vec<String> {
+    vec!["lines".to_string()]
+}
+
+/// One file a model requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// The requested name; `{mac}` stands for the MAC in the model's case.
+    pub pattern: String,
+    /// Template file in the model's folder.
+    pub template: String,
+    pub content_type: String,
+    /// Rendered per device (may hold secrets, needs device auth) or common to the model.
+    pub per_device: bool,
+    /// The device's main file: fetching it marks the revision as applied. Default: the first
+    /// per-device file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub main: bool,
+}
+
+impl FileSpec {
+    /// Whether the content is XML (checked for well-formedness, values XML-escaped).
+    pub fn is_xml(&self) -> bool {
+        let ct = self.content_type.split(';').next().unwrap_or("").trim();
+        ct.ends_with("/xml") || ct.ends_with("+xml")
+    }
+
+    /// The MAC in `name` if it matches this (per-device) pattern. The MAC's hex digits may be
+    /// in either case; the rest must match exactly.
+    pub fn match_mac(&self, name: &str) -> Option<crate::domain::Mac> {
+        let (pre, post) = self.pattern.split_once("{mac}")?;
+        let hex = name.strip_prefix(pre)?.strip_suffix(post)?;
+        if hex.len() != 12 {
+            return None;
+        }
+        crate::domain::Mac::parse(hex).ok()
+    }
+
+    /// The file name for a device (`{mac}` replaced in the model's case).
+    pub fn name_for(&self, mac: &crate::domain::Mac, case: MacCase) -> String {
+        let m = match case {
+            MacCase::Lower => mac.to_string(),
+            MacCase::Upper => mac.upper(),
+        };
+        self.pattern.replace("{mac}", &m)
+    }
+}
+
+/// Semantic checks of rendered files, run by the fixture tests: each entry is a key=value fact
+/// that must hold in the main file, with `{index}` (registration) and `{key}` (line key)
+/// placeholders (`{index0}` and `{key0}` for 0-based numbering). See `crate::render::flatten`
+/// for how files become key=value facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    /// Facts that mark registration `{index}` as a shared appearance.
+    #[serde(default)]
+    pub shared: Vec<String>,
+    /// Facts that put registration `{index}` on line key `{key}`.
+    #[serde(default)]
+    pub line_key: Vec<String>,
 }
 
 /// `model.toml` as written on disk (the id is the folder name).
@@ -47,6 +115,10 @@ struct ModelFile {
     #[serde(default)]
     user_agents: Vec<String>,
     notify: Notify,
+    #[serde(default)]
+    files: Vec<FileSpec>,
+    #[serde(default)]
+    checks: Checks,
 }
 
 /// One phone model.
@@ -62,6 +134,22 @@ pub struct Model {
     /// Substrings of the User-Agent that identify this model.
     pub user_agents: Vec<String>,
     pub notify: Notify,
+    pub files: Vec<FileSpec>,
+    #[serde(skip)]
+    pub checks: Checks,
+    /// Built-in template sources by template file name.
+    #[serde(skip)]
+    pub templates: BTreeMap<String, String>,
+}
+
+impl Model {
+    /// The main per-device file (see [`FileSpec::main`]).
+    pub fn main_file(&self) -> Option<&FileSpec> {
+        self.files
+            .iter()
+            .find(|f| f.per_device && f.main)
+            .or_else(|| self.files.iter().find(|f| f.per_device))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +169,16 @@ pub struct Catalog {
     models: BTreeMap<String, Model>,
 }
 
+/// A file name phones may request: no path separators, no dot-dot, bounded.
+pub fn valid_file_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !name.contains("..")
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
@@ -89,7 +187,11 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-fn parse_model(id: &str, text: &str) -> Result<Model, CatalogError> {
+fn parse_model(
+    id: &str,
+    text: &str,
+    templates: BTreeMap<String, String>,
+) -> Result<Model, CatalogError> {
     let invalid = |msg: String| CatalogError::Invalid {
         id: id.to_string(),
         msg,
@@ -107,6 +209,24 @@ fn parse_model(id: &str, text: &str) -> Result<Model, CatalogError> {
     if accounts == 0 {
         return Err(invalid("accounts must be at least 1".into()));
     }
+    const KINDS: [&str; 4] = ["lines", "keys", "settings", "template"];
+    if let Some(k) = f.notify.reboot_on.iter().find(|k| !KINDS.contains(&k.as_str())) {
+        return Err(invalid(format!("notify.reboot_on: unknown change kind '{k}' (one of {KINDS:?})")));
+    }
+    for file in &f.files {
+        if file.per_device != file.pattern.contains("{mac}") {
+            return Err(invalid(format!(
+                "file {}: per_device files (and only they) carry {{mac}} in their pattern",
+                file.pattern
+            )));
+        }
+        if !valid_file_name(&file.pattern.replace("{mac}", "000000000000")) {
+            return Err(invalid(format!("file {}: not a plain file name", file.pattern)));
+        }
+        if !templates.contains_key(&file.template) {
+            return Err(invalid(format!("file {}: template {} is missing", file.pattern, file.template)));
+        }
+    }
     Ok(Model {
         id: id.to_string(),
         vendor: f.vendor,
@@ -117,6 +237,9 @@ fn parse_model(id: &str, text: &str) -> Result<Model, CatalogError> {
         mac_case: f.mac_case,
         user_agents: f.user_agents,
         notify: f.notify,
+        files: f.files,
+        checks: f.checks,
+        templates,
     })
 }
 
@@ -130,7 +253,15 @@ impl Catalog {
                 continue;
             };
             let text = file.contents_utf8().unwrap_or_default();
-            c.models.insert(id.clone(), parse_model(&id, text)?);
+            let templates = dir
+                .files()
+                .filter(|f| f.path().extension().is_some_and(|e| e == "tera"))
+                .filter_map(|f| {
+                    let name = f.path().file_name()?.to_string_lossy().to_string();
+                    Some((name, f.contents_utf8()?.to_string()))
+                })
+                .collect();
+            c.models.insert(id.clone(), parse_model(&id, text, templates)?);
         }
         Ok(c)
     }
@@ -154,11 +285,22 @@ impl Catalog {
                 continue;
             }
             let id = entry.file_name().to_string_lossy().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| CatalogError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
-            c.models.insert(id.clone(), parse_model(&id, &text)?);
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).map_err(|e| CatalogError::Io {
+                    path: p.display().to_string(),
+                    source: e,
+                })
+            };
+            let text = read(&path)?;
+            let mut templates = BTreeMap::new();
+            for f in std::fs::read_dir(entry.path()).map_err(io)? {
+                let p = f.map_err(io)?.path();
+                if p.extension().is_some_and(|e| e == "tera") {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+                    templates.insert(name, read(&p)?);
+                }
+            }
+            c.models.insert(id.clone(), parse_model(&id, &text, templates)?);
         }
         Ok(c)
     }
@@ -169,6 +311,30 @@ impl Catalog {
 
     pub fn models(&self) -> impl Iterator<Item = &Model> {
         self.models.values()
+    }
+
+    /// Models whose file patterns could name `file`, with the matching spec.
+    pub fn files_matching<'a>(
+        &'a self,
+        file: &'a str,
+    ) -> impl Iterator<Item = (&'a Model, &'a FileSpec)> + 'a {
+        self.models.values().flat_map(move |m| {
+            m.files.iter().filter_map(move |f| {
+                let hit = if f.per_device {
+                    f.match_mac(file).is_some()
+                } else {
+                    f.pattern == file
+                };
+                hit.then_some((m, f))
+            })
+        })
+    }
+
+    /// The model a User-Agent names, if any.
+    pub fn model_for_user_agent(&self, ua: &str) -> Option<&Model> {
+        self.models
+            .values()
+            .find(|m| m.user_agents.iter().any(|p| !p.is_empty() && ua.contains(p.as_str())))
     }
 
     pub fn caps(&self, id: &str) -> Option<ModelCaps> {
@@ -245,8 +411,8 @@ mod tests {
 
     #[test]
     fn a_broken_model_file_is_an_error_naming_the_model() {
-        let e = parse_model("x", "vendor = 1").unwrap_err();
+        let e = parse_model("x", "vendor = 1", BTreeMap::new()).unwrap_err();
         assert!(e.to_string().starts_with("model x:"), "{e}");
-        assert!(parse_model("Bad/Id", "").is_err());
+        assert!(parse_model("Bad/Id", "", BTreeMap::new()).is_err());
     }
 }

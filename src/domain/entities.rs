@@ -457,6 +457,35 @@ pub struct Token {
     pub created_at: String,
 }
 
+/// An uploaded template and its versions (stored; see `Record::Template`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateOverride {
+    pub model: String,
+    /// Template file name in the model's folder, e.g. `mac.cfg.tera`.
+    pub template: String,
+    pub versions: Vec<TemplateVersion>,
+    /// The live version; `None` = the built-in template.
+    pub active: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TemplateVersion {
+    pub version: u32,
+    pub body: String,
+    pub created_at: String,
+    pub actor: String,
+}
+
+impl TemplateOverride {
+    pub fn active_body(&self) -> Option<&str> {
+        let v = self.active?;
+        self.versions
+            .iter()
+            .find(|x| x.version == v)
+            .map(|x| x.body.as_str())
+    }
+}
+
 pub(crate) fn default_true() -> bool {
     yes()
 }

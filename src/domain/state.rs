@@ -22,6 +22,7 @@ pub enum Record {
     Sca(ScaEndpoint),
     SharedLine(SharedLine),
     Token(Token),
+    Template(TemplateOverride),
 }
 
 /// The key of a record; `Ord` groups records by type, then by their natural key.
@@ -33,6 +34,8 @@ pub enum RecordKey {
     Sca(LinePort),
     SharedLine(GroupId, SharedNumber),
     Token(String),
+    /// (model, template file)
+    Template(String, String),
 }
 
 impl RecordKey {
@@ -46,6 +49,7 @@ impl RecordKey {
             RecordKey::Sca(p) => format!("s/{p}"),
             RecordKey::SharedLine(g, n) => format!("l/{g}/{n}"),
             RecordKey::Token(t) => format!("t/{t}"),
+            RecordKey::Template(m, f) => format!("T/{m}/{f}"),
         }
         .into_bytes()
     }
@@ -60,6 +64,7 @@ impl Record {
             Record::Sca(s) => RecordKey::Sca(s.line_port.clone()),
             Record::SharedLine(l) => RecordKey::SharedLine(l.group.clone(), l.number.clone()),
             Record::Token(t) => RecordKey::Token(t.id.clone()),
+            Record::Template(t) => RecordKey::Template(t.model.clone(), t.template.clone()),
         }
     }
 }
@@ -73,6 +78,7 @@ pub struct State {
     pub scas: BTreeMap<LinePort, ScaEndpoint>,
     pub shared_lines: BTreeMap<(GroupId, SharedNumber), SharedLine>,
     pub tokens: BTreeMap<String, Token>,
+    pub templates: BTreeMap<(String, String), TemplateOverride>,
 }
 
 impl State {
@@ -91,6 +97,10 @@ impl State {
                 .insert((l.group.clone(), l.number.clone()), l)
                 .map(Record::SharedLine),
             Record::Token(t) => self.tokens.insert(t.id.clone(), t).map(Record::Token),
+            Record::Template(t) => self
+                .templates
+                .insert((t.model.clone(), t.template.clone()), t)
+                .map(Record::Template),
         }
     }
 
@@ -106,6 +116,10 @@ impl State {
                 .remove(&(g.clone(), n.clone()))
                 .map(Record::SharedLine),
             RecordKey::Token(t) => self.tokens.remove(t).map(Record::Token),
+            RecordKey::Template(m, f) => self
+                .templates
+                .remove(&(m.clone(), f.clone()))
+                .map(Record::Template),
         }
     }
 
@@ -125,6 +139,11 @@ impl State {
                 .cloned()
                 .map(Record::SharedLine),
             RecordKey::Token(t) => self.tokens.get(t).cloned().map(Record::Token),
+            RecordKey::Template(m, f) => self
+                .templates
+                .get(&(m.clone(), f.clone()))
+                .cloned()
+                .map(Record::Template),
         }
     }
 

@@ -1,17 +1,417 @@
-//! The phone-facing server (SPEC §2). Phones fetch their files here over HTTPS.
+//! The phone-facing server (SPEC §2): phones fetch (and upload) files here.
 //!
-//! For now it answers `/healthz` and 404 for every file: the model files, templates and device
-//! authentication come with the template engine.
+//! Read path: file name → catalogue match ([`crate::render::resolve`]) → device → auth →
+//! render (cached) → bytes with a strong ETag. Common files need no auth and hold no secrets.
+//! Per-device files need digest or a client certificate naming the MAC, per the group's policy;
+//! an unknown MAC, wrong credentials and a certificate for another MAC all get the same 401. The
+//! filesystem is never read by request path: names only ever select catalogue entries.
 
-use axum::http::StatusCode;
+pub mod cert;
+pub mod digest;
+pub mod useragent;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::catalog::FileSpec;
+use crate::domain::{Device, Group, Mac, ProvAuth};
+use crate::render::{resolve, Rendered, Target};
+use crate::store::CheckIn;
 use crate::SharedApp;
+
+/// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
+/// to a configured vendor CA. Inserted per request by the listener.
+#[derive(Clone, Debug)]
+pub struct PeerCert(pub Option<Arc<[u8]>>);
+
+/// Authentication state shared by phone requests.
+pub struct PhoneAuth {
+    pub digest: digest::Digest,
+    pub lockout: digest::Lockout,
+}
+
+impl PhoneAuth {
+    pub fn new(config: &crate::config::Phones) -> PhoneAuth {
+        PhoneAuth {
+            digest: digest::Digest::new(),
+            lockout: digest::Lockout::new(config.auth_fail_limit, Duration::from_secs(config.auth_lockout_s)),
+        }
+    }
+}
 
 pub fn router(app: SharedApp) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
+        .fallback(handle)
         .with_state(app)
+}
+
+fn status(code: StatusCode) -> Response {
+    (code, code.canonical_reason().unwrap_or("")).into_response()
+}
+
+/// The requested file name, or the status to refuse it with. Only a single plain segment is a
+/// file name; anything encoded, nested or over-long is refused before any lookup.
+fn file_name(path: &str) -> Result<&str, StatusCode> {
+    let name = path.strip_prefix('/').ok_or(StatusCode::BAD_REQUEST)?;
+    if name.len() > 128 {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    if name.contains(['%', '/', '\\', '\0']) || name.contains("..") {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    if !crate::catalog::valid_file_name(name) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(name)
+}
+
+fn client_ip(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        ip => ip,
+    }
+}
+
+async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
+    let ip = client_ip(peer);
+    let name = match file_name(req.uri().path()) {
+        Ok(n) => n.to_string(),
+        Err(code) => return status(code),
+    };
+    let (parts, body) = req.into_parts();
+    let ua = parts
+        .headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect::<String>())
+        .unwrap_or_default();
+    let ctx = Ctx {
+        app: &app,
+        ip,
+        cert: cert.as_deref(),
+        headers: &parts.headers,
+        method: &parts.method,
+        uri: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        ua: &ua,
+    };
+    match parts.method {
+        Method::GET | Method::HEAD => ctx.fetch(&name),
+        Method::PUT => {
+            let limit = app.config.phones.upload_max_bytes as usize;
+            // Authenticate before reading the body.
+            let mac = match ctx.authorize_upload(&name) {
+                Ok(m) => m,
+                Err(r) => return r,
+            };
+            match axum::body::to_bytes(body, limit).await {
+                Ok(bytes) => ctx.store_upload(&mac, &name, bytes).await,
+                Err(_) => status(StatusCode::PAYLOAD_TOO_LARGE),
+            }
+        }
+        _ => {
+            let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
+            r
+        }
+    }
+}
+
+/// One request's view.
+struct Ctx<'a> {
+    app: &'a SharedApp,
+    ip: IpAddr,
+    cert: Option<&'a [u8]>,
+    headers: &'a HeaderMap,
+    method: &'a Method,
+    uri: &'a str,
+    ua: &'a str,
+}
+
+/// Why a request was not authorised.
+enum Denied {
+    /// 401 with a fresh challenge (`stale` tells the phone to retry with it).
+    Challenge { stale: bool },
+    /// 429: too many failures from this address.
+    Locked(u64),
+}
+
+impl Ctx<'_> {
+    fn fetch(&self, name: &str) -> Response {
+        let catalog = self.app.renderer.catalog();
+        let ua = useragent::parse(catalog, self.ua);
+        let state = self.app.store.read();
+        match resolve(catalog, &state, name, ua.model.as_deref()) {
+            None => status(StatusCode::NOT_FOUND),
+            Some(Target::Common { model, spec }) => match self.app.renderer.render_common(model, spec) {
+                Ok(r) => self.respond(r),
+                Err(e) => self.render_failed(name, &e),
+            },
+            Some(Target::Unknown(mac)) => {
+                drop(state);
+                self.app.store.record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
+                let denied = self.authorize_unknown();
+                self.deny(denied, name)
+            }
+            Some(Target::Device { mac, model, spec }) => {
+                let device = state.devices[&mac].clone();
+                let Some(group) = state.groups.get(&device.group).cloned() else {
+                    return status(StatusCode::NOT_FOUND);
+                };
+                if let Err(d) = self.authorize(&device, &group) {
+                    drop(state);
+                    return self.deny(d, name);
+                }
+                let rendered = self.app.renderer.render_device(&state, &device, spec);
+                drop(state);
+                if ua.model.as_deref().is_some_and(|m| m != model.id) {
+                    tracing::warn!(mac = %mac, provisioned = %model.id, user_agent = %self.ua, "the phone's User-Agent names another model");
+                }
+                match rendered {
+                    Ok(r) => {
+                        let main = model.main_file().map(|f| f.pattern == spec.pattern).unwrap_or(false);
+                        self.check_in(&mac, &ua, main.then_some(r.revision));
+                        self.respond(r)
+                    }
+                    Err(e) => self.render_failed(name, &e),
+                }
+            }
+        }
+    }
+
+    fn render_failed(&self, name: &str, e: &crate::render::RenderError) -> Response {
+        tracing::error!(file = %name, error = %e, "rendering failed");
+        status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn check_in(&self, mac: &Mac, ua: &useragent::UserAgent, applied: Option<u64>) {
+        let at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let c = CheckIn {
+            at,
+            ip: self.ip.to_string(),
+            user_agent: self.ua.to_string(),
+            firmware: ua.firmware.clone(),
+            model_seen: ua.model.clone(),
+            applied_revision: 0,
+        };
+        self.app.store.record_checkin(mac, c, applied);
+    }
+
+    /// Bytes with validators; 304 when the phone already has them.
+    fn respond(&self, r: Rendered) -> Response {
+        let not_modified = self
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == r.etag || t.trim() == "*");
+        let mut resp = if not_modified {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else if self.method == Method::HEAD {
+            let mut x = Response::new(Body::empty());
+            x.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
+            x
+        } else {
+            Response::new(Body::from(r.bytes.clone()))
+        };
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&r.etag) {
+            h.insert(header::ETAG, v);
+        }
+        if !not_modified {
+            if let Ok(v) = HeaderValue::from_str(&r.content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    /// Digest or certificate for this device, by its group's policy and networks.
+    fn authorize(&self, device: &Device, group: &Group) -> Result<(), Denied> {
+        let auth = &self.app.phone_auth;
+        if let Some(left) = auth.lockout.locked(self.ip) {
+            return Err(Denied::Locked(left));
+        }
+        let p = &group.provisioning;
+        let network_ok = p.allowed_cidrs.is_empty() || p.allowed_cidrs.iter().any(|c| c.contains(self.ip));
+        let cert_ok = p.auth != ProvAuth::Digest
+            && self.cert.is_some_and(|der| cert::macs(der).contains(&device.mac));
+        let mut stale = false;
+        let digest_ok = match self.credentials() {
+            Some(c) if p.auth != ProvAuth::Mtls => {
+                let user_ok = Mac::parse(&c.username).is_ok_and(|m| m == device.mac);
+                let r = auth.digest.verify(&c, self.method.as_str(), self.uri, self.ip, device.prov_password.expose());
+                stale = r == Err(digest::Refusal::Stale);
+                user_ok && r.is_ok()
+            }
+            _ => false,
+        };
+        if network_ok && (cert_ok || digest_ok) {
+            return Ok(());
+        }
+        let attempted = self.credentials().is_some() || self.cert.is_some();
+        if attempted && !stale {
+            self.failed(&device.mac);
+        }
+        Err(Denied::Challenge { stale })
+    }
+
+    /// An unknown MAC: the same work and answer as wrong credentials.
+    fn authorize_unknown(&self) -> Denied {
+        let auth = &self.app.phone_auth;
+        if let Some(left) = auth.lockout.locked(self.ip) {
+            return Denied::Locked(left);
+        }
+        if let Some(c) = self.credentials() {
+            let _ = auth.digest.verify(&c, self.method.as_str(), self.uri, self.ip, "not-a-device-password");
+        }
+        if self.credentials().is_some() || self.cert.is_some() {
+            self.failed_unknown();
+        }
+        Denied::Challenge { stale: false }
+    }
+
+    fn credentials(&self) -> Option<digest::Credentials> {
+        self.headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(digest::parse)
+    }
+
+    fn failed(&self, mac: &Mac) {
+        // fail2ban: `authentication failure from <ip>`
+        tracing::warn!(target: "deskprov::phone::auth", mac = %mac, "authentication failure from {}", self.ip);
+        if self.app.phone_auth.lockout.fail(self.ip) {
+            tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {}; locked out", self.ip);
+        }
+    }
+
+    fn failed_unknown(&self) {
+        tracing::warn!(target: "deskprov::phone::auth", "authentication failure from {}", self.ip);
+        if self.app.phone_auth.lockout.fail(self.ip) {
+            tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {}; locked out", self.ip);
+        }
+    }
+
+    fn deny(&self, d: Denied, name: &str) -> Response {
+        match d {
+            Denied::Locked(secs) => {
+                let mut r = status(StatusCode::TOO_MANY_REQUESTS);
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                r
+            }
+            Denied::Challenge { stale } => {
+                tracing::debug!(file = %name, "challenge");
+                let mut r = status(StatusCode::UNAUTHORIZED);
+                for c in self.app.phone_auth.digest.challenges(self.ip, stale) {
+                    if let Ok(v) = HeaderValue::from_str(&c) {
+                        r.headers_mut().append(header::WWW_AUTHENTICATE, v);
+                    }
+                }
+                r
+            }
+        }
+    }
+
+    /// `PUT /<mac>-<name>.cfg|log|xml`: the MAC's device, authenticated like a fetch.
+    fn authorize_upload(&self, name: &str) -> Result<Mac, Response> {
+        let bad = || status(StatusCode::NOT_FOUND);
+        let (m, rest) = name.split_once('-').ok_or_else(bad)?;
+        let mac = Mac::parse(m).map_err(|_| bad())?;
+        if m.len() != 12 || rest.is_empty() || !(rest.ends_with(".cfg") || rest.ends_with(".log") || rest.ends_with(".xml")) {
+            return Err(bad());
+        }
+        let state = self.app.store.read();
+        let Some(device) = state.devices.get(&mac).cloned() else {
+            drop(state);
+            let d = self.authorize_unknown();
+            return Err(self.deny(d, name));
+        };
+        let Some(group) = state.groups.get(&device.group).cloned() else {
+            return Err(bad());
+        };
+        drop(state);
+        self.authorize(&device, &group).map_err(|d| self.deny(d, name))?;
+        Ok(mac)
+    }
+
+    async fn store_upload(&self, mac: &Mac, name: &str, bytes: Bytes) -> Response {
+        let app = self.app.clone();
+        let (mac, name) = (mac.clone(), name.to_string());
+        let r = tokio::task::spawn_blocking(move || app.store.put_upload(&mac, &name, &bytes)).await;
+        match r {
+            Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "storing an upload failed");
+                status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing an upload failed");
+                status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+/// Used by the admin preview: exactly what the phone would receive for `name`.
+pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Rendered, StatusCode> {
+    let state = app.store.read();
+    match resolve(app.renderer.catalog(), &state, name, None) {
+        Some(Target::Device { mac: m, spec, .. }) if &m == mac => app
+            .renderer
+            .render_device(&state, &state.devices[&m], spec)
+            .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY),
+        Some(Target::Common { model, spec }) if state.devices.get(mac).is_some_and(|d| d.model == model.id) => {
+            app.renderer.render_common(model, spec).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)
+        }
+        _ => Err(StatusCode::NOT_FOUND),
+    }
+}
+
+/// The names a device requests, in order.
+pub fn device_files(app: &SharedApp, device: &Device) -> Vec<(String, FileSpec)> {
+    app.renderer
+        .catalog()
+        .get(&device.model)
+        .map(|m| {
+            m.files
+                .iter()
+                .map(|f| {
+                    let name = if f.per_device { f.name_for(&device.mac, m.mac_case) } else { f.pattern.clone() };
+                    (name, f.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused_before_any_lookup() {
+        assert_eq!(file_name("/0004f2abcdef.cfg"), Ok("0004f2abcdef.cfg"));
+        for p in ["/../etc/passwd", "/%2e%2e/x", "/a/b.cfg", "/a\\b", "/.hidden", "/x%00.cfg", "/..", "/"] {
+            assert!(file_name(p).is_err(), "{p}");
+        }
+        assert_eq!(file_name(&format!("/{}", "a".repeat(300))), Err(StatusCode::BAD_REQUEST));
+    }
 }

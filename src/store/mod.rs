@@ -47,6 +47,46 @@ pub struct Change {
     pub detail: serde_json::Value,
 }
 
+/// What the server last saw of a device fetching its files. Observations, not configuration:
+/// kept in memory and written to the `checkins` tree without a flush (a crash may lose the last
+/// few seconds; the phone's next fetch records them again), and never in the change log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckIn {
+    /// RFC 3339 time of the last fetch.
+    pub at: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// Firmware version parsed from the User-Agent, if any.
+    pub firmware: Option<String>,
+    /// The model the User-Agent named, if any.
+    pub model_seen: Option<String>,
+    /// The revision of the last main-file fetch.
+    pub applied_revision: u64,
+}
+
+/// A well-formed MAC that asked for files but is not provisioned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Unprovisioned {
+    #[schema(value_type = String)]
+    pub mac: Mac,
+    pub file: String,
+    pub ip: String,
+    pub user_agent: String,
+    pub at: String,
+    pub count: u64,
+}
+
+/// A file a phone uploaded (Polycom-style PUT).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadMeta {
+    pub name: String,
+    pub size: u64,
+    pub at: String,
+}
+
+/// Most unprovisioned MACs remembered (newest first).
+const UNPROVISIONED_MAX: usize = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -80,6 +120,10 @@ pub struct Store {
     data: sled::Tree,
     changes: sled::Tree,
     meta: sled::Tree,
+    checkins_tree: sled::Tree,
+    uploads: sled::Tree,
+    checkins: RwLock<std::collections::HashMap<Mac, CheckIn>>,
+    unprovisioned: std::sync::Mutex<std::collections::VecDeque<Unprovisioned>>,
     inner: RwLock<Inner>,
     env: RulesEnv,
     changes_keep: u64,
@@ -121,6 +165,8 @@ impl Store {
         let data = db.open_tree("data")?;
         let changes = db.open_tree("changes")?;
         let meta = db.open_tree("meta")?;
+        let checkins_tree = db.open_tree("checkins")?;
+        let uploads = db.open_tree("uploads")?;
 
         match meta.get("format")? {
             None => {
@@ -161,12 +207,27 @@ impl Store {
                 .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))?;
             state.put(r);
         }
+        let mut checkins = std::collections::HashMap::new();
+        for item in checkins_tree.iter() {
+            let (k, v) = item?;
+            let (Ok(mac), Ok(c)) = (
+                Mac::parse(&String::from_utf8_lossy(&k)),
+                serde_json::from_slice::<CheckIn>(&v),
+            ) else {
+                continue;
+            };
+            checkins.insert(mac, c);
+        }
         let (committed, _) = tokio::sync::watch::channel(seq);
         Ok(Store {
             db,
             data,
             changes,
             meta,
+            checkins_tree,
+            uploads,
+            checkins: RwLock::new(checkins),
+            unprovisioned: Default::default(),
             inner: RwLock::new(Inner {
                 state,
                 seq,
@@ -344,6 +405,73 @@ impl Store {
     /// The oldest seq still kept in the change log.
     pub fn first_seq(&self) -> u64 {
         self.read().0.first_seq
+    }
+
+    // ------------------------------------------------------------ phone observations
+
+    /// Records a device's fetch; `applied` is the revision of a main-file fetch.
+    pub fn record_checkin(&self, mac: &Mac, mut c: CheckIn, applied: Option<u64>) {
+        let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
+        let prev = map.get(mac).map(|p| p.applied_revision).unwrap_or(0);
+        c.applied_revision = applied.unwrap_or(prev);
+        if let Ok(v) = serde_json::to_vec(&c) {
+            if let Err(e) = self.checkins_tree.insert(mac.as_str(), v) {
+                tracing::warn!(error = %e, "recording a check-in failed");
+            }
+        }
+        map.insert(mac.clone(), c);
+    }
+
+    pub fn checkin(&self, mac: &Mac) -> Option<CheckIn> {
+        self.checkins.read().unwrap_or_else(|p| p.into_inner()).get(mac).cloned()
+    }
+
+    /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).
+    pub fn record_unprovisioned(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
+        let mut q = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        let count = match q.iter().position(|u| &u.mac == mac) {
+            Some(i) => q.remove(i).map(|u| u.count).unwrap_or(0) + 1,
+            None => 1,
+        };
+        q.push_front(Unprovisioned {
+            mac: mac.clone(),
+            file: file.to_string(),
+            ip: ip.to_string(),
+            user_agent: user_agent.chars().take(256).collect(),
+            at: now(),
+            count,
+        });
+        q.truncate(UNPROVISIONED_MAX);
+    }
+
+    pub fn unprovisioned(&self) -> Vec<Unprovisioned> {
+        self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    /// Stores a file a phone uploaded, durably (flushed before returning).
+    pub fn put_upload(&self, mac: &Mac, name: &str, body: &[u8]) -> Result<(), StoreError> {
+        let meta = UploadMeta {
+            name: name.to_string(),
+            size: body.len() as u64,
+            at: now(),
+        };
+        let mut v = serde_json::to_vec(&meta).expect("serialises");
+        v.push(0);
+        v.extend_from_slice(body);
+        self.uploads.insert(format!("{mac}/{name}"), v)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Uploads of a device, by name.
+    pub fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.uploads.scan_prefix(format!("{mac}/")) {
+            let (_, v) = item?;
+            let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+            out.push(serde_json::from_slice(&v[..end]).map_err(|e| corrupt(format!("upload: {e}")))?);
+        }
+        Ok(out)
     }
 
     // ------------------------------------------------------------ domain operations
@@ -560,6 +688,25 @@ impl Store {
                 Ok((rules::delete_shared_line(tx, g, n)?, ()))
             })?
             .1)
+    }
+
+    /// Stores a (validated) template body as the live version; returns the version number.
+    pub fn put_template(&self, actor: &str, model: &str, template: &str, body: String) -> Result<u32, StoreError> {
+        Ok(self.commit(actor, |tx, _| rules::put_template(tx, model, template, body, now(), actor))?.0)
+    }
+    /// Makes `version` live (`None`: the built-in template).
+    pub fn activate_template(
+        &self,
+        actor: &str,
+        model: &str,
+        template: &str,
+        version: Option<u32>,
+    ) -> Result<Change, StoreError> {
+        Ok(self.commit(actor, |tx, _| Ok((rules::activate_template(tx, model, template, version)?, ())))?.1)
+    }
+    /// Every stored template override.
+    pub fn template_overrides(&self) -> Vec<crate::domain::TemplateOverride> {
+        self.read().templates.values().cloned().collect()
     }
 
     /// Creates a token; returns it and the secret to hand out once (`dp_<id>_<secret>`).

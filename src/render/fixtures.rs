@@ -1,0 +1,331 @@
+//! Golden fixtures: `fixtures/<model-id>/<scenario>/input.json` plus the exact expected files.
+//!
+//! The input describes a group with its users, devices, SCA endpoints, shared lines and an
+//! optional hot-desk login, applied through the domain rules (so a fixture can never hold a
+//! state the API would refuse), with deterministic secrets. Every file the device's model
+//! requests is rendered and compared byte for byte; beside that, semantic checks that do not
+//! drift with formatting: XML parses, key=value parses, every shared appearance carries the
+//! vendor's shared flag and a line key pointing at it (`[checks]` in model.toml), and no common
+//! file contains a password.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{context, flatten, Engine, RenderError};
+use crate::catalog::Catalog;
+use crate::domain::layout::{layout, AppearanceKind};
+use crate::domain::rules::{self, DeviceInput, ScaInput, SharedLineInput, UserInput};
+use crate::domain::state::{State, Tx};
+use crate::domain::*;
+
+/// The base URL fixtures render with.
+pub const BASE_URL: &str = "https://prov.example.net:8443";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureInput {
+    /// What the scenario shows (for humans).
+    #[serde(default)]
+    pub description: String,
+    /// The device under test.
+    pub device: Mac,
+    pub group: Group,
+    #[serde(default)]
+    pub users: Vec<UserInput>,
+    #[serde(default)]
+    pub devices: Vec<DeviceInput>,
+    #[serde(default)]
+    pub sca: Vec<FixtureSca>,
+    #[serde(default)]
+    pub shared_lines: Vec<SharedLineInput>,
+    #[serde(default)]
+    pub hot_desk: Option<FixtureHotDesk>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureSca {
+    /// Whose line is shared.
+    pub extension: Extension,
+    #[serde(flatten)]
+    pub endpoint: ScaInput,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureHotDesk {
+    pub mac: Mac,
+    pub extension: Extension,
+}
+
+/// Deterministic secrets, so rendered files are stable.
+struct FixtureEnv<'a> {
+    catalog: &'a Catalog,
+    n: Cell<u32>,
+}
+
+impl Env for FixtureEnv<'_> {
+    fn model(&self, id: &str) -> Option<ModelCaps> {
+        self.catalog.caps(id)
+    }
+    fn max_sca_per_user(&self) -> usize {
+        35
+    }
+    fn new_secret(&self) -> String {
+        self.n.set(self.n.get() + 1);
+        format!("fixture-secret-{:04}", self.n.get())
+    }
+}
+
+/// Builds the state a fixture input describes.
+pub fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainError> {
+    let env = FixtureEnv {
+        catalog,
+        n: Cell::new(0),
+    };
+    let mut state = State::default();
+    let mut tx = Tx::new(&mut state);
+    let g = input.group.id.clone();
+    rules::create_group(&mut tx, input.group.clone())?;
+    for u in &input.users {
+        rules::create_user(&mut tx, &env, &g, u.clone())?;
+    }
+    for d in &input.devices {
+        rules::create_device(&mut tx, &env, &g, d.clone())?;
+    }
+    for l in &input.shared_lines {
+        rules::create_shared_line(&mut tx, &env, &g, l.clone())?;
+    }
+    for s in &input.sca {
+        rules::create_sca(&mut tx, &env, &g, &s.extension, s.endpoint.clone())?;
+    }
+    if let Some(h) = &input.hot_desk {
+        rules::hot_desk_login(&mut tx, &env, &h.mac, &h.extension)?;
+    }
+    drop(tx);
+    Ok(state)
+}
+
+/// A small valid state with one device of `model` (primary, one SCA, one BLF key), for
+/// template validation.
+pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError> {
+    let input: FixtureInput = serde_json::from_value(serde_json::json!({
+        "device": "000000000001",
+        "group": {"id": "sample", "sip": {"domain": "sip.example.net", "proxy": "proxy.example.net"}, "settings": {"timezone": "UTC"}},
+        "users": [
+            {"extension": "1002", "first_name": "Sample", "last_name": "Shared"},
+            {"extension": "1001", "first_name": "Sample", "last_name": "Owner", "phone_number": "6035550100",
+             "features": {"monitoring": ["1002"], "voicemail": {"enabled": true, "access_number": "*97"}}}
+        ],
+        "devices": [{"mac": "000000000001", "name": "sample", "model": model, "owner": "1001"}],
+        "sca": [{"extension": "1002", "device": "sample"}]
+    }))
+    .map_err(|e| DomainError::validation("fixture", e.to_string()))?;
+    build_state(catalog, &input)
+}
+
+/// What rendering one scenario produced: file name → bytes, and the problems found.
+pub struct ScenarioResult {
+    pub files: BTreeMap<String, String>,
+    pub problems: Vec<String>,
+}
+
+/// Renders a scenario with `engine` and runs the semantic checks.
+pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput) -> Result<ScenarioResult, String> {
+    let state = build_state(catalog, input).map_err(|e| format!("input: {e}"))?;
+    let device = state
+        .devices
+        .get(&input.device)
+        .ok_or_else(|| format!("input: device {} is not in devices", input.device))?;
+    let model = catalog
+        .get(&device.model)
+        .ok_or_else(|| format!("unknown model {}", device.model))?;
+    let mut files = BTreeMap::new();
+    let mut problems = Vec::new();
+    let ctx = context::device_context(&state, model, device, BASE_URL).map_err(|e| e.to_string())?;
+    let passwords: Vec<String> = ctx["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["password"].as_str().map(str::to_string))
+        .collect();
+    for spec in &model.files {
+        let (name, out) = if spec.per_device {
+            (spec.name_for(&device.mac, model.mac_case), engine.render(&model.id, spec, &ctx))
+        } else {
+            let c = context::common_context(model, BASE_URL);
+            (spec.pattern.clone(), engine.render(&model.id, spec, &c))
+        };
+        match out {
+            Ok(text) => {
+                if let Err(e) = flatten::flatten(&spec.content_type, &text) {
+                    problems.push(format!("{name}: does not parse: {e}"));
+                }
+                if !spec.per_device {
+                    for p in &passwords {
+                        if text.contains(p.as_str()) {
+                            problems.push(format!("{name}: a common file contains a password"));
+                        }
+                    }
+                }
+                files.insert(name, text);
+            }
+            Err(e) => problems.push(format!("{name}: {e}")),
+        }
+    }
+    // Shared appearances: the vendor's shared flag, and a line key pointing at the registration.
+    if let Some(main) = model.main_file() {
+        let name = main.name_for(&device.mac, model.mac_case);
+        if let Some(text) = files.get(&name) {
+            let facts = flatten::flatten(&main.content_type, text).unwrap_or_default();
+            let caps = ModelCaps {
+                line_keys: model.line_keys,
+                accounts: model.accounts,
+            };
+            let lay = layout(&state, device, caps).map_err(|e| e.to_string())?;
+            for a in lay.appearances.iter().filter(|a| a.kind != AppearanceKind::Primary) {
+                let index = a.index.to_string();
+                let index0 = (a.index - 1).to_string();
+                for fact in &model.checks.shared {
+                    let f = fact.replace("{index}", &index).replace("{index0}", &index0);
+                    if !flatten::holds(&facts, &f) {
+                        problems.push(format!("{name}: shared appearance {}: '{f}' does not hold", a.line_port));
+                    }
+                }
+                for key in &a.keys {
+                    for fact in &model.checks.line_key {
+                        let f = fact
+                            .replace("{index}", &index)
+                            .replace("{index0}", &index0)
+                            .replace("{key}", &key.to_string())
+                            .replace("{key0}", &(key - 1).to_string());
+                        if !flatten::holds(&facts, &f) {
+                            problems.push(format!("{name}: line key {key} of {}: '{f}' does not hold", a.line_port));
+                        }
+                    }
+                }
+            }
+            if model.checks.shared.is_empty() || model.checks.line_key.is_empty() {
+                problems.push(format!("model {}: [checks] shared and line_key must be declared", model.id));
+            }
+        }
+    }
+    Ok(ScenarioResult { files, problems })
+}
+
+/// A short line diff: the first differing lines with their numbers.
+pub fn diff(expected: &str, got: &str) -> String {
+    let (e, g): (Vec<_>, Vec<_>) = (expected.lines().collect(), got.lines().collect());
+    let mut out = String::new();
+    let mut shown = 0;
+    for i in 0..e.len().max(g.len()) {
+        let (a, b) = (e.get(i), g.get(i));
+        if a != b {
+            out.push_str(&format!("  line {}:\n    - {}\n    + {}\n", i + 1, a.unwrap_or(&"<none>"), b.unwrap_or(&"<none>")));
+            shown += 1;
+            if shown == 8 {
+                out.push_str("  ...\n");
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Renders every fixture under `root` and compares (or, with `update`, rewrites) the expected
+/// files. Returns the number of scenarios and every problem found.
+pub fn check_all(
+    catalog: &Catalog,
+    root: &Path,
+    update: bool,
+    only: Option<&str>,
+) -> Result<(usize, Vec<String>), String> {
+    let engine = Engine::build(catalog, &[], None, 0).map_err(|e: RenderError| e.to_string())?;
+    let mut problems = Vec::new();
+    let mut count = 0;
+    let mut models_seen = Vec::new();
+    let mut model_dirs: Vec<_> = std::fs::read_dir(root)
+        .map_err(|e| format!("{}: {e}", root.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .collect();
+    model_dirs.sort_by_key(|e| e.file_name());
+    for m in model_dirs {
+        let model_id = m.file_name().to_string_lossy().to_string();
+        if only.is_some_and(|o| o != model_id) {
+            continue;
+        }
+        if catalog.get(&model_id).is_none() {
+            problems.push(format!("fixtures/{model_id}: no such model"));
+            continue;
+        }
+        models_seen.push(model_id.clone());
+        let mut scenarios: Vec<_> = std::fs::read_dir(m.path())
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .collect();
+        scenarios.sort_by_key(|e| e.file_name());
+        for sc in scenarios {
+            count += 1;
+            let dir = sc.path();
+            let label = format!("{model_id}/{}", sc.file_name().to_string_lossy());
+            let input: FixtureInput = match std::fs::read_to_string(dir.join("input.json"))
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    problems.push(format!("{label}/input.json: {e}"));
+                    continue;
+                }
+            };
+            let result = match render_scenario(catalog, &engine, &input) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            if let Some(d) = catalog.get(&model_id) {
+                let device_model = build_state(catalog, &input)
+                    .ok()
+                    .and_then(|s| s.devices.get(&input.device).map(|x| x.model.clone()));
+                if device_model.as_deref() != Some(d.id.as_str()) {
+                    problems.push(format!("{label}: the device under test is not a {model_id}"));
+                }
+            }
+            problems.extend(result.problems.iter().map(|p| format!("{label}: {p}")));
+            for (name, text) in &result.files {
+                let path = dir.join(name);
+                if update {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                    continue;
+                }
+                match std::fs::read_to_string(&path) {
+                    Ok(expected) if &expected == text => {}
+                    Ok(expected) => problems.push(format!("{label}/{name} differs:\n{}", diff(&expected, text))),
+                    Err(_) => problems.push(format!("{label}/{name} is missing (run with UPDATE_FIXTURES=1 and review)")),
+                }
+            }
+            // Files in the scenario that the model no longer renders are stale.
+            for e in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n != "input.json" && !result.files.contains_key(&n) {
+                    problems.push(format!("{label}/{n} is not a file this model renders"));
+                }
+            }
+        }
+    }
+    for m in catalog.models().filter(|m| only.is_none_or(|o| o == m.id)) {
+        if m.files.is_empty() {
+            problems.push(format!("model {} declares no files", m.id));
+        } else if !models_seen.contains(&m.id) {
+            problems.push(format!("model {} has no fixtures", m.id));
+        }
+    }
+    Ok((count, problems))
+}

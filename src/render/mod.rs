@@ -1,0 +1,348 @@
+//! Rendering: Tera templates per (model, file), the context builder, validation, and a cache.
+//!
+//! The [`Renderer`] holds an immutable [`Engine`] (every template parsed, built-in or uploaded)
+//! behind an `RwLock<Arc<_>>`: a template change builds a new engine and swaps it in, so renders
+//! never wait for parsing. Rendered bytes are cached by (device, file) and tagged with the
+//! device revision and the engine generation: a repeat fetch at the same revision does no
+//! rendering at all.
+
+pub mod context;
+pub mod fixtures;
+pub mod flatten;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Bytes;
+
+use crate::catalog::{Catalog, FileSpec, Model};
+use crate::domain::state::State;
+use crate::domain::{Device, DomainError, Mac, TemplateOverride};
+
+/// Why a file could not be rendered (or a template was refused).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RenderError {
+    #[error("{template}:{line}:{column}: {message}")]
+    Template {
+        template: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{template} renders malformed XML at {line}:{column}: {message}")]
+    Xml {
+        template: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+}
+
+/// Every template, parsed.
+pub struct Engine {
+    tera: tera::Tera,
+    /// Bumped on every rebuild; part of every cache tag.
+    pub generation: u64,
+    /// Live version per (model, template): 0 = built-in.
+    pub versions: BTreeMap<(String, String), u32>,
+}
+
+/// The Tera name of a file's template: XML types get an `.xml` suffix, which turns on escaping.
+fn tera_name(model: &str, spec: &FileSpec) -> String {
+    let suffix = if spec.is_xml() { ".xml" } else { "" };
+    format!("{model}/{}{suffix}", spec.template)
+}
+
+/// XML escaping for `{{ value }}` in XML templates.
+fn escape_xml(input: &str, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    for c in input.chars() {
+        match c {
+            '&' => out.write_all(b"&amp;")?,
+            '<' => out.write_all(b"&lt;")?,
+            '>' => out.write_all(b"&gt;")?,
+            '"' => out.write_all(b"&quot;")?,
+            '\'' => out.write_all(b"&apos;")?,
+            c => {
+                let mut b = [0u8; 4];
+                out.write_all(c.encode_utf8(&mut b).as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn new_tera() -> tera::Tera {
+    let mut t = tera::Tera::new();
+    t.autoescape_on(vec![".xml"]);
+    t.set_escape_fn(escape_xml);
+    t
+}
+
+fn template_error(template: &str, e: &tera::Error) -> RenderError {
+    let (line, column, message) = match e.kind() {
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            (r.span().start_line, r.span().start_col + 1, r.message().to_string())
+        }
+        _ => (0, 0, e.to_string()),
+    };
+    RenderError::Template {
+        template: template.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl Engine {
+    /// Parses every model's templates, an override's live version replacing the built-in one.
+    /// `extra` is one more (model, template, body) not yet stored, for validation.
+    fn build(
+        catalog: &Catalog,
+        overrides: &[TemplateOverride],
+        extra: Option<(&str, &str, &str)>,
+        generation: u64,
+    ) -> Result<Engine, RenderError> {
+        let live: HashMap<(&str, &str), (&str, u32)> = overrides
+            .iter()
+            .filter_map(|o| Some(((o.model.as_str(), o.template.as_str()), (o.active_body()?, o.active?))))
+            .collect();
+        let mut tera = new_tera();
+        let mut versions = BTreeMap::new();
+        let mut sources = Vec::new();
+        for m in catalog.models() {
+            for f in &m.files {
+                let key = (m.id.as_str(), f.template.as_str());
+                let (body, version) = match extra {
+                    Some((em, et, eb)) if (em, et) == key => (eb, u32::MAX),
+                    _ => match live.get(&key) {
+                        Some((b, v)) => (*b, *v),
+                        None => (m.templates.get(&f.template).map(String::as_str).unwrap_or(""), 0),
+                    },
+                };
+                versions.insert((m.id.clone(), f.template.clone()), version);
+                sources.push((tera_name(&m.id, f), body.to_string(), f.template.clone()));
+            }
+        }
+        for (name, body, template) in &sources {
+            tera.add_raw_template(name, body)
+                .map_err(|e| template_error(template, &e))?;
+        }
+        Ok(Engine {
+            tera,
+            generation,
+            versions,
+        })
+    }
+
+    fn render(&self, model: &str, spec: &FileSpec, ctx: &serde_json::Value) -> Result<String, RenderError> {
+        let ctx = tera::Context::from_serialize(ctx).map_err(|e| template_error(&spec.template, &e))?;
+        let out = self
+            .tera
+            .render(&tera_name(model, spec), &ctx)
+            .map_err(|e| template_error(&spec.template, &e))?;
+        if spec.is_xml() {
+            flatten::check_xml(&out).map_err(|(line, column, message)| RenderError::Xml {
+                template: spec.template.clone(),
+                line,
+                column,
+                message,
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+/// A rendered file with its validators.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub bytes: Bytes,
+    /// Strong ETag (quoted), a hash of the bytes.
+    pub etag: String,
+    pub content_type: String,
+    /// The device revision it was rendered at (0 for common files).
+    pub revision: u64,
+}
+
+impl Rendered {
+    fn new(text: String, spec: &FileSpec, revision: u64) -> Rendered {
+        let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        Rendered {
+            etag: format!("\"{}\"", hex::encode(&hash.as_ref()[..16])),
+            bytes: Bytes::from(text),
+            content_type: spec.content_type.clone(),
+            revision,
+        }
+    }
+}
+
+/// What a requested file name refers to.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// A per-device file of a known device (of a model that requests this name).
+    Device { mac: Mac, model: &'a Model, spec: &'a FileSpec },
+    /// A well-formed per-device name whose MAC is not provisioned (or not for a model that
+    /// requests this name).
+    Unknown(Mac),
+    /// A common file of a model.
+    Common { model: &'a Model, spec: &'a FileSpec },
+}
+
+/// Resolves a requested file name against the catalogue: common names first (Polycom's
+/// `000000000000.cfg` would otherwise read as a MAC), then per-device patterns. Among common
+/// files several models may share a name: the User-Agent's model wins, else the first by id.
+pub fn resolve<'a>(
+    catalog: &'a Catalog,
+    state: &State,
+    name: &'a str,
+    ua_model: Option<&str>,
+) -> Option<Target<'a>> {
+    if !crate::catalog::valid_file_name(name) {
+        return None;
+    }
+    let mut common = None;
+    let mut unknown = None;
+    for (model, spec) in catalog.files_matching(name) {
+        if !spec.per_device {
+            if common.is_none() || Some(model.id.as_str()) == ua_model {
+                common = Some(Target::Common { model, spec });
+            }
+            continue;
+        }
+        let Some(mac) = spec.match_mac(name) else { continue };
+        match state.devices.get(&mac) {
+            Some(d) if d.model == model.id => return Some(Target::Device { mac, model, spec }),
+            _ => unknown = Some(mac),
+        }
+    }
+    common.or(unknown.map(Target::Unknown))
+}
+
+/// Most cached files kept; past it the cache starts over (bounded memory, no bookkeeping).
+const CACHE_MAX: usize = 32_768;
+
+type CacheKey = (Option<Mac>, String, String);
+
+pub struct Renderer {
+    catalog: Arc<Catalog>,
+    base_url: String,
+    engine: RwLock<Arc<Engine>>,
+    /// (device or None for common, model, file name) → (revision, generation, bytes)
+    cache: Mutex<HashMap<CacheKey, (u64, u64, Rendered)>>,
+}
+
+impl Renderer {
+    pub fn new(catalog: Arc<Catalog>, base_url: String, overrides: &[TemplateOverride]) -> Renderer {
+        let engine = Engine::build(&catalog, overrides, None, 1).unwrap_or_else(|e| {
+            // A stored override was valid when uploaded; if the catalogue changed under it,
+            // serve the built-ins rather than nothing.
+            tracing::error!(error = %e, "an uploaded template no longer parses; serving built-in templates");
+            Engine::build(&catalog, &[], None, 1).expect("built-in templates parse")
+        });
+        Renderer {
+            catalog,
+            base_url,
+            engine: RwLock::new(Arc::new(engine)),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds the engine from the stored overrides (after a template change).
+    pub fn reload(&self, overrides: &[TemplateOverride]) -> Result<(), RenderError> {
+        let generation = self.engine().generation + 1;
+        let engine = Engine::build(&self.catalog, overrides, None, generation)?;
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        Ok(())
+    }
+
+    /// Renders a device's file (from the cache when the revision and templates are unchanged).
+    pub fn render_device(&self, state: &State, device: &Device, spec: &FileSpec) -> Result<Rendered, RenderError> {
+        let model = self
+            .catalog
+            .get(&device.model)
+            .ok_or_else(|| DomainError::validation("model", format!("unknown model {}", device.model)))?;
+        let engine = self.engine();
+        let key = (Some(device.mac.clone()), model.id.clone(), spec.pattern.clone());
+        if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
+            return Ok(hit);
+        }
+        let ctx = context::device_context(state, model, device, &self.base_url)?;
+        let r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, device.revision);
+        self.store_cache(key, device.revision, engine.generation, r.clone());
+        Ok(r)
+    }
+
+    /// Renders a model's common file (no secrets).
+    pub fn render_common(&self, model: &Model, spec: &FileSpec) -> Result<Rendered, RenderError> {
+        let engine = self.engine();
+        let key = (None, model.id.clone(), spec.pattern.clone());
+        if let Some(hit) = self.cached(&key, 0, engine.generation) {
+            return Ok(hit);
+        }
+        let ctx = context::common_context(model, &self.base_url);
+        let r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, 0);
+        self.store_cache(key, 0, engine.generation, r.clone());
+        Ok(r)
+    }
+
+    fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Rendered> {
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(key)
+            .filter(|(r, g, _)| *r == revision && *g == generation)
+            .map(|(_, _, x)| x.clone())
+    }
+
+    fn store_cache(&self, key: CacheKey, revision: u64, generation: u64, r: Rendered) {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, (revision, generation, r));
+    }
+
+    /// Checks a template body before it goes live: it parses, renders against a sample device
+    /// and against every device of the model in `state`, and XML types give well-formed XML.
+    pub fn validate(
+        &self,
+        state: &State,
+        overrides: &[TemplateOverride],
+        model: &Model,
+        template: &str,
+        body: &str,
+    ) -> Result<usize, RenderError> {
+        let engine = Engine::build(&self.catalog, overrides, Some((&model.id, template, body)), 0)?;
+        let specs: Vec<&FileSpec> = model.files.iter().filter(|f| f.template == template).collect();
+        let mut rendered = 0;
+        let sample = fixtures::sample_state(&self.catalog, &model.id)?;
+        let devices = sample
+            .devices
+            .values()
+            .map(|d| (&sample, d))
+            .chain(state.devices.values().filter(|d| d.model == model.id).map(|d| (state, d)));
+        for (st, d) in devices {
+            for spec in specs.iter().filter(|s| s.per_device) {
+                let ctx = context::device_context(st, model, d, &self.base_url)?;
+                engine.render(&model.id, spec, &ctx)?;
+                rendered += 1;
+            }
+        }
+        for spec in specs.iter().filter(|s| !s.per_device) {
+            engine.render(&model.id, spec, &context::common_context(model, &self.base_url))?;
+            rendered += 1;
+        }
+        Ok(rendered)
+    }
+}
