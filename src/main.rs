@@ -147,9 +147,8 @@ fn main() -> ExitCode {
                     update,
                     model,
                 },
-        } => load_config(cli.config.as_ref()).and_then(|c| {
-            templates_check(c, &fixtures, templates_dir, update, model.as_deref())
-        }),
+        } => load_config(cli.config.as_ref())
+            .and_then(|c| templates_check(c, &fixtures, templates_dir, update, model.as_deref())),
         Command::Render { mac, file } => {
             load_config(cli.config.as_ref()).and_then(|c| render(c, &mac, &file))
         }
@@ -266,10 +265,20 @@ fn templates_check(
         eprintln!("{p}");
     }
     if problems.is_empty() {
-        println!("{n} fixture scenarios OK{}", if update { " (expected files rewritten)" } else { "" });
+        println!(
+            "{n} fixture scenarios OK{}",
+            if update {
+                " (expected files rewritten)"
+            } else {
+                ""
+            }
+        );
         Ok(())
     } else {
-        Err(format!("{} problems in {n} fixture scenarios", problems.len()))
+        Err(format!(
+            "{} problems in {n} fixture scenarios",
+            problems.len()
+        ))
     }
 }
 
@@ -279,7 +288,10 @@ fn render(config: Config, mac: &str, file: &str) -> Result<(), String> {
     let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
     let store = open_store(&config, catalog.clone()).map_err(|e| e.to_string())?;
     let base = match config.phones.base_url.as_str() {
-        "" => format!("https://{}:8443", deskprov::tls::host_name().unwrap_or_else(|| "localhost".into())),
+        "" => format!(
+            "https://{}:8443",
+            deskprov::tls::host_name().unwrap_or_else(|| "localhost".into())
+        ),
         u => u.to_string(),
     };
     let renderer = Renderer::new(catalog.clone(), base, &store.template_overrides());
@@ -293,5 +305,7 @@ fn render(config: Config, mac: &str, file: &str) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     use std::io::Write;
-    std::io::stdout().write_all(&out.bytes).map_err(|e| e.to_string())
+    std::io::stdout()
+        .write_all(&out.bytes)
+        .map_err(|e| e.to_string())
 }

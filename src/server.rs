@@ -114,7 +114,11 @@ impl Server {
             )
         };
         let acceptor = TlsAcceptor::from(tls::server_config(&cert, &key)?);
-        let phone_acceptor = TlsAcceptor::from(tls::phone_server_config(&cert, &key, &config.tls.client_ca)?);
+        let phone_acceptor = TlsAcceptor::from(tls::phone_server_config(
+            &cert,
+            &key,
+            &config.tls.client_ca,
+        )?);
 
         let catalog = Arc::new(Catalog::load(config.templates_dir())?);
         let store = open_store(&config, catalog.clone())?;
@@ -131,7 +135,11 @@ impl Server {
         let phones_http_addr = phones_http.as_ref().map(addr);
 
         let base_url = match config.phones.base_url.as_str() {
-            "" => format!("https://{}:{}", tls::host_name().unwrap_or_else(|| "localhost".into()), phones_addr.port()),
+            "" => format!(
+                "https://{}:{}",
+                tls::host_name().unwrap_or_else(|| "localhost".into()),
+                phones_addr.port()
+            ),
             u => u.trim_end_matches('/').to_string(),
         };
         let renderer = Renderer::new(catalog, base_url, &store.template_overrides());

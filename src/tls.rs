@@ -187,9 +187,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 
 /// Like [`server_config`], and when vendor CA bundles are given, client certificates are
 /// requested (optional: phones without one use digest) and verified against them.
-pub fn phone_server_config(cert: &Path, key: &Path, client_ca: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn phone_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &[String],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = if client_ca.is_empty() {
         builder.with_no_client_auth()
     } else {
@@ -201,10 +206,11 @@ pub fn phone_server_config(cert: &Path, key: &Path, client_ca: &[String]) -> Res
                     .map_err(|e| TlsError::Invalid(format!("{bundle}: {e}")))?;
             }
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Invalid(format!("client_ca: {e}")))?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Invalid(format!("client_ca: {e}")))?;
         builder.with_client_cert_verifier(verifier)
     };
     let mut cfg = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;

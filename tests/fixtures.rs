@@ -9,7 +9,8 @@ fn every_model_renders_its_fixtures() {
     let catalog = Catalog::builtin().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     let update = std::env::var_os("UPDATE_FIXTURES").is_some();
-    let (n, problems) = deskprov::render::fixtures::check_all(&catalog, &root, update, None).unwrap();
+    let (n, problems) =
+        deskprov::render::fixtures::check_all(&catalog, &root, update, None).unwrap();
     assert!(
         problems.is_empty(),
         "{} problems in {n} scenarios:\n{}",

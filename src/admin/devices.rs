@@ -36,9 +36,16 @@ async fn preview(
     let d = current(&app, &caller, &mac)?;
     let r = crate::phone::preview(&app, &d.mac, &file).map_err(|code| {
         if code == axum::http::StatusCode::NOT_FOUND {
-            ApiError::not_found(format!("device {} does not request a file named {file}", d.mac))
+            ApiError::not_found(format!(
+                "device {} does not request a file named {file}",
+                d.mac
+            ))
         } else {
-            ApiError::new(code, "render_failed", "the file could not be rendered; see the server log")
+            ApiError::new(
+                code,
+                "render_failed",
+                "the file could not be rendered; see the server log",
+            )
         }
     })?;
     Ok((
@@ -60,7 +67,9 @@ async fn uploads(
     Path(mac): Path<String>,
 ) -> ApiResult<axum::Json<Vec<crate::store::UploadMeta>>> {
     let d = current(&app, &caller, &mac)?;
-    Ok(axum::Json(blocking(&app, move |s| s.uploads_of(&d.mac)).await?))
+    Ok(axum::Json(
+        blocking(&app, move |s| s.uploads_of(&d.mac)).await?,
+    ))
 }
 
 /// Well-formed MACs that asked for files but are not provisioned, newest first (bounded).
@@ -110,9 +119,7 @@ async fn list(
     if !s.groups.contains_key(&g) {
         return Err(ApiError::not_found(format!("group {g} does not exist")));
     }
-    let items = s
-        .devices_of(&g)
-        .map(|d| DeviceView::of(&s, &app.store, d));
+    let items = s.devices_of(&g).map(|d| DeviceView::of(&s, &app.store, d));
     Ok(axum::Json(q.page(items, |d| d.mac.to_string())?))
 }
 

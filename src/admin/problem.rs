@@ -98,7 +98,11 @@ impl From<crate::render::RenderError> for ApiError {
         };
         ApiError {
             position,
-            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", e.to_string())
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_template",
+                e.to_string(),
+            )
         }
     }
 }

@@ -36,7 +36,9 @@ fn target(app: &SharedApp, model: &str, file: &str) -> ApiResult<Model> {
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("model {model} does not exist")))?;
     if !m.files.iter().any(|f| f.template == file) {
-        return Err(ApiError::not_found(format!("model {model} has no template {file}")));
+        return Err(ApiError::not_found(format!(
+            "model {model} has no template {file}"
+        )));
     }
     Ok(m)
 }
@@ -69,8 +71,16 @@ async fn get_live(
     Path((model, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let m = target(&app, &model, &file)?;
-    let o = app.store.read().templates.get(&(model.clone(), file.clone())).cloned();
-    let (body, v) = match o.as_ref().and_then(|o| Some((o.active_body()?.to_string(), o.active?))) {
+    let o = app
+        .store
+        .read()
+        .templates
+        .get(&(model.clone(), file.clone()))
+        .cloned();
+    let (body, v) = match o
+        .as_ref()
+        .and_then(|o| Some((o.active_body()?.to_string(), o.active?)))
+    {
         Some(x) => x,
         None => (m.templates.get(&file).cloned().unwrap_or_default(), 0),
     };
@@ -80,8 +90,14 @@ async fn get_live(
 fn source(body: String, version: u32) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
-            (header::HeaderName::from_static("deskprov-template-version"), version.to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("deskprov-template-version"),
+                version.to_string(),
+            ),
         ],
         body,
     )
@@ -110,16 +126,36 @@ async fn put(
 ) -> ApiResult<Response> {
     caller.platform()?;
     let m = target(&app, &model, &file)?;
-    let body = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", "a template is UTF-8 text"))?;
+    let body = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_template",
+            "a template is UTF-8 text",
+        )
+    })?;
     let validated_renders = validate(&app, &m, &file, &body).await?;
     let actor = caller.actor();
     let (mm, ff) = (model.clone(), file.clone());
     let version = blocking(&app, move |s| s.put_template(&actor, &mm, &ff, body)).await?;
     reload(&app)?;
-    let devices = app.store.read().devices.values().filter(|d| d.model == model).count();
+    let devices = app
+        .store
+        .read()
+        .devices
+        .values()
+        .filter(|d| d.model == model)
+        .count();
     let location = format!("/api/v1/models/{model}/templates/{file}/versions/{version}");
-    Ok(created(location, Uploaded { model, template: file, version, validated_renders, devices }))
+    Ok(created(
+        location,
+        Uploaded {
+            model,
+            template: file,
+            version,
+            validated_renders,
+            devices,
+        },
+    ))
 }
 
 /// Removes the override: the built-in template serves again (versions are kept for rollback).
@@ -133,7 +169,10 @@ async fn reset(
     caller.platform()?;
     target(&app, &model, &file)?;
     let actor = caller.actor();
-    blocking(&app, move |s| s.activate_template(&actor, &model, &file, None)).await?;
+    blocking(&app, move |s| {
+        s.activate_template(&actor, &model, &file, None)
+    })
+    .await?;
     reload(&app)?;
     Ok(no_content())
 }
@@ -158,7 +197,12 @@ async fn versions(
     target(&app, &model, &file)?;
     let o = app.store.read().templates.get(&(model, file)).cloned();
     let active = o.as_ref().and_then(|o| o.active);
-    let mut out = vec![VersionInfo { version: 0, created_at: None, actor: None, active: active.is_none() }];
+    let mut out = vec![VersionInfo {
+        version: 0,
+        created_at: None,
+        actor: None,
+        active: active.is_none(),
+    }];
     for v in o.iter().flat_map(|o| o.versions.iter()) {
         out.push(VersionInfo {
             version: v.version,
@@ -180,9 +224,17 @@ async fn version(
 ) -> ApiResult<Response> {
     let m = target(&app, &model, &file)?;
     if version == 0 {
-        return Ok(source(m.templates.get(&file).cloned().unwrap_or_default(), 0));
+        return Ok(source(
+            m.templates.get(&file).cloned().unwrap_or_default(),
+            0,
+        ));
     }
-    let o = app.store.read().templates.get(&(model.clone(), file.clone())).cloned();
+    let o = app
+        .store
+        .read()
+        .templates
+        .get(&(model.clone(), file.clone()))
+        .cloned();
     let v = o
         .and_then(|o| o.versions.into_iter().find(|v| v.version == version))
         .ok_or_else(|| ApiError::not_found(format!("{model}/{file} has no version {version}")))?;
@@ -210,15 +262,25 @@ async fn rollback(
     let body = if r.version == 0 {
         m.templates.get(&file).cloned().unwrap_or_default()
     } else {
-        let o = app.store.read().templates.get(&(model.clone(), file.clone())).cloned();
+        let o = app
+            .store
+            .read()
+            .templates
+            .get(&(model.clone(), file.clone()))
+            .cloned();
         o.and_then(|o| o.versions.into_iter().find(|v| v.version == r.version))
             .map(|v| v.body)
-            .ok_or_else(|| ApiError::not_found(format!("{model}/{file} has no version {}", r.version)))?
+            .ok_or_else(|| {
+                ApiError::not_found(format!("{model}/{file} has no version {}", r.version))
+            })?
     };
     validate(&app, &m, &file, &body).await?;
     let actor = caller.actor();
     let target_version = (r.version != 0).then_some(r.version);
-    blocking(&app, move |s| s.activate_template(&actor, &model, &file, target_version)).await?;
+    blocking(&app, move |s| {
+        s.activate_template(&actor, &model, &file, target_version)
+    })
+    .await?;
     reload(&app)?;
     Ok(no_content())
 }

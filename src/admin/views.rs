@@ -126,7 +126,13 @@ impl DeviceView {
             .map(|m| {
                 m.files
                     .iter()
-                    .map(|f| if f.per_device { f.name_for(&d.mac, m.mac_case) } else { f.pattern.clone() })
+                    .map(|f| {
+                        if f.per_device {
+                            f.name_for(&d.mac, m.mac_case)
+                        } else {
+                            f.pattern.clone()
+                        }
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -210,8 +210,15 @@ fn parse_model(
         return Err(invalid("accounts must be at least 1".into()));
     }
     const KINDS: [&str; 4] = ["lines", "keys", "settings", "template"];
-    if let Some(k) = f.notify.reboot_on.iter().find(|k| !KINDS.contains(&k.as_str())) {
-        return Err(invalid(format!("notify.reboot_on: unknown change kind '{k}' (one of {KINDS:?})")));
+    if let Some(k) = f
+        .notify
+        .reboot_on
+        .iter()
+        .find(|k| !KINDS.contains(&k.as_str()))
+    {
+        return Err(invalid(format!(
+            "notify.reboot_on: unknown change kind '{k}' (one of {KINDS:?})"
+        )));
     }
     for file in &f.files {
         if file.per_device != file.pattern.contains("{mac}") {
@@ -221,10 +228,16 @@ fn parse_model(
             )));
         }
         if !valid_file_name(&file.pattern.replace("{mac}", "000000000000")) {
-            return Err(invalid(format!("file {}: not a plain file name", file.pattern)));
+            return Err(invalid(format!(
+                "file {}: not a plain file name",
+                file.pattern
+            )));
         }
         if !templates.contains_key(&file.template) {
-            return Err(invalid(format!("file {}: template {} is missing", file.pattern, file.template)));
+            return Err(invalid(format!(
+                "file {}: template {} is missing",
+                file.pattern, file.template
+            )));
         }
     }
     Ok(Model {
@@ -261,7 +274,8 @@ impl Catalog {
                     Some((name, f.contents_utf8()?.to_string()))
                 })
                 .collect();
-            c.models.insert(id.clone(), parse_model(&id, text, templates)?);
+            c.models
+                .insert(id.clone(), parse_model(&id, text, templates)?);
         }
         Ok(c)
     }
@@ -296,11 +310,16 @@ impl Catalog {
             for f in std::fs::read_dir(entry.path()).map_err(io)? {
                 let p = f.map_err(io)?.path();
                 if p.extension().is_some_and(|e| e == "tera") {
-                    let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+                    let name = p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string();
                     templates.insert(name, read(&p)?);
                 }
             }
-            c.models.insert(id.clone(), parse_model(&id, &text, templates)?);
+            c.models
+                .insert(id.clone(), parse_model(&id, &text, templates)?);
         }
         Ok(c)
     }
@@ -332,9 +351,11 @@ impl Catalog {
 
     /// The model a User-Agent names, if any.
     pub fn model_for_user_agent(&self, ua: &str) -> Option<&Model> {
-        self.models
-            .values()
-            .find(|m| m.user_agents.iter().any(|p| !p.is_empty() && ua.contains(p.as_str())))
+        self.models.values().find(|m| {
+            m.user_agents
+                .iter()
+                .any(|p| !p.is_empty() && ua.contains(p.as_str()))
+        })
     }
 
     pub fn caps(&self, id: &str) -> Option<ModelCaps> {

@@ -1342,12 +1342,17 @@ pub fn put_template(
     actor: &str,
 ) -> Result<(Effect, u32), DomainError> {
     let key = (model.to_string(), template.to_string());
-    let mut o = tx.state().templates.get(&key).cloned().unwrap_or(TemplateOverride {
-        model: model.to_string(),
-        template: template.to_string(),
-        versions: vec![],
-        active: None,
-    });
+    let mut o = tx
+        .state()
+        .templates
+        .get(&key)
+        .cloned()
+        .unwrap_or(TemplateOverride {
+            model: model.to_string(),
+            template: template.to_string(),
+            versions: vec![],
+            active: None,
+        });
     let version = o.versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
     o.versions.push(TemplateVersion {
         version,
@@ -1376,13 +1381,21 @@ pub fn activate_template(
     })?;
     if let Some(v) = version {
         if !o.versions.iter().any(|x| x.version == v) {
-            return Err(DomainError::not_found(format!("{model}/{template} has no version {v}")));
+            return Err(DomainError::not_found(format!(
+                "{model}/{template} has no version {v}"
+            )));
         }
     } else if o.active.is_none() {
-        return Err(DomainError::not_found(format!("{model}/{template} already uses the built-in template")));
+        return Err(DomainError::not_found(format!(
+            "{model}/{template} already uses the built-in template"
+        )));
     }
     o.active = version;
-    let action = if version.is_some() { "template.rollback" } else { "template.reset" };
+    let action = if version.is_some() {
+        "template.rollback"
+    } else {
+        "template.reset"
+    };
     let mut fx = Effect::new(action, None, format!("{model}/{template}"))
         .detail(json!({ "version": version }));
     fx.devices = devices_of_model(tx.state(), model);

@@ -33,7 +33,10 @@ pub fn macs(der: &[u8]) -> Vec<Mac> {
     };
     let mut out = Vec::new();
     let subject = cert.subject();
-    for attr in subject.iter_common_name().chain(subject.iter_state_or_province()) {
+    for attr in subject
+        .iter_common_name()
+        .chain(subject.iter_state_or_province())
+    {
         if let Some(m) = attr.as_str().ok().and_then(mac_in) {
             out.push(m);
         }
@@ -61,10 +64,49 @@ mod tests {
     #[test]
     fn field_values() {
         assert_eq!(mac_in("0004F2ABCDEF").unwrap().as_str(), "0004f2abcdef");
-        assert_eq!(mac_in("urn:dev:mac:0004f2abcdef").unwrap().as_str(), "0004f2abcdef");
-        assert_eq!(mac_in("urn:dev:mac:00-04-f2-ab-cd-ef").unwrap().as_str(), "0004f2abcdef");
+        assert_eq!(
+            mac_in("urn:dev:mac:0004f2abcdef").unwrap().as_str(),
+            "0004f2abcdef"
+        );
+        assert_eq!(
+            mac_in("urn:dev:mac:00-04-f2-ab-cd-ef").unwrap().as_str(),
+            "0004f2abcdef"
+        );
         assert_eq!(mac_in("SEP0004F2ABCDEF").unwrap().as_str(), "0004f2abcdef");
         assert!(mac_in("ciscogeneric").is_none());
         assert!(mac_in("Yealink Equipment").is_none());
+    }
+}
+
+#[cfg(test)]
+mod cert_tests {
+    use super::*;
+
+    fn cert(cn: Option<&str>, st: Option<&str>, san_uri: Option<&str>) -> Vec<u8> {
+        let mut p = rcgen::CertificateParams::default();
+        if let Some(cn) = cn {
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
+        if let Some(st) = st {
+            p.distinguished_name
+                .push(rcgen::DnType::StateOrProvinceName, st);
+        }
+        if let Some(u) = san_uri {
+            p.subject_alt_names = vec![rcgen::SanType::URI(u.try_into().unwrap())];
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_mac_is_found_in_cn_san_or_s() {
+        let want = vec![Mac::parse("0004f2000001").unwrap()];
+        assert_eq!(macs(&cert(Some("0004F2000001"), None, None)), want);
+        assert_eq!(
+            macs(&cert(Some("x"), None, Some("urn:dev:mac:0004f2000001"))),
+            want
+        );
+        assert_eq!(macs(&cert(Some("x"), Some("0004f2000001"), None)), want);
+        assert!(macs(&cert(Some("Cisco"), Some("ciscogeneric"), None)).is_empty());
     }
 }

@@ -31,7 +31,9 @@ impl Algorithm {
     fn hash(self, s: &str) -> String {
         match self {
             Algorithm::Md5 => hex::encode(md5::Md5::digest(s.as_bytes())),
-            Algorithm::Sha256 => hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes())),
+            Algorithm::Sha256 => {
+                hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
+            }
         }
     }
 }
@@ -166,7 +168,12 @@ impl Digest {
         ip: IpAddr,
         password: &str,
     ) -> Result<(), Refusal> {
-        let alg = match c.algorithm.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        let alg = match c
+            .algorithm
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("MD5") => Algorithm::Md5,
             Some("SHA-256") => Algorithm::Sha256,
             _ => return Err(Refusal::Invalid),
@@ -188,7 +195,10 @@ impl Digest {
         let ha1 = alg.hash(&format!("{}:{REALM}:{password}", c.username));
         let ha2 = alg.hash(&format!("{method}:{}", c.uri));
         let expected = alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", c.nonce));
-        if !crate::secrets::ct_eq(expected.as_bytes(), c.response.to_ascii_lowercase().as_bytes()) {
+        if !crate::secrets::ct_eq(
+            expected.as_bytes(),
+            c.response.to_ascii_lowercase().as_bytes(),
+        ) {
             return Err(Refusal::Invalid);
         }
         if unix_now().saturating_sub(ts) > NONCE_TTL.as_secs() {
@@ -213,11 +223,14 @@ impl Digest {
     }
 }
 
+/// Per IP: when its one-minute window started, failures in it, locked until.
+type Window = (Instant, u32, Option<Instant>);
+
 /// Counts authentication failures per IP; past the limit within a minute, the IP is locked out.
 pub struct Lockout {
     limit: u32,
     lockout: Duration,
-    state: Mutex<HashMap<IpAddr, (Instant, u32, Option<Instant>)>>,
+    state: Mutex<HashMap<IpAddr, Window>>,
 }
 
 impl Lockout {
@@ -242,7 +255,9 @@ impl Lockout {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if s.len() > 100_000 {
-            s.retain(|_, (start, _, until)| now - *start < Duration::from_secs(60) || until.is_some_and(|u| u > now));
+            s.retain(|_, (start, _, until)| {
+                now - *start < Duration::from_secs(60) || until.is_some_and(|u| u > now)
+            });
         }
         let e = s.entry(ip).or_insert((now, 0, None));
         if now - e.0 >= Duration::from_secs(60) {
@@ -278,7 +293,14 @@ mod tests {
             realm: REALM.into(),
             nonce: d.nonce(ip),
             uri: "/0004f2abcdef.cfg".into(),
-            algorithm: Some(if alg == Algorithm::Md5 { "MD5" } else { "SHA-256" }.into()),
+            algorithm: Some(
+                if alg == Algorithm::Md5 {
+                    "MD5"
+                } else {
+                    "SHA-256"
+                }
+                .into(),
+            ),
             qop: Some("auth".into()),
             nc: Some("00000001".into()),
             cnonce: Some("abc123".into()),
@@ -295,7 +317,10 @@ mod tests {
         let d = Digest::new();
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let c = creds(&d, IP, alg);
-            assert_eq!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"), Ok(()));
+            assert_eq!(
+                d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+                Ok(())
+            );
         }
     }
 
@@ -303,8 +328,14 @@ mod tests {
     fn wrong_password_uri_realm_or_ip_is_refused() {
         let d = Digest::new();
         let c = creds(&d, IP, Algorithm::Sha256);
-        assert_eq!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "wrong"), Err(Refusal::Invalid));
-        assert_eq!(d.verify(&c, "GET", "/other.cfg", IP, "s3cret-password"), Err(Refusal::Invalid));
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "wrong"),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(
+            d.verify(&c, "GET", "/other.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
         let other_ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(
             d.verify(&c, "GET", "/0004f2abcdef.cfg", other_ip, "s3cret-password"),
@@ -313,18 +344,28 @@ mod tests {
         );
         let mut c2 = creds(&d, IP, Algorithm::Md5);
         c2.qop = None;
-        assert_eq!(d.verify(&c2, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"), Err(Refusal::Invalid));
+        assert_eq!(
+            d.verify(&c2, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
     }
 
     #[test]
     fn a_replayed_response_is_refused_and_nc_must_grow() {
         let d = Digest::new();
         let mut c = creds(&d, IP, Algorithm::Md5);
-        assert!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password").is_ok());
-        assert_eq!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"), Err(Refusal::Invalid));
+        assert!(d
+            .verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password")
+            .is_ok());
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
         c.nc = Some("00000002".into());
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
-        assert!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password").is_ok());
+        assert!(d
+            .verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password")
+            .is_ok());
     }
 
     #[test]
@@ -333,12 +374,18 @@ mod tests {
         let mut c = creds(&d, IP, Algorithm::Md5);
         c.nonce = format!("{:x}.00-{}", unix_now(), "0".repeat(32));
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
-        assert_eq!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"), Err(Refusal::Invalid));
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
         let old = unix_now() - NONCE_TTL.as_secs() - 5;
         let stamp = format!("{old:x}.01");
         c.nonce = format!("{stamp}-{}", d.mac_of(&stamp, IP));
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
-        assert_eq!(d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"), Err(Refusal::Stale));
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Stale)
+        );
     }
 
     #[test]

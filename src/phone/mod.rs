@@ -42,7 +42,10 @@ impl PhoneAuth {
     pub fn new(config: &crate::config::Phones) -> PhoneAuth {
         PhoneAuth {
             digest: digest::Digest::new(),
-            lockout: digest::Lockout::new(config.auth_fail_limit, Duration::from_secs(config.auth_lockout_s)),
+            lockout: digest::Lockout::new(
+                config.auth_fail_limit,
+                Duration::from_secs(config.auth_lockout_s),
+            ),
         }
     }
 }
@@ -76,7 +79,10 @@ fn file_name(path: &str) -> Result<&str, StatusCode> {
 
 fn client_ip(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         ip => ip,
     }
 }
@@ -97,7 +103,12 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
     let ua = parts
         .headers
         .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(512).collect::<String>())
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(512)
+                .collect::<String>()
+        })
         .unwrap_or_default();
     let ctx = Ctx {
         app: &app,
@@ -105,7 +116,11 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
         cert: cert.as_deref(),
         headers: &parts.headers,
         method: &parts.method,
-        uri: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
         ua: &ua,
     };
     match parts.method {
@@ -115,7 +130,7 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
             // Authenticate before reading the body.
             let mac = match ctx.authorize_upload(&name) {
                 Ok(m) => m,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match axum::body::to_bytes(body, limit).await {
                 Ok(bytes) => ctx.store_upload(&mac, &name, bytes).await,
@@ -124,7 +139,8 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
         }
         _ => {
             let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, PUT"));
             r
         }
     }
@@ -156,13 +172,17 @@ impl Ctx<'_> {
         let state = self.app.store.read();
         match resolve(catalog, &state, name, ua.model.as_deref()) {
             None => status(StatusCode::NOT_FOUND),
-            Some(Target::Common { model, spec }) => match self.app.renderer.render_common(model, spec) {
-                Ok(r) => self.respond(r),
-                Err(e) => self.render_failed(name, &e),
-            },
+            Some(Target::Common { model, spec }) => {
+                match self.app.renderer.render_common(model, spec) {
+                    Ok(r) => self.respond(r),
+                    Err(e) => self.render_failed(name, &e),
+                }
+            }
             Some(Target::Unknown(mac)) => {
                 drop(state);
-                self.app.store.record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
+                self.app
+                    .store
+                    .record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
                 let denied = self.authorize_unknown();
                 self.deny(denied, name)
             }
@@ -182,7 +202,10 @@ impl Ctx<'_> {
                 }
                 match rendered {
                     Ok(r) => {
-                        let main = model.main_file().map(|f| f.pattern == spec.pattern).unwrap_or(false);
+                        let main = model
+                            .main_file()
+                            .map(|f| f.pattern == spec.pattern)
+                            .unwrap_or(false);
                         self.check_in(&mac, &ua, main.then_some(r.revision));
                         self.respond(r)
                     }
@@ -225,7 +248,8 @@ impl Ctx<'_> {
             StatusCode::NOT_MODIFIED.into_response()
         } else if self.method == Method::HEAD {
             let mut x = Response::new(Body::empty());
-            x.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
+            x.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(r.bytes.len()));
             x
         } else {
             Response::new(Body::from(r.bytes.clone()))
@@ -250,14 +274,23 @@ impl Ctx<'_> {
             return Err(Denied::Locked(left));
         }
         let p = &group.provisioning;
-        let network_ok = p.allowed_cidrs.is_empty() || p.allowed_cidrs.iter().any(|c| c.contains(self.ip));
+        let network_ok =
+            p.allowed_cidrs.is_empty() || p.allowed_cidrs.iter().any(|c| c.contains(self.ip));
         let cert_ok = p.auth != ProvAuth::Digest
-            && self.cert.is_some_and(|der| cert::macs(der).contains(&device.mac));
+            && self
+                .cert
+                .is_some_and(|der| cert::macs(der).contains(&device.mac));
         let mut stale = false;
         let digest_ok = match self.credentials() {
             Some(c) if p.auth != ProvAuth::Mtls => {
                 let user_ok = Mac::parse(&c.username).is_ok_and(|m| m == device.mac);
-                let r = auth.digest.verify(&c, self.method.as_str(), self.uri, self.ip, device.prov_password.expose());
+                let r = auth.digest.verify(
+                    &c,
+                    self.method.as_str(),
+                    self.uri,
+                    self.ip,
+                    device.prov_password.expose(),
+                );
                 stale = r == Err(digest::Refusal::Stale);
                 user_ok && r.is_ok()
             }
@@ -280,7 +313,13 @@ impl Ctx<'_> {
             return Denied::Locked(left);
         }
         if let Some(c) = self.credentials() {
-            let _ = auth.digest.verify(&c, self.method.as_str(), self.uri, self.ip, "not-a-device-password");
+            let _ = auth.digest.verify(
+                &c,
+                self.method.as_str(),
+                self.uri,
+                self.ip,
+                "not-a-device-password",
+            );
         }
         if self.credentials().is_some() || self.cert.is_some() {
             self.failed_unknown();
@@ -314,7 +353,8 @@ impl Ctx<'_> {
         match d {
             Denied::Locked(secs) => {
                 let mut r = status(StatusCode::TOO_MANY_REQUESTS);
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 r
             }
             Denied::Challenge { stale } => {
@@ -331,31 +371,36 @@ impl Ctx<'_> {
     }
 
     /// `PUT /<mac>-<name>.cfg|log|xml`: the MAC's device, authenticated like a fetch.
-    fn authorize_upload(&self, name: &str) -> Result<Mac, Response> {
-        let bad = || status(StatusCode::NOT_FOUND);
+    fn authorize_upload(&self, name: &str) -> Result<Mac, Box<Response>> {
+        let bad = || Box::new(status(StatusCode::NOT_FOUND));
         let (m, rest) = name.split_once('-').ok_or_else(bad)?;
         let mac = Mac::parse(m).map_err(|_| bad())?;
-        if m.len() != 12 || rest.is_empty() || !(rest.ends_with(".cfg") || rest.ends_with(".log") || rest.ends_with(".xml")) {
+        if m.len() != 12
+            || rest.is_empty()
+            || !(rest.ends_with(".cfg") || rest.ends_with(".log") || rest.ends_with(".xml"))
+        {
             return Err(bad());
         }
         let state = self.app.store.read();
         let Some(device) = state.devices.get(&mac).cloned() else {
             drop(state);
             let d = self.authorize_unknown();
-            return Err(self.deny(d, name));
+            return Err(Box::new(self.deny(d, name)));
         };
         let Some(group) = state.groups.get(&device.group).cloned() else {
             return Err(bad());
         };
         drop(state);
-        self.authorize(&device, &group).map_err(|d| self.deny(d, name))?;
+        self.authorize(&device, &group)
+            .map_err(|d| self.deny(d, name))?;
         Ok(mac)
     }
 
     async fn store_upload(&self, mac: &Mac, name: &str, bytes: Bytes) -> Response {
         let app = self.app.clone();
         let (mac, name) = (mac.clone(), name.to_string());
-        let r = tokio::task::spawn_blocking(move || app.store.put_upload(&mac, &name, &bytes)).await;
+        let r =
+            tokio::task::spawn_blocking(move || app.store.put_upload(&mac, &name, &bytes)).await;
         match r {
             Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
             Ok(Err(e)) => {
@@ -378,8 +423,12 @@ pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Rendered, Statu
             .renderer
             .render_device(&state, &state.devices[&m], spec)
             .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY),
-        Some(Target::Common { model, spec }) if state.devices.get(mac).is_some_and(|d| d.model == model.id) => {
-            app.renderer.render_common(model, spec).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)
+        Some(Target::Common { model, spec })
+            if state.devices.get(mac).is_some_and(|d| d.model == model.id) =>
+        {
+            app.renderer
+                .render_common(model, spec)
+                .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)
         }
         _ => Err(StatusCode::NOT_FOUND),
     }
@@ -394,7 +443,11 @@ pub fn device_files(app: &SharedApp, device: &Device) -> Vec<(String, FileSpec)>
             m.files
                 .iter()
                 .map(|f| {
-                    let name = if f.per_device { f.name_for(&device.mac, m.mac_case) } else { f.pattern.clone() };
+                    let name = if f.per_device {
+                        f.name_for(&device.mac, m.mac_case)
+                    } else {
+                        f.pattern.clone()
+                    };
                     (name, f.clone())
                 })
                 .collect()
@@ -409,9 +462,21 @@ mod tests {
     #[test]
     fn hostile_names_are_refused_before_any_lookup() {
         assert_eq!(file_name("/0004f2abcdef.cfg"), Ok("0004f2abcdef.cfg"));
-        for p in ["/../etc/passwd", "/%2e%2e/x", "/a/b.cfg", "/a\\b", "/.hidden", "/x%00.cfg", "/..", "/"] {
+        for p in [
+            "/../etc/passwd",
+            "/%2e%2e/x",
+            "/a/b.cfg",
+            "/a\\b",
+            "/.hidden",
+            "/x%00.cfg",
+            "/..",
+            "/",
+        ] {
             assert!(file_name(p).is_err(), "{p}");
         }
-        assert_eq!(file_name(&format!("/{}", "a".repeat(300))), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            file_name(&format!("/{}", "a".repeat(300))),
+            Err(StatusCode::BAD_REQUEST)
+        );
     }
 }

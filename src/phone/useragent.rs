@@ -27,7 +27,8 @@ fn version(t: &str) -> Option<String> {
     let t = t.trim_start_matches("V:");
     let ok = t.starts_with(|c: char| c.is_ascii_digit())
         && t.contains('.')
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     ok.then(|| t.to_string())
 }
 
@@ -37,7 +38,11 @@ pub fn parse(catalog: &Catalog, ua: &str) -> UserAgent {
     // The firmware follows the model's token: in the same token after '/', or the next
     // version-looking token.
     let firmware = model
-        .and_then(|m| m.user_agents.iter().find_map(|p| ua.find(p.as_str()).map(|i| i + p.len())))
+        .and_then(|m| {
+            m.user_agents
+                .iter()
+                .find_map(|p| ua.find(p.as_str()).map(|i| i + p.len()))
+        })
         .and_then(|start| {
             let rest = &ua[start..];
             let rest = rest.strip_prefix('/').unwrap_or(rest);
@@ -65,24 +70,42 @@ mod tests {
     #[test]
     fn every_family() {
         let u = p("FileTransport PolycomVVX-VVX_450-UA/6.3.0.14929 Type/Application");
-        assert_eq!((u.model.as_deref(), u.firmware.as_deref(), u.mac), (Some("polycom-vvx-450"), Some("6.3.0.14929"), None));
+        assert_eq!(
+            (u.model.as_deref(), u.firmware.as_deref(), u.mac),
+            (Some("polycom-vvx-450"), Some("6.3.0.14929"), None)
+        );
         let u = p("Yealink SIP-T54W 96.86.0.70 80:5e:c0:12:34:56");
         assert_eq!(u.model.as_deref(), Some("yealink-t54w"));
         assert_eq!(u.firmware.as_deref(), Some("96.86.0.70"));
         assert_eq!(u.mac.unwrap().as_str(), "805ec0123456");
         let u = p("Yealink SIP-T46U 108.86.0.20 805ec0aabbcc");
-        assert_eq!((u.model.as_deref(), u.mac.unwrap().as_str()), (Some("yealink-t46u"), "805ec0aabbcc"));
+        assert_eq!(
+            (u.model.as_deref(), u.mac.unwrap().as_str()),
+            (Some("yealink-t46u"), "805ec0aabbcc")
+        );
         let u = p("Cisco-CP-8851-3PCC/11.3.1 (00562b043615)");
-        assert_eq!((u.model.as_deref(), u.firmware.as_deref()), (Some("cisco-cp-8851-3pcc"), Some("11.3.1")));
+        assert_eq!(
+            (u.model.as_deref(), u.firmware.as_deref()),
+            (Some("cisco-cp-8851-3pcc"), Some("11.3.1"))
+        );
         assert_eq!(u.mac.unwrap().as_str(), "00562b043615");
         let u = p("Grandstream Model HW GRP2614 SW 1.0.5.67 DevId c074ad123456");
-        assert_eq!((u.model.as_deref(), u.firmware.as_deref()), (Some("grandstream-grp2614"), Some("1.0.5.67")));
+        assert_eq!(
+            (u.model.as_deref(), u.firmware.as_deref()),
+            (Some("grandstream-grp2614"), Some("1.0.5.67"))
+        );
         assert_eq!(u.mac.unwrap().as_str(), "c074ad123456");
         let u = p("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) 00041396D9B4 SXM:0 UXM:0 UXMC:0)");
-        assert_eq!((u.model.as_deref(), u.firmware.as_deref()), (Some("snom-d785"), Some("10.1.169.16")));
+        assert_eq!(
+            (u.model.as_deref(), u.firmware.as_deref()),
+            (Some("snom-d785"), Some("10.1.169.16"))
+        );
         assert_eq!(u.mac.unwrap().as_str(), "00041396d9b4");
         let u = p("Fanvil X6U Pro 0.0.10 0c383e2cd782");
-        assert_eq!((u.model.as_deref(), u.firmware.as_deref()), (Some("fanvil-x6u"), Some("0.0.10")));
+        assert_eq!(
+            (u.model.as_deref(), u.firmware.as_deref()),
+            (Some("fanvil-x6u"), Some("0.0.10"))
+        );
         assert_eq!(u.mac.unwrap().as_str(), "0c383e2cd782");
         let u = p("Aastra6867i MAC:00-08-5D-40-90-5F V:4.1.0.128-SIP");
         assert_eq!(u.model.as_deref(), Some("mitel-6867i"));

@@ -134,7 +134,11 @@ pub struct ScenarioResult {
 }
 
 /// Renders a scenario with `engine` and runs the semantic checks.
-pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput) -> Result<ScenarioResult, String> {
+pub fn render_scenario(
+    catalog: &Catalog,
+    engine: &Engine,
+    input: &FixtureInput,
+) -> Result<ScenarioResult, String> {
     let state = build_state(catalog, input).map_err(|e| format!("input: {e}"))?;
     let device = state
         .devices
@@ -145,7 +149,8 @@ pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput)
         .ok_or_else(|| format!("unknown model {}", device.model))?;
     let mut files = BTreeMap::new();
     let mut problems = Vec::new();
-    let ctx = context::device_context(&state, model, device, BASE_URL).map_err(|e| e.to_string())?;
+    let ctx =
+        context::device_context(&state, model, device, BASE_URL).map_err(|e| e.to_string())?;
     let passwords: Vec<String> = ctx["lines"]
         .as_array()
         .into_iter()
@@ -154,7 +159,10 @@ pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput)
         .collect();
     for spec in &model.files {
         let (name, out) = if spec.per_device {
-            (spec.name_for(&device.mac, model.mac_case), engine.render(&model.id, spec, &ctx))
+            (
+                spec.name_for(&device.mac, model.mac_case),
+                engine.render(&model.id, spec, &ctx),
+            )
         } else {
             let c = context::common_context(model, BASE_URL);
             (spec.pattern.clone(), engine.render(&model.id, spec, &c))
@@ -186,13 +194,20 @@ pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput)
                 accounts: model.accounts,
             };
             let lay = layout(&state, device, caps).map_err(|e| e.to_string())?;
-            for a in lay.appearances.iter().filter(|a| a.kind != AppearanceKind::Primary) {
+            for a in lay
+                .appearances
+                .iter()
+                .filter(|a| a.kind != AppearanceKind::Primary)
+            {
                 let index = a.index.to_string();
                 let index0 = (a.index - 1).to_string();
                 for fact in &model.checks.shared {
                     let f = fact.replace("{index}", &index).replace("{index0}", &index0);
                     if !flatten::holds(&facts, &f) {
-                        problems.push(format!("{name}: shared appearance {}: '{f}' does not hold", a.line_port));
+                        problems.push(format!(
+                            "{name}: shared appearance {}: '{f}' does not hold",
+                            a.line_port
+                        ));
                     }
                 }
                 for key in &a.keys {
@@ -203,13 +218,19 @@ pub fn render_scenario(catalog: &Catalog, engine: &Engine, input: &FixtureInput)
                             .replace("{key}", &key.to_string())
                             .replace("{key0}", &(key - 1).to_string());
                         if !flatten::holds(&facts, &f) {
-                            problems.push(format!("{name}: line key {key} of {}: '{f}' does not hold", a.line_port));
+                            problems.push(format!(
+                                "{name}: line key {key} of {}: '{f}' does not hold",
+                                a.line_port
+                            ));
                         }
                     }
                 }
             }
             if model.checks.shared.is_empty() || model.checks.line_key.is_empty() {
-                problems.push(format!("model {}: [checks] shared and line_key must be declared", model.id));
+                problems.push(format!(
+                    "model {}: [checks] shared and line_key must be declared",
+                    model.id
+                ));
             }
         }
     }
@@ -224,7 +245,12 @@ pub fn diff(expected: &str, got: &str) -> String {
     for i in 0..e.len().max(g.len()) {
         let (a, b) = (e.get(i), g.get(i));
         if a != b {
-            out.push_str(&format!("  line {}:\n    - {}\n    + {}\n", i + 1, a.unwrap_or(&"<none>"), b.unwrap_or(&"<none>")));
+            out.push_str(&format!(
+                "  line {}:\n    - {}\n    + {}\n",
+                i + 1,
+                a.unwrap_or(&"<none>"),
+                b.unwrap_or(&"<none>")
+            ));
             shown += 1;
             if shown == 8 {
                 out.push_str("  ...\n");
@@ -295,7 +321,9 @@ pub fn check_all(
                     .ok()
                     .and_then(|s| s.devices.get(&input.device).map(|x| x.model.clone()));
                 if device_model.as_deref() != Some(d.id.as_str()) {
-                    problems.push(format!("{label}: the device under test is not a {model_id}"));
+                    problems.push(format!(
+                        "{label}: the device under test is not a {model_id}"
+                    ));
                 }
             }
             problems.extend(result.problems.iter().map(|p| format!("{label}: {p}")));
@@ -307,12 +335,20 @@ pub fn check_all(
                 }
                 match std::fs::read_to_string(&path) {
                     Ok(expected) if &expected == text => {}
-                    Ok(expected) => problems.push(format!("{label}/{name} differs:\n{}", diff(&expected, text))),
-                    Err(_) => problems.push(format!("{label}/{name} is missing (run with UPDATE_FIXTURES=1 and review)")),
+                    Ok(expected) => problems.push(format!(
+                        "{label}/{name} differs:\n{}",
+                        diff(&expected, text)
+                    )),
+                    Err(_) => problems.push(format!(
+                        "{label}/{name} is missing (run with UPDATE_FIXTURES=1 and review)"
+                    )),
                 }
             }
             // Files in the scenario that the model no longer renders are stale.
-            for e in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+            for e in std::fs::read_dir(&dir)
+                .map_err(|e| e.to_string())?
+                .filter_map(Result::ok)
+            {
                 let n = e.file_name().to_string_lossy().to_string();
                 if n != "input.json" && !result.files.contains_key(&n) {
                     problems.push(format!("{label}/{n} is not a file this model renders"));

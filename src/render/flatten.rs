@@ -50,7 +50,11 @@ pub fn check_xml(text: &str) -> Result<(), (usize, usize, String)> {
         return Err((l, c, "unclosed element at end of document".into()));
     }
     if roots != 1 {
-        return Err((1, 1, format!("an XML document has one root element, found {roots}")));
+        return Err((
+            1,
+            1,
+            format!("an XML document has one root element, found {roots}"),
+        ));
     }
     Ok(())
 }
@@ -58,7 +62,12 @@ pub fn check_xml(text: &str) -> Result<(), (usize, usize, String)> {
 fn line_col(text: &str, byte: usize) -> (usize, usize) {
     let before = &text[..byte.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -127,7 +136,11 @@ fn segment(e: &quick_xml::events::BytesStart) -> Result<String, String> {
     Ok(seg)
 }
 
-fn attrs(e: &quick_xml::events::BytesStart, path: &[String], out: &mut Facts) -> Result<(), String> {
+fn attrs(
+    e: &quick_xml::events::BytesStart,
+    path: &[String],
+    out: &mut Facts,
+) -> Result<(), String> {
     let p = path.join("/");
     for a in e.attributes() {
         let a = a.map_err(|e| e.to_string())?;
@@ -145,7 +158,9 @@ fn attrs(e: &quick_xml::events::BytesStart, path: &[String], out: &mut Facts) ->
 pub fn flatten_kv(text: &str) -> Facts {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!') && !l.starts_with('['))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with('#') && !l.starts_with('!') && !l.starts_with('[')
+        })
         .filter_map(|l| {
             let i = l.find(['=', ':'])?;
             Some((l[..i].trim().to_string(), l[i + 1..].trim().to_string()))
@@ -172,7 +187,10 @@ pub fn holds(facts: &Facts, fact: &str) -> bool {
     facts.iter().any(|(fk, fv)| {
         fv == v
             && fk.ends_with(k)
-            && matches!(fk[..fk.len() - k.len()].chars().last(), None | Some('/') | Some('@'))
+            && matches!(
+                fk[..fk.len() - k.len()].chars().last(),
+                None | Some('/') | Some('@')
+            )
     })
 }
 
@@ -193,7 +211,10 @@ mod tests {
         assert!(holds(&f, "line[2]/EnableSCA = 1"));
         assert!(holds(&f, "x = A & B"));
         assert!(!holds(&f, "reg.2.type = private"));
-        assert!(!holds(&f, "g.2.type = shared"), "keys match at a boundary only");
+        assert!(
+            !holds(&f, "g.2.type = shared"),
+            "keys match at a boundary only"
+        );
     }
 
     #[test]

@@ -82,9 +82,11 @@ fn new_tera() -> tera::Tera {
 
 fn template_error(template: &str, e: &tera::Error) -> RenderError {
     let (line, column, message) = match e.kind() {
-        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
-            (r.span().start_line, r.span().start_col + 1, r.message().to_string())
-        }
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => (
+            r.span().start_line,
+            r.span().start_col + 1,
+            r.message().to_string(),
+        ),
         _ => (0, 0, e.to_string()),
     };
     RenderError::Template {
@@ -106,7 +108,12 @@ impl Engine {
     ) -> Result<Engine, RenderError> {
         let live: HashMap<(&str, &str), (&str, u32)> = overrides
             .iter()
-            .filter_map(|o| Some(((o.model.as_str(), o.template.as_str()), (o.active_body()?, o.active?))))
+            .filter_map(|o| {
+                Some((
+                    (o.model.as_str(), o.template.as_str()),
+                    (o.active_body()?, o.active?),
+                ))
+            })
             .collect();
         let mut tera = new_tera();
         let mut versions = BTreeMap::new();
@@ -118,7 +125,13 @@ impl Engine {
                     Some((em, et, eb)) if (em, et) == key => (eb, u32::MAX),
                     _ => match live.get(&key) {
                         Some((b, v)) => (*b, *v),
-                        None => (m.templates.get(&f.template).map(String::as_str).unwrap_or(""), 0),
+                        None => (
+                            m.templates
+                                .get(&f.template)
+                                .map(String::as_str)
+                                .unwrap_or(""),
+                            0,
+                        ),
                     },
                 };
                 versions.insert((m.id.clone(), f.template.clone()), version);
@@ -136,8 +149,14 @@ impl Engine {
         })
     }
 
-    fn render(&self, model: &str, spec: &FileSpec, ctx: &serde_json::Value) -> Result<String, RenderError> {
-        let ctx = tera::Context::from_serialize(ctx).map_err(|e| template_error(&spec.template, &e))?;
+    fn render(
+        &self,
+        model: &str,
+        spec: &FileSpec,
+        ctx: &serde_json::Value,
+    ) -> Result<String, RenderError> {
+        let ctx =
+            tera::Context::from_serialize(ctx).map_err(|e| template_error(&spec.template, &e))?;
         let out = self
             .tera
             .render(&tera_name(model, spec), &ctx)
@@ -181,12 +200,19 @@ impl Rendered {
 #[derive(Debug)]
 pub enum Target<'a> {
     /// A per-device file of a known device (of a model that requests this name).
-    Device { mac: Mac, model: &'a Model, spec: &'a FileSpec },
+    Device {
+        mac: Mac,
+        model: &'a Model,
+        spec: &'a FileSpec,
+    },
     /// A well-formed per-device name whose MAC is not provisioned (or not for a model that
     /// requests this name).
     Unknown(Mac),
     /// A common file of a model.
-    Common { model: &'a Model, spec: &'a FileSpec },
+    Common {
+        model: &'a Model,
+        spec: &'a FileSpec,
+    },
 }
 
 /// Resolves a requested file name against the catalogue: common names first (Polycom's
@@ -210,7 +236,9 @@ pub fn resolve<'a>(
             }
             continue;
         }
-        let Some(mac) = spec.match_mac(name) else { continue };
+        let Some(mac) = spec.match_mac(name) else {
+            continue;
+        };
         match state.devices.get(&mac) {
             Some(d) if d.model == model.id => return Some(Target::Device { mac, model, spec }),
             _ => unknown = Some(mac),
@@ -233,7 +261,11 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(catalog: Arc<Catalog>, base_url: String, overrides: &[TemplateOverride]) -> Renderer {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        base_url: String,
+        overrides: &[TemplateOverride],
+    ) -> Renderer {
         let engine = Engine::build(&catalog, overrides, None, 1).unwrap_or_else(|e| {
             // A stored override was valid when uploaded; if the catalogue changed under it,
             // serve the built-ins rather than nothing.
@@ -257,7 +289,10 @@ impl Renderer {
     }
 
     pub fn engine(&self) -> Arc<Engine> {
-        self.engine.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Rebuilds the engine from the stored overrides (after a template change).
@@ -269,13 +304,21 @@ impl Renderer {
     }
 
     /// Renders a device's file (from the cache when the revision and templates are unchanged).
-    pub fn render_device(&self, state: &State, device: &Device, spec: &FileSpec) -> Result<Rendered, RenderError> {
-        let model = self
-            .catalog
-            .get(&device.model)
-            .ok_or_else(|| DomainError::validation("model", format!("unknown model {}", device.model)))?;
+    pub fn render_device(
+        &self,
+        state: &State,
+        device: &Device,
+        spec: &FileSpec,
+    ) -> Result<Rendered, RenderError> {
+        let model = self.catalog.get(&device.model).ok_or_else(|| {
+            DomainError::validation("model", format!("unknown model {}", device.model))
+        })?;
         let engine = self.engine();
-        let key = (Some(device.mac.clone()), model.id.clone(), spec.pattern.clone());
+        let key = (
+            Some(device.mac.clone()),
+            model.id.clone(),
+            spec.pattern.clone(),
+        );
         if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
             return Ok(hit);
         }
@@ -323,15 +366,26 @@ impl Renderer {
         template: &str,
         body: &str,
     ) -> Result<usize, RenderError> {
-        let engine = Engine::build(&self.catalog, overrides, Some((&model.id, template, body)), 0)?;
-        let specs: Vec<&FileSpec> = model.files.iter().filter(|f| f.template == template).collect();
+        let engine = Engine::build(
+            &self.catalog,
+            overrides,
+            Some((&model.id, template, body)),
+            0,
+        )?;
+        let specs: Vec<&FileSpec> = model
+            .files
+            .iter()
+            .filter(|f| f.template == template)
+            .collect();
         let mut rendered = 0;
         let sample = fixtures::sample_state(&self.catalog, &model.id)?;
-        let devices = sample
-            .devices
-            .values()
-            .map(|d| (&sample, d))
-            .chain(state.devices.values().filter(|d| d.model == model.id).map(|d| (state, d)));
+        let devices = sample.devices.values().map(|d| (&sample, d)).chain(
+            state
+                .devices
+                .values()
+                .filter(|d| d.model == model.id)
+                .map(|d| (state, d)),
+        );
         for (st, d) in devices {
             for spec in specs.iter().filter(|s| s.per_device) {
                 let ctx = context::device_context(st, model, d, &self.base_url)?;
@@ -340,7 +394,11 @@ impl Renderer {
             }
         }
         for spec in specs.iter().filter(|s| !s.per_device) {
-            engine.render(&model.id, spec, &context::common_context(model, &self.base_url))?;
+            engine.render(
+                &model.id,
+                spec,
+                &context::common_context(model, &self.base_url),
+            )?;
             rendered += 1;
         }
         Ok(rendered)

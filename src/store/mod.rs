@@ -423,7 +423,11 @@ impl Store {
     }
 
     pub fn checkin(&self, mac: &Mac) -> Option<CheckIn> {
-        self.checkins.read().unwrap_or_else(|p| p.into_inner()).get(mac).cloned()
+        self.checkins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(mac)
+            .cloned()
     }
 
     /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).
@@ -445,7 +449,12 @@ impl Store {
     }
 
     pub fn unprovisioned(&self) -> Vec<Unprovisioned> {
-        self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.unprovisioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Stores a file a phone uploaded, durably (flushed before returning).
@@ -469,7 +478,9 @@ impl Store {
         for item in self.uploads.scan_prefix(format!("{mac}/")) {
             let (_, v) = item?;
             let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
-            out.push(serde_json::from_slice(&v[..end]).map_err(|e| corrupt(format!("upload: {e}")))?);
+            out.push(
+                serde_json::from_slice(&v[..end]).map_err(|e| corrupt(format!("upload: {e}")))?,
+            );
         }
         Ok(out)
     }
@@ -691,8 +702,18 @@ impl Store {
     }
 
     /// Stores a (validated) template body as the live version; returns the version number.
-    pub fn put_template(&self, actor: &str, model: &str, template: &str, body: String) -> Result<u32, StoreError> {
-        Ok(self.commit(actor, |tx, _| rules::put_template(tx, model, template, body, now(), actor))?.0)
+    pub fn put_template(
+        &self,
+        actor: &str,
+        model: &str,
+        template: &str,
+        body: String,
+    ) -> Result<u32, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                rules::put_template(tx, model, template, body, now(), actor)
+            })?
+            .0)
     }
     /// Makes `version` live (`None`: the built-in template).
     pub fn activate_template(
@@ -702,7 +723,11 @@ impl Store {
         template: &str,
         version: Option<u32>,
     ) -> Result<Change, StoreError> {
-        Ok(self.commit(actor, |tx, _| Ok((rules::activate_template(tx, model, template, version)?, ())))?.1)
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::activate_template(tx, model, template, version)?, ()))
+            })?
+            .1)
     }
     /// Every stored template override.
     pub fn template_overrides(&self) -> Vec<crate::domain::TemplateOverride> {

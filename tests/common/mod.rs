@@ -185,3 +185,81 @@ pub async fn seed(s: &TestServer) {
     )
     .await;
 }
+
+/// A phone's HTTP Digest client (RFC 7616), written independently of the server's.
+pub mod digest {
+    use md5::Digest as _;
+
+    fn h(alg: &str, s: &str) -> String {
+        if alg == "MD5" {
+            hex::encode(md5::Md5::digest(s.as_bytes()))
+        } else {
+            hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
+        }
+    }
+
+    /// Picks the challenge for `alg` from the WWW-Authenticate values; returns (realm, nonce).
+    pub fn challenge(headers: &reqwest::header::HeaderMap, alg: &str) -> (String, String) {
+        for v in headers.get_all("www-authenticate") {
+            let v = v.to_str().unwrap();
+            if !v.contains(&format!("algorithm={alg}")) {
+                continue;
+            }
+            let get = |k: &str| {
+                let i = v.find(&format!("{k}=\"")).unwrap() + k.len() + 2;
+                v[i..].split('"').next().unwrap().to_string()
+            };
+            return (get("realm"), get("nonce"));
+        }
+        panic!("no {alg} challenge in {headers:?}");
+    }
+
+    /// The Authorization header value for one request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn authorization(
+        alg: &str,
+        user: &str,
+        pass: &str,
+        realm: &str,
+        nonce: &str,
+        method: &str,
+        uri: &str,
+        nc: u32,
+    ) -> String {
+        let cnonce = "0a4f113b";
+        let nc = format!("{nc:08x}");
+        let ha1 = h(alg, &format!("{user}:{realm}:{pass}"));
+        let ha2 = h(alg, &format!("{method}:{uri}"));
+        let resp = h(alg, &format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
+        format!(
+            "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", algorithm={alg}, qop=auth, nc={nc}, cnonce=\"{cnonce}\", response=\"{resp}\""
+        )
+    }
+}
+
+/// GETs `path` from the phone listener the way a phone does: unauthenticated first, then with
+/// digest credentials if challenged. Returns the final response.
+pub async fn phone_get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    ua: &str,
+    creds: Option<(&str, &str)>,
+    alg: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client.get(format!("{base}{path}")).header("user-agent", ua);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let first = req.try_clone().unwrap().send().await.unwrap();
+    let Some((user, pass)) = creds else {
+        return first;
+    };
+    if first.status() != 401 {
+        return first;
+    }
+    let (realm, nonce) = digest::challenge(first.headers(), alg);
+    let auth = digest::authorization(alg, user, pass, &realm, &nonce, "GET", path, 1);
+    req.header("authorization", auth).send().await.unwrap()
+}

@@ -1,0 +1,748 @@
+//! The phone-facing server over real HTTPS: every model's files with its real User-Agent and
+//! digest auth, the same 401 for unknown MACs / wrong credentials / wrong certificates, ETags,
+//! mTLS with the MAC in CN, SAN and Cisco's S=, policies, lockout, uploads, hostile paths, and
+//! template uploads that must validate before they serve.
+
+mod common;
+
+use common::{digest, phone_get, TestServer, G};
+use deskprov::catalog::Catalog;
+use deskprov::domain::Mac;
+use serde_json::{json, Value};
+
+/// A real User-Agent per model (VENDORS.md), with the device's MAC where the family sends one.
+fn user_agent(model: &str, mac: &Mac) -> String {
+    let dashes = mac.colon().replace(':', "-").to_uppercase();
+    match model {
+        "polycom-vvx-450" => "FileTransport PolycomVVX-VVX_450-UA/6.3.0.14929 Type/Application".into(),
+        "polycom-vvx-411" => "FileTransport PolycomVVX-VVX_411-UA/6.4.3.5100 Type/Application".into(),
+        "yealink-t54w" => format!("Yealink SIP-T54W 96.86.0.70 {}", mac.colon()),
+        "yealink-t46u" => format!("Yealink SIP-T46U 108.86.0.20 {mac}"),
+        "cisco-cp-8851-3pcc" => format!("Cisco-CP-8851-3PCC/11.3.1 ({mac})"),
+        "grandstream-grp2614" => format!("Grandstream Model HW GRP2614 SW 1.0.5.67 DevId {mac}"),
+        "snom-d785" => format!("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)", mac.upper()),
+        "fanvil-x6u" => format!("Fanvil X6U Pro 0.0.10 {mac}"),
+        "mitel-6867i" => format!("Aastra6867i MAC:{dashes} V:4.1.0.128-SIP"),
+        other => panic!("no User-Agent for {other}: add one here"),
+    }
+}
+
+async fn group_with_users(s: &TestServer) {
+    s.create(
+        "/api/v1/groups",
+        json!({"id": G, "sip": {"domain": "sip.example.net"}}),
+    )
+    .await;
+    s.create(
+        &format!("/api/v1/groups/{G}/users"),
+        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
+    )
+    .await;
+    s.create(
+        &format!("/api/v1/groups/{G}/users"),
+        json!({"extension": "5555", "first_name": "Bob"}),
+    )
+    .await;
+}
+
+/// Adds a device owned by 1001 with 5555's line as an SCA; returns its provisioning password.
+async fn device(s: &TestServer, mac: &str, model: &str, name: &str) -> String {
+    let d = s
+        .create(
+            &format!("/api/v1/groups/{G}/devices"),
+            json!({"mac": mac, "name": name, "model": model, "owner": "1001"}),
+        )
+        .await;
+    s.create(
+        &format!("/api/v1/groups/{G}/users/5555/shared-call-appearances"),
+        json!({"device": name}),
+    )
+    .await;
+    d["credentials"]["password"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
+    let s = TestServer::start().await;
+    group_with_users(&s).await;
+    let catalog = Catalog::builtin().unwrap();
+    // Models without files fail the fixture test (tests/fixtures.rs).
+    for (i, model) in catalog.models().filter(|m| !m.files.is_empty()).enumerate() {
+        let mac = Mac::parse(&format!("0004f2{:06x}", 0x100 + i)).unwrap();
+        let name = format!("desk-{i}");
+        // A second SCA of 5555 per device needs a fresh line port each time: auto-assigned.
+        let pw = device(&s, mac.as_str(), &model.id, &name).await;
+        let ua = user_agent(&model.id, &mac);
+        let view = s.get(&format!("/api/v1/devices/{mac}")).await.body;
+        let files: Vec<String> = view["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        assert!(!files.is_empty(), "{}: no files", model.id);
+        let main = model.main_file().unwrap().name_for(&mac, model.mac_case);
+        for f in &files {
+            let path = format!("/{f}");
+            let spec_per_device = f.contains(mac.as_str()) || f.contains(&mac.upper());
+            // Without credentials: common files are served, per-device files are challenged.
+            let r = phone_get(&s.client, &s.phones, &path, &ua, None, "MD5", &[]).await;
+            if spec_per_device {
+                assert_eq!(r.status(), 401, "{}: {f} without credentials", model.id);
+                assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 2);
+            } else {
+                assert_eq!(r.status(), 200, "{}: common {f}", model.id);
+                let body = r.text().await.unwrap();
+                assert!(!body.contains(&pw), "no secrets in common files");
+                continue;
+            }
+            for alg in ["MD5", "SHA-256"] {
+                let r = phone_get(
+                    &s.client,
+                    &s.phones,
+                    &path,
+                    &ua,
+                    Some((mac.as_str(), &pw)),
+                    alg,
+                    &[],
+                )
+                .await;
+                assert_eq!(r.status(), 200, "{}: {f} with {alg}", model.id);
+                assert!(
+                    r.headers()["etag"].to_str().unwrap().starts_with('"'),
+                    "strong ETag"
+                );
+                assert!(r.headers().contains_key("content-type"));
+                let body = r.text().await.unwrap();
+                if f == &main {
+                    // The SCA (5555 has no phone number) and the primary line are both there.
+                    assert!(
+                        body.contains("ZZZ1900111-01_5555_sca"),
+                        "{}: SCA line port in {f}:\n{body}",
+                        model.id
+                    );
+                    assert!(
+                        body.contains("6035551212"),
+                        "{}: primary line in {f}",
+                        model.id
+                    );
+                }
+            }
+        }
+        // The main-file fetch recorded the applied revision and what the User-Agent said.
+        let view = s.get(&format!("/api/v1/devices/{mac}")).await.body;
+        assert_eq!(view["applied_revision"], view["revision"], "{}", model.id);
+        assert_eq!(
+            view["last_seen"]["model_seen"],
+            model.id.as_str(),
+            "{}",
+            model.id
+        );
+        assert!(view["last_seen"]["firmware"].is_string(), "{}", model.id);
+        // The admin preview is byte for byte what the phone gets.
+        let preview = s
+            .client
+            .get(format!("{}/api/v1/devices/{mac}/files/{main}", s.admin))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preview.status(), 200);
+        let preview = preview.text().await.unwrap();
+        let phone = phone_get(
+            &s.client,
+            &s.phones,
+            &format!("/{main}"),
+            &ua,
+            Some((mac.as_str(), &pw)),
+            "MD5",
+            &[],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        assert_eq!(preview, phone, "{}", model.id);
+    }
+}
+
+#[tokio::test]
+async fn same_401_for_unknown_mac_wrong_credentials_and_wrong_user() {
+    let s = TestServer::start().await;
+    group_with_users(&s).await;
+    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    let other_pw = device(&s, "805ec0000002", "yealink-t54w", "desk2").await;
+    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
+    let ok = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        Some(("805ec0000001", &pw)),
+        "MD5",
+        &[],
+    )
+    .await;
+    assert_eq!(ok.status(), 200);
+    for (path, user, pass) in [
+        ("/805ec0000001.cfg", "805ec0000001", "wrong-password"),
+        ("/805ec0000001.cfg", "805ec0000002", other_pw.as_str()), // another device's credentials
+        ("/805ec0000099.cfg", "805ec0000099", "anything-at-all"), // unknown MAC
+    ] {
+        let r = phone_get(
+            &s.client,
+            &s.phones,
+            path,
+            ua,
+            Some((user, pass)),
+            "MD5",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 401, "{path} as {user}");
+        assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 2);
+    }
+    // The unknown MAC is listed for the admin.
+    let u = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(u[0]["mac"], "805ec0000099");
+    // A replayed Authorization header is refused.
+    let first = s
+        .client
+        .get(format!("{}/805ec0000001.cfg", s.phones))
+        .send()
+        .await
+        .unwrap();
+    let (realm, nonce) = digest::challenge(first.headers(), "MD5");
+    let auth = digest::authorization(
+        "MD5",
+        "805ec0000001",
+        &pw,
+        &realm,
+        &nonce,
+        "GET",
+        "/805ec0000001.cfg",
+        1,
+    );
+    let get = || {
+        s.client
+            .get(format!("{}/805ec0000001.cfg", s.phones))
+            .header("authorization", auth.clone())
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(get().await.unwrap().status(), 401, "replay");
+}
+
+#[tokio::test]
+async fn etag_gives_304_and_head_has_no_body() {
+    let s = TestServer::start().await;
+    group_with_users(&s).await;
+    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
+    let creds = Some(("805ec0000001", pw.as_str()));
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        creds,
+        "SHA-256",
+        &[],
+    )
+    .await;
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        creds,
+        "SHA-256",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
+    // Same revision, same bytes; a change gives new bytes and a new ETag.
+    let again = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        creds,
+        "MD5",
+        &[],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(again, body);
+    s.patch(
+        &format!("/api/v1/groups/{G}/users/1001"),
+        json!({"first_name": "Augusta"}),
+    )
+    .await;
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        creds,
+        "MD5",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert!(r.text().await.unwrap().contains("Augusta"));
+}
+
+#[tokio::test]
+async fn policies_networks_lockout_and_hostile_paths() {
+    let s = TestServer::start_with(|c| c.phones.auth_fail_limit = 3).await;
+    group_with_users(&s).await;
+    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
+    let creds = Some(("805ec0000001", pw.as_str()));
+    // Only 10.0.0.0/8 may fetch: loopback is refused with the same 401.
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"provisioning": {"allowed_cidrs": ["10.0.0.0/8"]}}),
+    )
+    .await;
+    assert_eq!(
+        phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            creds,
+            "MD5",
+            &[]
+        )
+        .await
+        .status(),
+        401
+    );
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"provisioning": {"allowed_cidrs": ["127.0.0.0/8"]}}),
+    )
+    .await;
+    assert_eq!(
+        phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            creds,
+            "MD5",
+            &[]
+        )
+        .await
+        .status(),
+        200
+    );
+    // mTLS only: digest is not enough.
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"provisioning": {"auth": "mtls"}}),
+    )
+    .await;
+    assert_eq!(
+        phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            creds,
+            "MD5",
+            &[]
+        )
+        .await
+        .status(),
+        401
+    );
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"provisioning": {"auth": "digest"}}),
+    )
+    .await;
+    // Hostile names never reach the filesystem.
+    for p in ["/..%2f..%2fetc%2fpasswd", "/%2e%2e/x", "/.env", "/a%00.cfg"] {
+        let r = s
+            .client
+            .get(format!("{}{p}", s.phones))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 400,
+            "{p}: {}",
+            r.status()
+        );
+    }
+    let long = format!("/{}.cfg", "a".repeat(300));
+    assert_eq!(
+        s.client
+            .get(format!("{}{long}", s.phones))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Uploads: stored per device and listed; too large → 413.
+    let first = s
+        .client
+        .put(format!("{}/805ec0000001-local.cfg", s.phones))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 401);
+    let (realm, nonce) = digest::challenge(first.headers(), "MD5");
+    let auth = digest::authorization(
+        "MD5",
+        "805ec0000001",
+        &pw,
+        &realm,
+        &nonce,
+        "PUT",
+        "/805ec0000001-local.cfg",
+        1,
+    );
+    let r = s
+        .client
+        .put(format!("{}/805ec0000001-local.cfg", s.phones))
+        .header("authorization", auth)
+        .body("local=1\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let ups = s.get("/api/v1/devices/805ec0000001/uploads").await.body;
+    assert_eq!(ups[0]["name"], "805ec0000001-local.cfg");
+    assert_eq!(ups[0]["size"], 8);
+    let auth = digest::authorization(
+        "MD5",
+        "805ec0000001",
+        &pw,
+        &realm,
+        &nonce,
+        "PUT",
+        "/805ec0000001-app.log",
+        2,
+    );
+    let big = vec![b'x'; (1 << 20) + 10];
+    let r = s
+        .client
+        .put(format!("{}/805ec0000001-app.log", s.phones))
+        .header("authorization", auth)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Lockout: past 3 failures in a minute the address gets 429 with Retry-After.
+    for _ in 0..4 {
+        phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            Some(("805ec0000001", "bad-password")),
+            "MD5",
+            &[],
+        )
+        .await;
+    }
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        ua,
+        creds,
+        "MD5",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 200
+    );
+}
+
+/// A CA and device certificates with the MAC in CN (Polycom/Yealink style), in a SAN
+/// (`urn:dev:mac:`), and in Cisco's S= (stateOrProvinceName); plus generic ones.
+struct TestPki {
+    ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+impl TestPki {
+    fn new() -> TestPki {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Test Phone Vendor CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = p.self_signed(&ca_key).unwrap();
+        TestPki {
+            ca_pem: ca.pem(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// A client identity (cert + key PEM) with the given subject fields and SANs.
+    fn device(
+        &self,
+        cn: Option<&str>,
+        st: Option<&str>,
+        san_uri: Option<&str>,
+    ) -> reqwest::Identity {
+        let mut p = rcgen::CertificateParams::default();
+        if let Some(cn) = cn {
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        }
+        if let Some(st) = st {
+            p.distinguished_name
+                .push(rcgen::DnType::StateOrProvinceName, st);
+            p.distinguished_name
+                .push(rcgen::DnType::OrganizationalUnitName, "CP-8851-3PCC");
+        }
+        if let Some(u) = san_uri {
+            p.subject_alt_names = vec![rcgen::SanType::URI(u.try_into().unwrap())];
+        }
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn mtls_with_the_mac_in_cn_san_or_cisco_s() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("vendor-ca.pem");
+    std::fs::write(&bundle, &pki.ca_pem).unwrap();
+    let b = bundle.display().to_string();
+    let s = TestServer::start_with(move |c| c.tls.client_ca = vec![b]).await;
+    group_with_users(&s).await;
+    device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"provisioning": {"auth": "mtls"}}),
+    )
+    .await;
+    let ca = std::fs::read(s.data_dir.join("tls/ca.pem")).unwrap();
+    let with = |id: reqwest::Identity| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .identity(id)
+            .build()
+            .unwrap()
+    };
+    let get = |c: reqwest::Client| {
+        let url = format!("{}/805ec0000001.cfg", s.phones);
+        async move {
+            c.get(url)
+                .header("user-agent", "Yealink SIP-T54W 96.86.0.70 805ec0000001")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // The MAC in each of the three places is accepted.
+    assert_eq!(
+        get(with(pki.device(Some("805EC0000001"), None, None))).await,
+        200,
+        "CN"
+    );
+    assert_eq!(
+        get(with(pki.device(
+            Some("Polycom device"),
+            None,
+            Some("urn:dev:mac:805ec0000001")
+        )))
+        .await,
+        200,
+        "SAN"
+    );
+    assert_eq!(
+        get(with(pki.device(
+            Some("SEP805EC0000001"),
+            Some("805ec0000001"),
+            None
+        )))
+        .await,
+        200,
+        "Cisco S="
+    );
+    // Another device's certificate, and generic vendor certificates, get the same 401.
+    assert_eq!(
+        get(with(pki.device(Some("805EC0000002"), None, None))).await,
+        401,
+        "other MAC"
+    );
+    assert_eq!(
+        get(with(pki.device(
+            Some("Cisco device"),
+            Some("ciscogeneric"),
+            None
+        )))
+        .await,
+        401,
+        "ciscogeneric"
+    );
+    assert_eq!(
+        get(with(pki.device(Some("Yealink Equipment"), None, None))).await,
+        401,
+        "generic"
+    );
+    assert_eq!(get(s.client.clone()).await, 401, "no certificate");
+    // A certificate from a CA that is not configured fails the handshake.
+    let rogue = TestPki::new();
+    let r = with(rogue.device(Some("805EC0000001"), None, None))
+        .get(format!("{}/805ec0000001.cfg", s.phones))
+        .send()
+        .await;
+    assert!(r.is_err() || r.unwrap().status() == 401);
+}
+
+#[tokio::test]
+async fn a_broken_template_is_refused_while_the_old_one_keeps_serving() {
+    let s = TestServer::start().await;
+    group_with_users(&s).await;
+    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
+    let creds = Some(("805ec0000001", pw.as_str()));
+    // The header line carries the revision, which every template change bumps: compare the rest.
+    let fetch = || async {
+        let t = phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            creds,
+            "MD5",
+            &[],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        t.lines()
+            .filter(|l| !l.contains(" revision "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = fetch().await;
+    let url = format!(
+        "{}/api/v1/models/yealink-t54w/templates/mac.cfg.tera",
+        s.admin
+    );
+    let put = |body: &'static str| s.client.put(&url).bearer_auth(&s.token).body(body).send();
+
+    // A syntax error: 422 invalid_template with line and column; nothing changes.
+    let r = put(
+        "#!version:1.0.0.1\n{% for line in lines %}\naccount.{{ line.index }.x = 1\n{% endfor %}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "invalid_template");
+    assert_eq!(p["line"], 3);
+    assert!(p["column"].as_u64().unwrap() > 0);
+    // A template that renders with an error (unknown variable) is refused too.
+    let r = put("{{ nothing.here }}").await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(fetch().await, before, "the old template keeps serving");
+    let log_before = s.get("/api/v1/changes?limit=1000").await.body["last_seq"]
+        .as_u64()
+        .unwrap();
+
+    // A good upload goes live, touches every device of the model, and can be rolled back.
+    let r = put("#!version:1.0.0.1\n## custom\n{% for line in lines %}account.{{ line.index }}.user_name = {{ line.line_port }}\n{% endfor %}").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let up: Value = r.json().await.unwrap();
+    assert_eq!(up["version"], 1);
+    let now = fetch().await;
+    assert!(
+        now.contains("## custom") && now.contains("account.2.user_name = ZZZ1900111-01_5555_sca1"),
+        "{now}"
+    );
+    let log = s
+        .get(&format!("/api/v1/changes?since={log_before}"))
+        .await
+        .body;
+    assert_eq!(log["items"][0]["action"], "template.update");
+    assert_eq!(log["items"][0]["devices"], json!(["805ec0000001"]));
+    let r = s
+        .get("/api/v1/models/yealink-t54w/templates/mac.cfg.tera/versions")
+        .await
+        .body;
+    assert_eq!(r.as_array().unwrap().len(), 2);
+    assert_eq!(r[1]["active"], true);
+    let r = s
+        .post(
+            "/api/v1/models/yealink-t54w/templates/mac.cfg.tera/rollback",
+            json!({"version": 0}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(fetch().await, before);
+    let r = s
+        .post(
+            "/api/v1/models/yealink-t54w/templates/mac.cfg.tera/rollback",
+            json!({"version": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(fetch().await.contains("## custom"));
+    // DELETE returns to the built-in.
+    assert_eq!(
+        s.delete("/api/v1/models/yealink-t54w/templates/mac.cfg.tera")
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(fetch().await, before);
+    // Malformed XML is refused for XML types.
+    let xml_model = Catalog::builtin()
+        .unwrap()
+        .models()
+        .find(|m| m.files.iter().any(|f| f.is_xml()))
+        .map(|m| {
+            let f = m.files.iter().find(|f| f.is_xml()).unwrap();
+            (m.id.clone(), f.template.clone())
+        });
+    if let Some((m, t)) = xml_model {
+        let r = s
+            .client
+            .put(format!("{}/api/v1/models/{m}/templates/{t}", s.admin))
+            .bearer_auth(&s.token)
+            .body("<a><b></a>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "invalid_template");
+        assert!(p["detail"].as_str().unwrap().contains("XML"), "{p}");
+    }
+}
