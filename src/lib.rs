@@ -13,6 +13,7 @@ pub mod render;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod tls;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub struct App {
     pub store: store::Store,
     pub renderer: render::Renderer,
     pub phone_auth: phone::PhoneAuth,
+    pub sync: sync::Dispatcher,
 }
 
 pub type SharedApp = Arc<App>;

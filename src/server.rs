@@ -144,11 +144,19 @@ impl Server {
         };
         let renderer = Renderer::new(catalog, base_url, &store.template_overrides());
         let phone_auth = crate::phone::PhoneAuth::new(&config.phones);
+        let sync = crate::sync::Dispatcher::new(&config.sync, &store)
+            .await
+            .map_err(|source| ServerError::Io {
+                what: "SIP socket",
+                addr: config.sync.sip_bind.clone(),
+                source,
+            })?;
         let app: SharedApp = Arc::new(App {
             config,
             store,
             renderer,
             phone_auth,
+            sync,
         });
         let admin_router = crate::admin::router(app.clone());
         let phone_router = crate::phone::router(app.clone());
@@ -178,12 +186,14 @@ impl Server {
             .into_iter()
             .map(|(l, tls, router)| tokio::spawn(serve(l, tls, router, stop_rx.clone())))
             .collect();
+        let dispatcher = tokio::spawn(crate::sync::run(self.app.clone(), stop_rx.clone()));
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
         }
+        let _ = dispatcher.await;
         // Every write was flushed before it was acknowledged; this makes the last one certain.
         if let Err(e) = self.app.store.flush() {
             tracing::error!(error = %e, "final flush failed");

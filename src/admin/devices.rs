@@ -20,9 +20,43 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(get_one, patch, delete))
         .routes(routes!(credentials))
         .routes(routes!(hot_desk_login, hot_desk_logout))
+        .routes(routes!(sync))
         .routes(routes!(preview))
         .routes(routes!(uploads))
         .routes(routes!(unprovisioned))
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SyncRequest {
+    /// Send the model's reboot event instead of its re-sync event.
+    #[serde(default)]
+    reboot: bool,
+}
+
+/// Tells the phone to re-sync (or reboot) now: no debounce, no same-hash skip.
+#[utoipa::path(post, path = "/devices/{mac}/sync", tag = "sync", request_body = SyncRequest,
+    responses((status = 202, body = DeviceView), (status = 404, body = Problem)))]
+async fn sync(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let d = current(&app, &caller, &mac)?;
+    // The body is optional: none means {"reboot": false}.
+    let req: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::validation(None, e.to_string()))?
+    };
+    let reboot = req.reboot;
+    app.sync.request(&app, &d, reboot);
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(reread(&app, &d.mac)?),
+    )
+        .into_response())
 }
 
 /// Exactly what the phone would receive for `{file}` (secrets included: admin only).
@@ -95,7 +129,7 @@ fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
 }
 
 fn view(app: &SharedApp, d: &Device) -> DeviceView {
-    DeviceView::of(&app.store.read(), &app.store, d)
+    DeviceView::of(&app.store.read(), &app, d)
 }
 
 /// The stored device after a write (its revision was set by the commit).
@@ -119,7 +153,7 @@ async fn list(
     if !s.groups.contains_key(&g) {
         return Err(ApiError::not_found(format!("group {g} does not exist")));
     }
-    let items = s.devices_of(&g).map(|d| DeviceView::of(&s, &app.store, d));
+    let items = s.devices_of(&g).map(|d| DeviceView::of(&s, &app, d));
     Ok(axum::Json(q.page(items, |d| d.mac.to_string())?))
 }
 

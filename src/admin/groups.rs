@@ -8,14 +8,44 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
+use super::views::GroupView;
 use super::{blocking, created, no_content};
 use crate::domain::{Group, GroupId};
 use crate::SharedApp;
+use axum::response::IntoResponse;
 
 pub(super) fn routes() -> OpenApiRouter<SharedApp> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get_one, patch, delete))
+        .routes(routes!(sync))
+}
+
+/// Rebuilds the group's files and tells every phone of the group to re-sync now (failed
+/// devices start over).
+#[utoipa::path(post, path = "/groups/{group}/sync", tag = "sync",
+    responses((status = 202, body = GroupView), (status = 404, body = Problem)))]
+async fn sync(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(g): Path<String>,
+) -> ApiResult<Response> {
+    let g = group_id(&g)?;
+    caller.see(&g)?;
+    let devices: Vec<_> = {
+        let s = app.store.read();
+        if !s.groups.contains_key(&g) {
+            return Err(ApiError::not_found(format!("group {g} does not exist")));
+        }
+        s.devices_of(&g).cloned().collect()
+    };
+    app.renderer.clear_cache();
+    for d in &devices {
+        app.sync.request(&app, d, false);
+    }
+    let s = app.store.read();
+    let view = GroupView::of(&s, &app, &s.groups[&g]);
+    Ok((axum::http::StatusCode::ACCEPTED, axum::Json(view)).into_response())
 }
 
 fn group_id(s: &str) -> ApiResult<GroupId> {
@@ -65,19 +95,18 @@ async fn create(
 }
 
 #[utoipa::path(get, path = "/groups/{group}", tag = "groups",
-    responses((status = 200, body = Group), (status = 404, body = Problem)))]
+    responses((status = 200, body = GroupView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
     caller: Caller,
     Path(g): Path<String>,
-) -> ApiResult<axum::Json<Group>> {
+) -> ApiResult<axum::Json<GroupView>> {
     let g = group_id(&g)?;
     caller.see(&g)?;
     let s = app.store.read();
     s.groups
         .get(&g)
-        .cloned()
-        .map(axum::Json)
+        .map(|grp| axum::Json(GroupView::of(&s, &app, grp)))
         .ok_or_else(|| ApiError::not_found(format!("group {g} does not exist")))
 }
 

@@ -106,6 +106,10 @@ pub struct DeviceView {
     pub revision: u64,
     /// The revision of the last main-file fetch (the phone has applied it).
     pub applied_revision: u64,
+    /// `in_sync`, `pending`, `notified` or `failed`.
+    pub state: crate::store::SyncPhase,
+    /// The last NOTIFY: time, event, result, attempts.
+    pub last_notify: Option<crate::store::LastNotify>,
     /// The last fetch: time, address, User-Agent, firmware.
     pub last_seen: Option<crate::store::CheckIn>,
     /// The files this device requests, in order.
@@ -118,7 +122,8 @@ pub struct DeviceView {
 }
 
 impl DeviceView {
-    pub fn of(s: &State, store: &crate::store::Store, d: &Device) -> DeviceView {
+    pub fn of(s: &State, app: &crate::App, d: &Device) -> DeviceView {
+        let store = &app.store;
         let catalog = store.catalog();
         let last_seen = store.checkin(&d.mac);
         let files = catalog
@@ -136,8 +141,12 @@ impl DeviceView {
                     .collect()
             })
             .unwrap_or_default();
+        let applied_revision = last_seen.as_ref().map(|c| c.applied_revision).unwrap_or(0);
+        let (state, last_notify) = app.sync.state_of(d, applied_revision);
         DeviceView {
-            applied_revision: last_seen.as_ref().map(|c| c.applied_revision).unwrap_or(0),
+            applied_revision,
+            state,
+            last_notify,
             last_seen,
             files,
             mac: d.mac.clone(),
@@ -289,6 +298,32 @@ impl TokenView {
             group: t.group.clone(),
             created_at: t.created_at.clone(),
             token: None,
+        }
+    }
+}
+
+/// A group with the sync state of its devices.
+#[derive(Serialize, ToSchema)]
+pub struct GroupView {
+    #[serde(flatten)]
+    pub group: Group,
+    /// Devices per sync state.
+    pub sync: crate::sync::Counts,
+}
+
+impl GroupView {
+    pub fn of(s: &State, app: &crate::App, g: &Group) -> GroupView {
+        let devices = s.devices_of(&g.id).map(|d| {
+            let applied = app
+                .store
+                .checkin(&d.mac)
+                .map(|c| c.applied_revision)
+                .unwrap_or(0);
+            (d, applied)
+        });
+        GroupView {
+            group: g.clone(),
+            sync: app.sync.counts(devices),
         }
     }
 }

@@ -37,6 +37,10 @@ pub struct Notify {
     pub reboot_on: Vec<String>,
 }
 
+fn default_sip_port() -> u16 {
+    5060
+}
+
 fn default_reboot_on() -> Vec<String> {
     vec!["lines".to_string()]
 }
@@ -115,6 +119,8 @@ struct ModelFile {
     #[serde(default)]
     user_agents: Vec<String>,
     notify: Notify,
+    #[serde(default = "default_sip_port")]
+    sip_port: u16,
     #[serde(default)]
     files: Vec<FileSpec>,
     #[serde(default)]
@@ -134,6 +140,8 @@ pub struct Model {
     /// Substrings of the User-Agent that identify this model.
     pub user_agents: Vec<String>,
     pub notify: Notify,
+    /// Where the phone listens for SIP (NOTIFYs to its last-seen address go here).
+    pub sip_port: u16,
     pub files: Vec<FileSpec>,
     #[serde(skip)]
     pub checks: Checks,
@@ -250,6 +258,7 @@ fn parse_model(
         mac_case: f.mac_case,
         user_agents: f.user_agents,
         notify: f.notify,
+        sip_port: f.sip_port,
         files: f.files,
         checks: f.checks,
         templates,

@@ -341,6 +341,11 @@ impl Renderer {
         Ok(r)
     }
 
+    /// Forgets every cached file (a group re-sync rebuilds from scratch).
+    pub fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Rendered> {
         let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.get(key)

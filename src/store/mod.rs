@@ -62,6 +62,48 @@ pub struct CheckIn {
     pub model_seen: Option<String>,
     /// The revision of the last main-file fetch.
     pub applied_revision: u64,
+    /// ETag of that main file (for the sync dispatcher's same-hash check).
+    #[serde(default)]
+    pub applied_etag: Option<String>,
+}
+
+/// Where a device stands in the change → NOTIFY → fetch cycle (SPEC §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPhase {
+    InSync,
+    Pending,
+    Notified,
+    Failed,
+}
+
+/// The last NOTIFY sent to a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LastNotify {
+    pub at: String,
+    /// The `Event:` sent.
+    pub event: String,
+    /// `200 OK`, `timeout`, `503 Service Unavailable`, `skipped: same hash`, ...
+    pub result: String,
+    /// NOTIFYs sent for the pending revision so far.
+    pub attempts: u32,
+}
+
+/// The dispatcher's persisted work for one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub phase: SyncPhase,
+    /// The revision the phone must fetch.
+    pub revision: u64,
+    /// Whether the pending changes need the reboot event.
+    pub reboot: bool,
+    /// Unix milliseconds when the next step is due (send, or give up waiting for the fetch).
+    pub due_ms: u64,
+    pub attempts: u32,
+    /// Skip the same-hash check (manual sync).
+    #[serde(default)]
+    pub force: bool,
+    pub last_notify: Option<LastNotify>,
 }
 
 /// A well-formed MAC that asked for files but is not provisioned.
@@ -122,6 +164,7 @@ pub struct Store {
     meta: sled::Tree,
     checkins_tree: sled::Tree,
     uploads: sled::Tree,
+    sync: sled::Tree,
     checkins: RwLock<std::collections::HashMap<Mac, CheckIn>>,
     unprovisioned: std::sync::Mutex<std::collections::VecDeque<Unprovisioned>>,
     inner: RwLock<Inner>,
@@ -167,6 +210,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let checkins_tree = db.open_tree("checkins")?;
         let uploads = db.open_tree("uploads")?;
+        let sync = db.open_tree("sync")?;
 
         match meta.get("format")? {
             None => {
@@ -226,6 +270,7 @@ impl Store {
             meta,
             checkins_tree,
             uploads,
+            sync,
             checkins: RwLock::new(checkins),
             unprovisioned: Default::default(),
             inner: RwLock::new(Inner {
@@ -409,11 +454,20 @@ impl Store {
 
     // ------------------------------------------------------------ phone observations
 
-    /// Records a device's fetch; `applied` is the revision of a main-file fetch.
-    pub fn record_checkin(&self, mac: &Mac, mut c: CheckIn, applied: Option<u64>) {
+    /// Records a device's fetch; `applied` is the (revision, ETag) of a main-file fetch.
+    pub fn record_checkin(&self, mac: &Mac, mut c: CheckIn, applied: Option<(u64, String)>) {
         let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
-        let prev = map.get(mac).map(|p| p.applied_revision).unwrap_or(0);
-        c.applied_revision = applied.unwrap_or(prev);
+        let prev = map.get(mac);
+        match applied {
+            Some((rev, etag)) => {
+                c.applied_revision = rev;
+                c.applied_etag = Some(etag);
+            }
+            None => {
+                c.applied_revision = prev.map(|p| p.applied_revision).unwrap_or(0);
+                c.applied_etag = prev.and_then(|p| p.applied_etag.clone());
+            }
+        }
         if let Ok(v) = serde_json::to_vec(&c) {
             if let Err(e) = self.checkins_tree.insert(mac.as_str(), v) {
                 tracing::warn!(error = %e, "recording a check-in failed");
@@ -428,6 +482,60 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .get(mac)
             .cloned()
+    }
+
+    /// Marks a revision as applied without a fetch (the dispatcher found the bytes unchanged).
+    pub fn mark_applied(&self, mac: &Mac, revision: u64) {
+        let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
+        let c = map.entry(mac.clone()).or_default();
+        c.applied_revision = c.applied_revision.max(revision);
+        if let Ok(v) = serde_json::to_vec(&*c) {
+            let _ = self.checkins_tree.insert(mac.as_str(), v);
+        }
+    }
+
+    // ------------------------------------------------------------ sync work
+
+    /// The dispatcher's cursor (last change-log seq it has taken in) and every device's state.
+    pub fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError> {
+        let cursor = match self.meta.get("sync_cursor")? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("sync_cursor"))?)
+            }
+            None => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.sync.iter() {
+            let (k, v) = item?;
+            let mac = Mac::parse(&String::from_utf8_lossy(&k)).map_err(|_| corrupt("sync key"))?;
+            out.push((
+                mac,
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("sync: {e}")))?,
+            ));
+        }
+        Ok((cursor, out))
+    }
+
+    /// Saves device states (None = forget) and, optionally, the cursor, in one atomic batch.
+    /// Not flushed: after a crash the cursor and the states fall back together, and the
+    /// dispatcher re-reads the changes since the older cursor.
+    pub fn sync_save(
+        &self,
+        cursor: Option<u64>,
+        states: &[(Mac, Option<SyncState>)],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (mac, st) in states {
+            match st {
+                Some(st) => batch.insert(mac.as_str(), serde_json::to_vec(st).expect("serialises")),
+                None => batch.remove(mac.as_str()),
+            }
+        }
+        self.sync.apply_batch(batch)?;
+        if let Some(c) = cursor {
+            self.meta.insert("sync_cursor", &c.to_be_bytes())?;
+        }
+        Ok(())
     }
 
     /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).

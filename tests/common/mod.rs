@@ -18,7 +18,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A response: status, JSON body (Null when empty or not JSON), headers.
@@ -46,6 +46,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.listen.admin = "127.0.0.1:0".into();
     c.listen.phones = "127.0.0.1:0".into();
     c.store.cache_mb = 8;
+    c.sync.sip_bind = "127.0.0.1:0".into();
     c
 }
 
@@ -65,15 +66,28 @@ impl TestServer {
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = test_config(dir.path());
+        let mut s = Self::start_at(dir.path(), tune).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts on an existing (or new) data directory the caller keeps; for restart tests.
+    pub async fn start_at(
+        data_dir: &std::path::Path,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        let mut config = test_config(data_dir);
         tune(&mut config);
         let server = Server::start(config).await.expect("server starts");
         let admin = format!("https://localhost:{}", server.admin_addr.port());
         let phones = format!("https://localhost:{}", server.phones_addr.port());
-        let token = server
-            .new_admin_token
-            .clone()
-            .expect("first start creates a token");
+        let token = match server.new_admin_token.clone() {
+            Some(t) => t,
+            None => std::fs::read_to_string(data_dir.join("admin-token"))
+                .expect("admin-token")
+                .trim()
+                .to_string(),
+        };
         let client = https_client(server.ca_pem.as_ref().expect("dev CA"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -84,10 +98,10 @@ impl TestServer {
             phones,
             client,
             token,
-            data_dir: dir.path().to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
             stop: Some(tx),
             task: Some(task),
-            _dir: dir,
+            _dir: None,
         }
     }
 

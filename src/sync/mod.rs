@@ -1,0 +1,544 @@
+//! Changes reach the phones (SPEC §3): the change log drives debounced, paced SIP NOTIFYs, and
+//! the phone's next fetch of its main file confirms them.
+//!
+//! The [`Dispatcher`] follows the change log from a persisted cursor. Every touched device gets
+//! a [`SyncState`]: the revision it must fetch, whether a reboot is needed, and when its next
+//! step is due. A burst of changes to one device within `debounce_ms` gives one NOTIFY. When
+//! due, the device is skipped if it already has the revision, or (same-hash) if its main file
+//! renders to the bytes it last fetched; else the model's re-sync or reboot event is sent, at
+//! most `notify_rate` per second fleet-wide. A 2xx makes it `notified`; no fetch within
+//! `ack_timeout_s` → resent with backoff, up to `max_attempts`, then `failed`. States and cursor
+//! are saved together, so a restart resumes the pending work (and re-reads any changes not yet
+//! taken in) without sending twice for one revision.
+
+pub mod sip;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+
+use crate::domain::{Device, Mac};
+use crate::store::{LastNotify, SyncPhase, SyncState};
+use crate::SharedApp;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The change kind of a change-log action (model.toml `reboot_on` names these).
+pub fn change_kind(action: &str) -> &'static str {
+    match action {
+        a if a.starts_with("template.") => "template",
+        a if a.starts_with("sca.")
+            || a.starts_with("shared_line.")
+            || a.starts_with("device.hot_desk") =>
+        {
+            "lines"
+        }
+        "device.create" | "device.update" | "user.delete" | "user.sip_password"
+        | "group.delete" => "lines",
+        _ => "settings",
+    }
+}
+
+/// Counts of devices per sync state.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    pub in_sync: usize,
+    pub pending: usize,
+    pub notified: usize,
+    pub failed: usize,
+}
+
+/// Spaces sends `1/rate` apart (no burst); rate 0 = no pacing.
+struct Pacer {
+    rate: u32,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        if self.rate == 0 {
+            return;
+        }
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + Duration::from_secs_f64(1.0 / self.rate as f64);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// The sync dispatcher's shared state (the loop itself is [`run`]).
+pub struct Dispatcher {
+    client: sip::Client,
+    states: Mutex<HashMap<Mac, SyncState>>,
+    /// Devices with a NOTIFY transaction in flight (not picked again until it ends).
+    in_flight: Mutex<std::collections::HashSet<Mac>>,
+    wake: Notify,
+    pacer: Pacer,
+}
+
+impl Dispatcher {
+    /// Binds the SIP socket and loads the persisted states.
+    pub async fn new(
+        config: &crate::config::Sync,
+        store: &crate::store::Store,
+    ) -> std::io::Result<Dispatcher> {
+        let client = sip::Client::bind(&config.sip_bind).await?;
+        let states = store
+            .sync_load()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .1
+            .into_iter()
+            .collect();
+        Ok(Dispatcher {
+            client,
+            states: Mutex::new(states),
+            in_flight: Default::default(),
+            wake: Notify::new(),
+            pacer: Pacer {
+                rate: config.notify_rate,
+                next: Mutex::new(tokio::time::Instant::now()),
+            },
+        })
+    }
+
+    pub fn sip_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.client.local_addr()
+    }
+
+    /// The device's sync state for the API: `in_sync` once it has fetched its revision.
+    pub fn state_of(&self, d: &Device, applied: u64) -> (SyncPhase, Option<LastNotify>) {
+        let st = self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&d.mac)
+            .cloned();
+        let last = st.as_ref().and_then(|s| s.last_notify.clone());
+        let phase = match st {
+            _ if applied >= d.revision => SyncPhase::InSync,
+            Some(s) => s.phase,
+            None => SyncPhase::Pending,
+        };
+        (phase, last)
+    }
+
+    /// Counts per state over `devices` (with their applied revisions).
+    pub fn counts<'a>(&self, devices: impl Iterator<Item = (&'a Device, u64)>) -> Counts {
+        let mut c = Counts::default();
+        for (d, applied) in devices {
+            match self.state_of(d, applied).0 {
+                SyncPhase::InSync => c.in_sync += 1,
+                SyncPhase::Pending => c.pending += 1,
+                SyncPhase::Notified => c.notified += 1,
+                SyncPhase::Failed => c.failed += 1,
+            }
+        }
+        c
+    }
+
+    /// A manual sync: NOTIFY now (no debounce, no same-hash skip), attempts start over.
+    pub fn request(&self, app: &SharedApp, d: &Device, reboot: bool) {
+        let st = {
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            let last_notify = states.get(&d.mac).and_then(|s| s.last_notify.clone());
+            let st = SyncState {
+                phase: SyncPhase::Pending,
+                revision: d.revision,
+                reboot,
+                due_ms: now_ms(),
+                attempts: 0,
+                force: true,
+                last_notify,
+            };
+            states.insert(d.mac.clone(), st.clone());
+            st
+        };
+        save(app, &d.mac, Some(st));
+        self.wake.notify_one();
+    }
+}
+
+fn save(app: &SharedApp, mac: &Mac, st: Option<SyncState>) {
+    if let Err(e) = app.store.sync_save(None, &[(mac.clone(), st)]) {
+        tracing::warn!(error = %e, "saving sync state failed");
+    }
+}
+
+/// Takes in change-log entries after the cursor: every touched device becomes pending, due
+/// after the debounce window (a burst extends it).
+fn ingest(app: &SharedApp, cursor: &mut u64) {
+    let d = &app.sync;
+    let debounce = app.config.sync.debounce_ms;
+    loop {
+        let changes = match app.store.changes(*cursor, 1000, None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the change log failed");
+                return;
+            }
+        };
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return;
+        };
+        let mut touched = Vec::new();
+        {
+            let state = app.store.read();
+            let mut states = d.states.lock().unwrap_or_else(|p| p.into_inner());
+            for c in &changes {
+                let kind = change_kind(&c.action);
+                for mac in &c.devices {
+                    let Some(dev) = state.devices.get(mac) else {
+                        if states.remove(mac).is_some() {
+                            touched.push((mac.clone(), None));
+                        }
+                        continue;
+                    };
+                    let reboot = app
+                        .renderer
+                        .catalog()
+                        .get(&dev.model)
+                        .is_some_and(|m| m.notify.reboot_on.iter().any(|k| k == kind));
+                    let due = now_ms() + debounce;
+                    let st = states.entry(mac.clone()).or_insert(SyncState {
+                        phase: SyncPhase::Pending,
+                        revision: 0,
+                        reboot: false,
+                        due_ms: due,
+                        attempts: 0,
+                        force: false,
+                        last_notify: None,
+                    });
+                    // A new revision restarts the cycle; reboot needs accumulate until sent.
+                    if st.phase != SyncPhase::Pending {
+                        st.reboot = false;
+                        st.force = false;
+                    }
+                    st.phase = SyncPhase::Pending;
+                    st.revision = st.revision.max(c.seq);
+                    st.reboot |= reboot;
+                    st.due_ms = due;
+                    st.attempts = 0;
+                    touched.push((mac.clone(), Some(st.clone())));
+                }
+            }
+        }
+        // States and cursor in one batch: a crash loses both or neither.
+        if let Err(e) = app.store.sync_save(Some(last), &touched) {
+            tracing::error!(error = %e, "saving sync work failed");
+            return;
+        }
+        *cursor = last;
+    }
+}
+
+/// What to do with a device whose step is due.
+enum Step {
+    Drop,
+    InSync,
+    Wait(u64),
+    Fail,
+    Send {
+        notify: sip::Notify,
+        target: sip::Target,
+        event: String,
+    },
+}
+
+fn now_plus(d: Duration) -> u64 {
+    now_ms() + d.as_millis() as u64
+}
+
+/// Backoff after `attempts` NOTIFYs went unanswered by a fetch: ack_timeout × 2^(n−1), ≤ 1 h.
+fn backoff(ack: Duration, attempts: u32) -> Duration {
+    (ack * 2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(Duration::from_secs(3600))
+}
+
+async fn decide(app: &SharedApp, mac: &Mac, st: &SyncState) -> Step {
+    let cfg = &app.config.sync;
+    let applied = app
+        .store
+        .checkin(mac)
+        .map(|c| c.applied_revision)
+        .unwrap_or(0);
+    if applied >= st.revision && !st.force {
+        return Step::InSync;
+    }
+    if st.phase == SyncPhase::Notified && st.attempts >= cfg.max_attempts {
+        return Step::Fail;
+    }
+    // Everything from the state, without holding the lock across an await.
+    let prepared = {
+        let state = app.store.read();
+        let Some(device) = state.devices.get(mac).cloned() else {
+            return Step::Drop;
+        };
+        let Some(model) = app.renderer.catalog().get(&device.model) else {
+            return Step::Drop;
+        };
+        // Same hash: the main file renders to what the phone last fetched → nothing to send.
+        if cfg.same_hash && !st.force && st.attempts == 0 {
+            let etag = app.store.checkin(mac).and_then(|c| c.applied_etag);
+            if let (Some(spec), Some(etag)) = (model.main_file(), etag) {
+                if app
+                    .renderer
+                    .render_device(&state, &device, spec)
+                    .is_ok_and(|r| r.etag == etag)
+                {
+                    drop(state);
+                    app.store.mark_applied(mac, st.revision);
+                    return Step::InSync;
+                }
+            }
+        }
+        let ctx = crate::render::context::device_context(&state, model, &device, "");
+        let line = ctx.ok().and_then(|c| c["lines"].get(0).cloned());
+        let notify = sip::Notify {
+            user: line
+                .as_ref()
+                .and_then(|l| l["line_port"].as_str().map(str::to_string))
+                .unwrap_or_else(|| device.mac.to_string()),
+            event: if st.reboot {
+                model.notify.reboot.clone()
+            } else {
+                model.notify.resync.clone()
+            },
+            auth_username: line
+                .as_ref()
+                .and_then(|l| l["auth_username"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+            password: line
+                .as_ref()
+                .and_then(|l| l["password"].as_str().map(str::to_string))
+                .unwrap_or_default(),
+        };
+        let group = state.groups.get(&device.group).cloned();
+        let seen_ip = app
+            .store
+            .checkin(mac)
+            .map(|c| c.ip)
+            .filter(|ip| !ip.is_empty());
+        (device, group, seen_ip, notify, model.sip_port)
+    };
+    let (device, group, seen_ip, notify, sip_port) = prepared;
+    match target(&device, group.as_ref(), seen_ip, sip_port).await {
+        Some(target) => {
+            let event = notify.event.clone();
+            Step::Send {
+                notify,
+                target,
+                event,
+            }
+        }
+        // Never seen, no target: the phone will fetch when it boots.
+        None => Step::Wait(u64::MAX),
+    }
+}
+
+/// `notify_target`, else the group's proxy (through the registrar), else the last-seen address.
+async fn target(
+    d: &Device,
+    group: Option<&crate::domain::Group>,
+    seen_ip: Option<String>,
+    sip_port: u16,
+) -> Option<sip::Target> {
+    if let Some(t) = &d.notify_target {
+        let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .ok()?
+            .next()?;
+        return Some(sip::Target {
+            tcp: t.tcp,
+            addr,
+            host: t.host.clone(),
+        });
+    }
+    if let Some(g) = group {
+        if let Some(proxy) = &g.sip.proxy {
+            let (host, port) = match proxy.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                    h.trim_matches(['[', ']']).to_string(),
+                    p.parse().unwrap_or(g.sip.port),
+                ),
+                _ => (proxy.trim_matches(['[', ']']).to_string(), g.sip.port),
+            };
+            let addr = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .ok()?
+                .next()?;
+            let tcp = g.sip.transport != crate::domain::Transport::Udp;
+            return Some(sip::Target { tcp, addr, host });
+        }
+    }
+    let ip: std::net::IpAddr = seen_ip?.parse().ok()?;
+    Some(sip::Target {
+        tcp: false,
+        addr: (ip, sip_port).into(),
+        host: ip.to_string(),
+    })
+}
+
+/// The dispatcher loop: runs until `stop` turns true.
+pub async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
+    let mut commits = app.store.subscribe();
+    let mut cursor = app.store.sync_load().map(|(c, _)| c).unwrap_or(0);
+    let ack = Duration::from_secs(app.config.sync.ack_timeout_s);
+    loop {
+        ingest(&app, &mut cursor);
+        let now = now_ms();
+        let (due, next): (Vec<(Mac, SyncState)>, Option<u64>) = {
+            let states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+            let busy = app.sync.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due: Vec<_> = states
+                .iter()
+                .filter(|(m, s)| {
+                    matches!(s.phase, SyncPhase::Pending | SyncPhase::Notified)
+                        && s.due_ms <= now
+                        && !busy.contains(*m)
+                })
+                .map(|(m, s)| (m.clone(), s.clone()))
+                .collect();
+            due.sort_by_key(|(m, s)| (s.due_ms, m.clone()));
+            let next = states
+                .iter()
+                .filter(|(m, s)| {
+                    matches!(s.phase, SyncPhase::Pending | SyncPhase::Notified)
+                        && s.due_ms > now
+                        && !busy.contains(*m)
+                })
+                .map(|(_, s)| s.due_ms)
+                .min();
+            (due, next)
+        };
+        for (mac, st) in due {
+            if *stop.borrow() {
+                return;
+            }
+            match decide(&app, &mac, &st).await {
+                Step::Drop => {
+                    app.sync
+                        .states
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&mac);
+                    save(&app, &mac, None);
+                }
+                Step::InSync => update(&app, &mac, |s| {
+                    s.phase = SyncPhase::InSync;
+                    s.force = false;
+                }),
+                Step::Wait(until) => update(&app, &mac, |s| s.due_ms = until),
+                Step::Fail => {
+                    tracing::warn!(mac = %mac, "the phone did not fetch its files after {} NOTIFYs", st.attempts);
+                    update(&app, &mac, |s| s.phase = SyncPhase::Failed)
+                }
+                Step::Send {
+                    notify,
+                    target,
+                    event,
+                } => {
+                    app.sync.pacer.wait().await;
+                    app.sync
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(mac.clone());
+                    let app2 = app.clone();
+                    tokio::spawn(async move {
+                        let outcome = app2.sync.client.notify(&notify, &target).await;
+                        tracing::info!(mac = %mac, event = %event, to = %target.addr, result = %outcome.describe(), "NOTIFY");
+                        let max = app2.config.sync.max_attempts;
+                        update(&app2, &mac, |s| {
+                            s.attempts += 1;
+                            s.force = false;
+                            s.last_notify = Some(LastNotify {
+                                at: rfc3339(),
+                                event: event.clone(),
+                                result: outcome.describe(),
+                                attempts: s.attempts,
+                            });
+                            if outcome.ok() {
+                                s.phase = SyncPhase::Notified;
+                                s.due_ms = now_plus(backoff(ack, s.attempts));
+                            } else if s.attempts >= max {
+                                s.phase = SyncPhase::Failed;
+                            } else {
+                                s.due_ms =
+                                    now_plus(backoff(ack, s.attempts).min(Duration::from_secs(60)));
+                            }
+                        });
+                        app2.sync
+                            .in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&mac);
+                        app2.sync.wake.notify_one();
+                    });
+                }
+            }
+        }
+        let sleep = match next {
+            Some(t) => Duration::from_millis(t.saturating_sub(now_ms())),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = commits.changed() => {}
+            _ = app.sync.wake.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Applies `f` to a device's state (if it still has one) and saves it.
+fn update(app: &SharedApp, mac: &Mac, f: impl FnOnce(&mut SyncState)) {
+    let st = {
+        let mut states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(st) = states.get_mut(mac) else {
+            return;
+        };
+        f(st);
+        st.clone()
+    };
+    save(app, mac, Some(st));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_kinds() {
+        assert_eq!(change_kind("sca.create"), "lines");
+        assert_eq!(change_kind("shared_line.members"), "lines");
+        assert_eq!(change_kind("device.hot_desk_login"), "lines");
+        assert_eq!(change_kind("template.update"), "template");
+        assert_eq!(change_kind("group.update"), "settings");
+        assert_eq!(change_kind("user.update"), "settings");
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_ack_timeout() {
+        let a = Duration::from_secs(120);
+        assert_eq!(backoff(a, 1), a);
+        assert_eq!(backoff(a, 2), a * 2);
+        assert_eq!(backoff(a, 3), a * 4);
+        assert_eq!(backoff(a, 30), Duration::from_secs(3600));
+    }
+}
