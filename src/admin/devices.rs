@@ -129,7 +129,7 @@ fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
 }
 
 fn view(app: &SharedApp, d: &Device) -> DeviceView {
-    DeviceView::of(&app.store.read(), &app, d)
+    DeviceView::of(&app.store.read(), app, d)
 }
 
 /// The stored device after a write (its revision was set by the commit).
