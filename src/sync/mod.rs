@@ -14,7 +14,7 @@
 pub mod sip;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
@@ -91,7 +91,13 @@ pub struct Dispatcher {
     in_flight: Mutex<std::collections::HashSet<Mac>>,
     wake: Notify,
     pacer: Pacer,
+    /// Caps NOTIFY transactions in flight: past a few hundred, responses queue up beyond T1
+    /// and UDP retransmissions feed a storm instead of throughput.
+    window: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most NOTIFY transactions in flight at once.
+const WINDOW: usize = 256;
 
 impl Dispatcher {
     /// Binds the SIP socket and loads the persisted states.
@@ -115,6 +121,7 @@ impl Dispatcher {
                 rate: config.notify_rate,
                 next: Mutex::new(tokio::time::Instant::now()),
             },
+            window: Arc::new(tokio::sync::Semaphore::new(WINDOW)),
         })
     }
 
@@ -454,6 +461,9 @@ pub async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                     event,
                 } => {
                     app.sync.pacer.wait().await;
+                    let Ok(permit) = app.sync.window.clone().acquire_owned().await else {
+                        return;
+                    };
                     app.sync
                         .in_flight
                         .lock()
@@ -462,6 +472,7 @@ pub async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                     let app2 = app.clone();
                     tokio::spawn(async move {
                         let outcome = app2.sync.client.notify(&notify, &target).await;
+                        drop(permit);
                         tracing::info!(mac = %mac, event = %event, to = %target.addr, result = %outcome.describe(), "NOTIFY");
                         let max = app2.config.sync.max_attempts;
                         update(&app2, &mac, |s| {
