@@ -184,6 +184,19 @@ pub fn render_scenario(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
+    // The bytes must not depend on the revision, or the same-hash check could never skip.
+    let mut bumped = device.clone();
+    bumped.revision += 1;
+    if let Ok(ctx2) = context::device_context(&state, model, &bumped, BASE_URL) {
+        for spec in model.files.iter().filter(|f| f.per_device) {
+            let name = spec.name_for(&device.mac, model.mac_case);
+            if let (Some(a), Ok(b)) = (files.get(&name), engine.render(&model.id, spec, &ctx2)) {
+                if *a != b {
+                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision)"));
+                }
+            }
+        }
+    }
     // Shared appearances: the vendor's shared flag, and a line key pointing at the registration.
     if let Some(main) = model.main_file() {
         let name = main.name_for(&device.mac, model.mac_case);
