@@ -150,49 +150,55 @@ fn text(field: &str, s: &str, max: usize) -> Result<(), DomainError> {
     Ok(())
 }
 
-/// Dialable digits: `0-9 * # +`, 1–32.
-fn dialable(field: &str, s: &str) -> Result<(), DomainError> {
-    let ok = (1..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'+'));
-    if ok {
+/// A value of 1..=`max` bytes, each allowed by `ok`; else 422 naming the field and the form.
+fn charset(
+    field: &str,
+    s: &str,
+    max: usize,
+    ok: fn(u8) -> bool,
+    form: &str,
+) -> Result<(), DomainError> {
+    if (1..=max).contains(&s.len()) && s.bytes().all(ok) {
         Ok(())
     } else {
         Err(DomainError::validation(
             field,
-            format!("{field} '{s}' is not a dialable number (digits, * # +, at most 32)"),
+            format!("{field} '{s}' is not {form}"),
         ))
     }
+}
+
+/// Dialable digits: `0-9 * # +`, 1–32.
+fn dialable(field: &str, s: &str) -> Result<(), DomainError> {
+    charset(
+        field,
+        s,
+        32,
+        |b| b.is_ascii_digit() || matches!(b, b'*' | b'#' | b'+'),
+        "a dialable number (digits, * # +, at most 32)",
+    )
 }
 
 /// A host name or IP literal, optionally with `:port`.
 fn host(field: &str, s: &str) -> Result<(), DomainError> {
-    let ok = (1..=253).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::validation(
-            field,
-            format!("{field} '{s}' is not a host name or address"),
-        ))
-    }
+    charset(
+        field,
+        s,
+        253,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'),
+        "a host name or address",
+    )
 }
 
 /// A SIP user part we generate configs with.
 fn sip_user(field: &str, s: &str) -> Result<(), DomainError> {
-    let ok = (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(DomainError::validation(
-            field,
-            format!("{field} '{s}' is not a SIP user (letters, digits, . _ - +, at most 64)"),
-        ))
-    }
+    charset(
+        field,
+        s,
+        64,
+        |b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'),
+        "a SIP user (letters, digits, . _ - +, at most 64)",
+    )
 }
 
 fn password(field: &str, s: &str) -> Result<(), DomainError> {

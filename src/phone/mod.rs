@@ -302,7 +302,7 @@ impl Ctx<'_> {
         }
         let attempted = self.credentials().is_some() || self.cert.is_some();
         if attempted && !stale {
-            self.failed(&device.mac);
+            self.failed(Some(&device.mac));
         }
         Err(Denied::Challenge { stale })
     }
@@ -323,7 +323,7 @@ impl Ctx<'_> {
             );
         }
         if self.credentials().is_some() || self.cert.is_some() {
-            self.failed_unknown();
+            self.failed(None);
         }
         Denied::Challenge { stale: false }
     }
@@ -335,16 +335,11 @@ impl Ctx<'_> {
             .and_then(digest::parse)
     }
 
-    fn failed(&self, mac: &Mac) {
-        // fail2ban: `authentication failure from <ip>`
+    /// Logs a failure in a form fail2ban can read (`authentication failure from <ip>`) and
+    /// counts it towards the lockout. `mac` is the device, when the MAC is provisioned.
+    fn failed(&self, mac: Option<&Mac>) {
+        let mac = mac.map(|m| m.to_string()).unwrap_or_default();
         tracing::warn!(target: "deskprov::phone::auth", mac = %mac, "authentication failure from {}", self.ip);
-        if self.app.phone_auth.lockout.fail(self.ip) {
-            tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {}; locked out", self.ip);
-        }
-    }
-
-    fn failed_unknown(&self) {
-        tracing::warn!(target: "deskprov::phone::auth", "authentication failure from {}", self.ip);
         if self.app.phone_auth.lockout.fail(self.ip) {
             tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {}; locked out", self.ip);
         }

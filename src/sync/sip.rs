@@ -172,18 +172,25 @@ fn token() -> String {
     crate::secrets::hex_token::<8>()
 }
 
-/// Builds a NOTIFY request.
-#[allow(clippy::too_many_arguments)]
-fn request(
-    n: &Notify,
-    target: &Target,
-    local: SocketAddr,
-    branch: &str,
-    call_id: &str,
-    from_tag: &str,
+/// One request of a NOTIFY's dialog-less exchange (the first, or the digest retry).
+struct Attempt<'a> {
+    branch: &'a str,
+    call_id: &'a str,
+    from_tag: &'a str,
     cseq: u32,
-    authorization: Option<&(String, String)>,
-) -> String {
+    /// (header name, value) answering a challenge.
+    authorization: Option<&'a (String, String)>,
+}
+
+/// Builds a NOTIFY request.
+fn request(n: &Notify, target: &Target, local: SocketAddr, a: &Attempt) -> String {
+    let Attempt {
+        branch,
+        call_id,
+        from_tag,
+        cseq,
+        authorization,
+    } = a;
     let transport = if target.tcp { "TCP" } else { "UDP" };
     let host = if target.host.contains(':') && !target.host.starts_with('[') {
         format!("[{}]", target.host)
@@ -373,12 +380,17 @@ impl Client {
         let mut auth = None;
         for cseq in 1..=2u32 {
             let branch = token();
+            let attempt = Attempt {
+                branch: &branch,
+                call_id: &call_id,
+                from_tag: &from_tag,
+                cseq,
+                authorization: auth.as_ref(),
+            };
             let out = if target.tcp {
-                self.tcp_transaction(n, target, &branch, &call_id, &from_tag, cseq, auth.as_ref())
-                    .await
+                self.tcp_transaction(n, target, &attempt).await
             } else {
-                self.udp_transaction(n, target, &branch, &call_id, &from_tag, cseq, auth.as_ref())
-                    .await
+                self.udp_transaction(n, target, &attempt).await
             };
             match out {
                 Ok(r) if (r.status == 401 || r.status == 407) && cseq == 1 => {
@@ -394,19 +406,15 @@ impl Client {
         Outcome::Error("unreachable".into())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn udp_transaction(
         &self,
         n: &Notify,
         target: &Target,
-        branch: &str,
-        call_id: &str,
-        from_tag: &str,
-        cseq: u32,
-        auth: Option<&(String, String)>,
+        a: &Attempt<'_>,
     ) -> Result<Response, Outcome> {
+        let (branch, call_id, cseq) = (a.branch, a.call_id, a.cseq);
         let local = self.local_for(target.addr);
-        let msg = request(n, target, local, branch, call_id, from_tag, cseq, auth);
+        let msg = request(n, target, local, a);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         self.waiters
             .lock()
@@ -453,23 +461,18 @@ impl Client {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn tcp_transaction(
         &self,
         n: &Notify,
         target: &Target,
-        branch: &str,
-        call_id: &str,
-        from_tag: &str,
-        cseq: u32,
-        auth: Option<&(String, String)>,
+        a: &Attempt<'_>,
     ) -> Result<Response, Outcome> {
         let work = async {
             let mut s = TcpStream::connect(target.addr)
                 .await
                 .map_err(|e| Outcome::Error(e.to_string()))?;
             let local = s.local_addr().map_err(|e| Outcome::Error(e.to_string()))?;
-            let msg = request(n, target, local, branch, call_id, from_tag, cseq, auth);
+            let msg = request(n, target, local, a);
             s.write_all(msg.as_bytes())
                 .await
                 .map_err(|e| Outcome::Error(e.to_string()))?;
@@ -617,16 +620,14 @@ mod tests {
             addr: "127.0.0.1:5070".parse().unwrap(),
             host: "127.0.0.1".into(),
         };
-        let r = request(
-            &n,
-            &t,
-            "127.0.0.1:40000".parse().unwrap(),
-            "b1",
-            "c1@deskprov",
-            "tag1",
-            1,
-            None,
-        );
+        let a = Attempt {
+            branch: "b1",
+            call_id: "c1@deskprov",
+            from_tag: "tag1",
+            cseq: 1,
+            authorization: None,
+        };
+        let r = request(&n, &t, "127.0.0.1:40000".parse().unwrap(), &a);
         assert!(r.starts_with("NOTIFY sip:6035551212@127.0.0.1:5070 SIP/2.0\r\n"));
         for h in [
             "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKb1;rport\r\n",
