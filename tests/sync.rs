@@ -462,3 +462,85 @@ async fn pacing_holds_the_fleet_rate() {
         "200 NOTIFYs at 100/s took {spread:?}"
     );
 }
+
+#[tokio::test]
+async fn each_family_gets_its_own_event() {
+    let s = TestServer::start_with(|c| {
+        c.sync.debounce_ms = 200;
+        c.sync.same_hash = false;
+    })
+    .await;
+    setup(&s).await;
+    // One phone per device, so each NOTIFY is attributable.
+    let cases = [
+        (
+            "805ec0000001",
+            "yealink-t54w",
+            "check-sync",
+            "check-sync;reboot=true",
+        ),
+        ("00562b000002", "cisco-cp-8851-3pcc", "resync", "reboot"),
+        (
+            "000413000003",
+            "snom-d785",
+            "check-sync;reboot=false",
+            "check-sync;reboot=true",
+        ),
+        (
+            "0004f2000004",
+            "polycom-vvx-450",
+            "check-sync",
+            "check-sync",
+        ),
+        (
+            "00085d000005",
+            "mitel-6867i",
+            "check-sync",
+            "check-sync;reboot=true",
+        ),
+    ];
+    let mut phones = Vec::new();
+    for (mac, model, _, _) in cases {
+        let phone = UdpPhone::start(Answer::Ok).await;
+        device(&s, mac, model, &format!("udp:127.0.0.1:{}", phone.port)).await;
+        phones.push(phone);
+    }
+    for p in &phones {
+        p.wait_for(1, Duration::from_secs(5)).await;
+    }
+    // A settings change: the re-sync event.
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"settings": {"timezone": "Europe/Paris"}}),
+    )
+    .await;
+    for (p, (mac, model, resync, _)) in phones.iter().zip(cases) {
+        let seen = p.wait_for(2, Duration::from_secs(5)).await;
+        assert_eq!(
+            seen.get(1).map(|x| x.event.as_str()),
+            Some(resync),
+            "{model}"
+        );
+        assert!(
+            seen[1].request_line.contains("sip:6035551212@"),
+            "{model} {mac}: {}",
+            seen[1].request_line
+        );
+    }
+    // A line change (an SCA appearance): the reboot event (reboot_on = ["lines"]).
+    for (mac, _, _, _) in cases {
+        s.create(
+            &format!("/api/v1/groups/{G}/users/2001/shared-call-appearances"),
+            json!({"device": mac}),
+        )
+        .await;
+    }
+    for (p, (_, model, _, reboot)) in phones.iter().zip(cases) {
+        let seen = p.wait_for(3, Duration::from_secs(5)).await;
+        assert_eq!(
+            seen.get(2).map(|x| x.event.as_str()),
+            Some(reboot),
+            "{model}"
+        );
+    }
+}
