@@ -305,70 +305,30 @@ async fn policies_networks_lockout_and_hostile_paths() {
     let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
     let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
     let creds = Some(("805ec0000001", pw.as_str()));
+    let fetch = || async {
+        phone_get(
+            &s.client,
+            &s.phones,
+            "/805ec0000001.cfg",
+            ua,
+            creds,
+            "MD5",
+            &[],
+        )
+        .await
+        .status()
+    };
+    let group = format!("/api/v1/groups/{G}");
+    let policy = |p: Value| s.patch(&group, json!({"provisioning": p}));
     // Only 10.0.0.0/8 may fetch: loopback is refused with the same 401.
-    s.patch(
-        &format!("/api/v1/groups/{G}"),
-        json!({"provisioning": {"allowed_cidrs": ["10.0.0.0/8"]}}),
-    )
-    .await;
-    assert_eq!(
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            creds,
-            "MD5",
-            &[]
-        )
-        .await
-        .status(),
-        401
-    );
-    s.patch(
-        &format!("/api/v1/groups/{G}"),
-        json!({"provisioning": {"allowed_cidrs": ["127.0.0.0/8"]}}),
-    )
-    .await;
-    assert_eq!(
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            creds,
-            "MD5",
-            &[]
-        )
-        .await
-        .status(),
-        200
-    );
+    policy(json!({"allowed_cidrs": ["10.0.0.0/8"]})).await;
+    assert_eq!(fetch().await, 401);
+    policy(json!({"allowed_cidrs": ["127.0.0.0/8"]})).await;
+    assert_eq!(fetch().await, 200);
     // mTLS only: digest is not enough.
-    s.patch(
-        &format!("/api/v1/groups/{G}"),
-        json!({"provisioning": {"auth": "mtls"}}),
-    )
-    .await;
-    assert_eq!(
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            creds,
-            "MD5",
-            &[]
-        )
-        .await
-        .status(),
-        401
-    );
-    s.patch(
-        &format!("/api/v1/groups/{G}"),
-        json!({"provisioning": {"auth": "digest"}}),
-    )
-    .await;
+    policy(json!({"auth": "mtls"})).await;
+    assert_eq!(fetch().await, 401);
+    policy(json!({"auth": "digest"})).await;
     // Hostile names never reach the filesystem.
     for p in ["/..%2f..%2fetc%2fpasswd", "/%2e%2e/x", "/.env", "/a%00.cfg"] {
         let r = s

@@ -62,6 +62,30 @@ fn reload(app: &SharedApp) -> ApiResult<()> {
         .map_err(ApiError::internal)
 }
 
+/// The stored override of (model, file), if any.
+fn override_of(
+    app: &SharedApp,
+    model: &str,
+    file: &str,
+) -> Option<crate::domain::TemplateOverride> {
+    let state = app.store.read();
+    state
+        .templates
+        .get(&(model.to_string(), file.to_string()))
+        .cloned()
+}
+
+/// The source of `version` (0 = the built-in template).
+fn version_body(app: &SharedApp, m: &Model, file: &str, version: u32) -> ApiResult<String> {
+    if version == 0 {
+        return Ok(m.templates.get(file).cloned().unwrap_or_default());
+    }
+    override_of(app, &m.id, file)
+        .and_then(|o| o.versions.into_iter().find(|v| v.version == version))
+        .map(|v| v.body)
+        .ok_or_else(|| ApiError::not_found(format!("{}/{file} has no version {version}", m.id)))
+}
+
 /// The live template source; `Deskprov-Template-Version` says which (0 = built-in).
 #[utoipa::path(get, path = "/models/{model}/templates/{file}", tag = "templates",
     responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem)))]
@@ -71,20 +95,10 @@ async fn get_live(
     Path((model, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let m = target(&app, &model, &file)?;
-    let o = app
-        .store
-        .read()
-        .templates
-        .get(&(model.clone(), file.clone()))
-        .cloned();
-    let (body, v) = match o
-        .as_ref()
-        .and_then(|o| Some((o.active_body()?.to_string(), o.active?)))
-    {
-        Some(x) => x,
-        None => (m.templates.get(&file).cloned().unwrap_or_default(), 0),
-    };
-    Ok(source(body, v))
+    let live = override_of(&app, &model, &file)
+        .and_then(|o| o.active)
+        .unwrap_or(0);
+    Ok(source(version_body(&app, &m, &file, live)?, live))
 }
 
 fn source(body: String, version: u32) -> Response {
@@ -195,7 +209,7 @@ async fn versions(
     Path((model, file)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Vec<VersionInfo>>> {
     target(&app, &model, &file)?;
-    let o = app.store.read().templates.get(&(model, file)).cloned();
+    let o = override_of(&app, &model, &file);
     let active = o.as_ref().and_then(|o| o.active);
     let mut out = vec![VersionInfo {
         version: 0,
@@ -223,22 +237,7 @@ async fn version(
     Path((model, file, version)): Path<(String, String, u32)>,
 ) -> ApiResult<Response> {
     let m = target(&app, &model, &file)?;
-    if version == 0 {
-        return Ok(source(
-            m.templates.get(&file).cloned().unwrap_or_default(),
-            0,
-        ));
-    }
-    let o = app
-        .store
-        .read()
-        .templates
-        .get(&(model.clone(), file.clone()))
-        .cloned();
-    let v = o
-        .and_then(|o| o.versions.into_iter().find(|v| v.version == version))
-        .ok_or_else(|| ApiError::not_found(format!("{model}/{file} has no version {version}")))?;
-    Ok(source(v.body, version))
+    Ok(source(version_body(&app, &m, &file, version)?, version))
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -259,21 +258,7 @@ async fn rollback(
 ) -> ApiResult<Response> {
     caller.platform()?;
     let m = target(&app, &model, &file)?;
-    let body = if r.version == 0 {
-        m.templates.get(&file).cloned().unwrap_or_default()
-    } else {
-        let o = app
-            .store
-            .read()
-            .templates
-            .get(&(model.clone(), file.clone()))
-            .cloned();
-        o.and_then(|o| o.versions.into_iter().find(|v| v.version == r.version))
-            .map(|v| v.body)
-            .ok_or_else(|| {
-                ApiError::not_found(format!("{model}/{file} has no version {}", r.version))
-            })?
-    };
+    let body = version_body(&app, &m, &file, r.version)?;
     validate(&app, &m, &file, &body).await?;
     let actor = caller.actor();
     let target_version = (r.version != 0).then_some(r.version);

@@ -504,10 +504,11 @@ pub async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
-        let sleep = match next {
-            Some(t) => Duration::from_millis(t.saturating_sub(now_ms())),
-            None => Duration::from_secs(3600),
-        };
+        // Capped: a device with no target waits "forever" (due = u64::MAX).
+        let sleep = next
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(3600));
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = commits.changed() => {}
