@@ -411,10 +411,9 @@ pub fn delete_group(tx: &mut Tx, id: &GroupId, cascade: bool) -> Result<Effect, 
             ),
         ));
     }
-    let scas: Vec<_> = s
-        .scas
-        .values()
-        .filter(|x| &x.group == id)
+    let scas: Vec<_> = users
+        .iter()
+        .flat_map(|e| s.scas_of_user(id, e))
         .map(|x| x.line_port.clone())
         .collect();
     let tokens: Vec<_> = s
@@ -544,11 +543,7 @@ fn build_user(
     };
     // Platform-wide uniqueness of the phone number and the primary line port.
     if let Some(p) = &u.phone_number {
-        if let Some(other) = s
-            .users
-            .values()
-            .find(|x| x.phone_number.as_ref() == Some(p) && !same_user(x, &u))
-        {
+        if let Some(other) = s.user_with_phone(p).filter(|x| !same_user(x, &u)) {
             return Err(DomainError::conflict(
                 "already_exists",
                 format!(

@@ -47,13 +47,15 @@ fn run<R>(
     f: impl FnOnce(&mut Tx) -> Result<R, DomainError>,
 ) -> Result<R, DomainError> {
     let mut tx = Tx::new(s);
-    match f(&mut tx) {
+    let out = match f(&mut tx) {
         Ok(r) => Ok(r),
         Err(e) => {
             tx.rollback();
             Err(e)
         }
-    }
+    };
+    s.check_indexes();
+    out
 }
 
 fn g(s: &str) -> GroupId {

@@ -5,7 +5,7 @@
 //! on error the store calls [`Tx::rollback`], on success it persists [`Tx::writes`] — exactly the
 //! records that changed — together with the change-log entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +69,8 @@ impl Record {
     }
 }
 
-/// Every entity, in memory. Reads go straight to these maps.
+/// Every entity, in memory. Reads go straight to these maps; writes go through [`State::put`]
+/// and [`State::remove`] only, which keep the indexes below in step.
 #[derive(Clone, Debug, Default)]
 pub struct State {
     pub groups: BTreeMap<GroupId, Group>,
@@ -79,11 +80,100 @@ pub struct State {
     pub shared_lines: BTreeMap<(GroupId, SharedNumber), SharedLine>,
     pub tokens: BTreeMap<String, Token>,
     pub templates: BTreeMap<(String, String), TemplateOverride>,
+    idx: Indexes,
+}
+
+type UserKey = (GroupId, Extension);
+
+/// Secondary indexes, so that no rule or render scans every user, device or endpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Indexes {
+    scas_by_device: BTreeMap<Mac, BTreeSet<LinePort>>,
+    scas_by_user: BTreeMap<UserKey, BTreeSet<LinePort>>,
+    devices_by_group: BTreeMap<GroupId, BTreeSet<Mac>>,
+    user_by_username: HashMap<String, UserKey>,
+    user_by_phone: HashMap<PhoneNumber, UserKey>,
+}
+
+impl Indexes {
+    fn add(&mut self, r: &Record) {
+        match r {
+            Record::User(u) => {
+                let k = (u.group.clone(), u.extension.clone());
+                self.user_by_username.insert(u.sip_username(), k.clone());
+                if let Some(p) = &u.phone_number {
+                    self.user_by_phone.insert(p.clone(), k);
+                }
+            }
+            Record::Device(d) => {
+                self.devices_by_group
+                    .entry(d.group.clone())
+                    .or_default()
+                    .insert(d.mac.clone());
+            }
+            Record::Sca(x) => {
+                self.scas_by_device
+                    .entry(x.device.clone())
+                    .or_default()
+                    .insert(x.line_port.clone());
+                self.scas_by_user
+                    .entry((x.group.clone(), x.extension.clone()))
+                    .or_default()
+                    .insert(x.line_port.clone());
+            }
+            _ => {}
+        }
+    }
+
+    fn drop(&mut self, r: &Record) {
+        fn take<K: Ord, V: Ord>(m: &mut BTreeMap<K, BTreeSet<V>>, k: &K, v: &V) {
+            if let Some(set) = m.get_mut(k) {
+                set.remove(v);
+                if set.is_empty() {
+                    m.remove(k);
+                }
+            }
+        }
+        match r {
+            Record::User(u) => {
+                self.user_by_username.remove(&u.sip_username());
+                if let Some(p) = &u.phone_number {
+                    self.user_by_phone.remove(p);
+                }
+            }
+            Record::Device(d) => take(&mut self.devices_by_group, &d.group, &d.mac),
+            Record::Sca(x) => {
+                take(&mut self.scas_by_device, &x.device, &x.line_port);
+                take(
+                    &mut self.scas_by_user,
+                    &(x.group.clone(), x.extension.clone()),
+                    &x.line_port,
+                );
+            }
+            _ => {}
+        }
+    }
 }
 
 impl State {
     /// Inserts or replaces a record; returns the previous one.
     pub fn put(&mut self, r: Record) -> Option<Record> {
+        let prev = self.remove(&r.key());
+        self.idx.add(&r);
+        self.put_raw(r);
+        prev
+    }
+
+    /// Removes a record; returns it.
+    pub fn remove(&mut self, k: &RecordKey) -> Option<Record> {
+        let prev = self.remove_raw(k);
+        if let Some(p) = &prev {
+            self.idx.drop(p);
+        }
+        prev
+    }
+
+    fn put_raw(&mut self, r: Record) -> Option<Record> {
         match r {
             Record::Group(g) => self.groups.insert(g.id.clone(), g).map(Record::Group),
             Record::User(u) => self
@@ -104,8 +194,7 @@ impl State {
         }
     }
 
-    /// Removes a record; returns it.
-    pub fn remove(&mut self, k: &RecordKey) -> Option<Record> {
+    fn remove_raw(&mut self, k: &RecordKey) -> Option<Record> {
         match k {
             RecordKey::Group(g) => self.groups.remove(g).map(Record::Group),
             RecordKey::User(g, e) => self.users.remove(&(g.clone(), e.clone())).map(Record::User),
@@ -147,6 +236,23 @@ impl State {
         }
     }
 
+    /// Panics if an index disagrees with one rebuilt from the records (for tests).
+    #[cfg(test)]
+    pub fn check_indexes(&self) {
+        let mut fresh = Indexes::default();
+        let records = self
+            .users
+            .values()
+            .cloned()
+            .map(Record::User)
+            .chain(self.devices.values().cloned().map(Record::Device))
+            .chain(self.scas.values().cloned().map(Record::Sca));
+        for r in records {
+            fresh.add(&r);
+        }
+        assert_eq!(self.idx, fresh, "indexes out of step with the records");
+    }
+
     // ---- queries the rules and the API share ----
 
     pub fn user(&self, g: &GroupId, e: &Extension) -> Option<&User> {
@@ -171,7 +277,12 @@ impl State {
     }
 
     pub fn devices_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a Device> + 'a {
-        self.devices.values().filter(move |d| &d.group == g)
+        self.idx
+            .devices_by_group
+            .get(g)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| self.devices.get(m))
     }
 
     /// Devices whose primary line is this user's (as owner without a guest, or as guest).
@@ -200,14 +311,30 @@ impl State {
         g: &'a GroupId,
         e: &'a Extension,
     ) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
-        self.scas
-            .values()
-            .filter(move |s| &s.group == g && &s.extension == e)
+        self.idx
+            .scas_by_user
+            .get(&(g.clone(), e.clone()))
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.scas.get(p))
     }
 
     /// SCA endpoints placed on one device.
     pub fn scas_on<'a>(&'a self, mac: &'a Mac) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
-        self.scas.values().filter(move |s| &s.device == mac)
+        self.idx
+            .scas_by_device
+            .get(mac)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.scas.get(p))
+    }
+
+    /// The user with this phone number, anywhere on the platform.
+    pub fn user_with_phone(&self, p: &PhoneNumber) -> Option<&User> {
+        self.idx
+            .user_by_phone
+            .get(p)
+            .and_then(|k| self.users.get(k))
     }
 
     /// Shared lines a user is a member of, with the membership.
@@ -232,12 +359,14 @@ impl State {
                 return Some(format!("an SCA endpoint of {}/{}", s.group, s.extension));
             }
         }
-        if let Some(u) = self.users.values().find(|u| u.sip_username() == port) {
-            return Some(format!("the primary line of {}/{}", u.group, u.extension));
+        if let Some((g, e)) = self.idx.user_by_username.get(port) {
+            return Some(format!("the primary line of {g}/{e}"));
         }
+        // A shared line's port is <group>_<number>; the number has no '_'.
+        let (g, n) = port.rsplit_once('_')?;
+        let key = (GroupId::parse(g).ok()?, SharedNumber::parse(n).ok()?);
         self.shared_lines
-            .values()
-            .find(|l| l.line_port() == port)
+            .get(&key)
             .map(|l| format!("shared line {}/{}", l.group, l.number))
     }
 }
