@@ -130,7 +130,7 @@ impl Default for Sync {
 impl Default for Store {
     fn default() -> Self {
         Store {
-            cache_mb: 64,
+            cache_mb: 16,
             changes_keep: 100_000,
         }
     }
@@ -216,7 +216,7 @@ notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
 
 [store]
-cache_mb = 64                  # storage engine page cache, MiB
+cache_mb = 16                  # storage engine page cache, MiB (reads are served from memory)
 changes_keep = 100000          # change-log entries kept (older ones are compacted away)
 "#;
 
