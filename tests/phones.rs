@@ -682,6 +682,20 @@ async fn a_broken_template_is_refused_while_the_old_one_keeps_serving() {
         204
     );
     assert_eq!(fetch().await, before);
+    // Over the body limit: 413 problem+json.
+    let r = s
+        .client
+        .put(&url)
+        .bearer_auth(&s.token)
+        .body(vec![b'x'; (1 << 20) + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
     // Malformed XML is refused for XML types.
     let xml_model = Catalog::builtin()
         .unwrap()

@@ -99,6 +99,32 @@ impl<T: DeserializeOwned> FromRequest<SharedApp> for Json<T> {
     }
 }
 
+/// Reads the body within the limit; too large → 413 problem+json.
+async fn body_bytes(req: Request, app: &SharedApp) -> ApiResult<Bytes> {
+    Bytes::from_request(req, app).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", super::BODY_LIMIT),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+        }
+    })
+}
+
+/// A raw body (a template upload), with the same limit and problem+json errors.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<SharedApp> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &SharedApp) -> ApiResult<RawBody> {
+        body_bytes(req, app).await.map(RawBody)
+    }
+}
+
 /// A JSON body not yet bound to a type (for merge patch).
 pub struct RawJson(pub serde_json::Value);
 
@@ -124,17 +150,7 @@ impl FromRequest<SharedApp> for RawJson {
                 "send the body as Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, app).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, app).await?;
         serde_json::from_slice(&bytes).map(RawJson).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

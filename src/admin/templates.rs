@@ -5,7 +5,6 @@
 //! with line and column, and the current version keeps serving. Each change is a change-log
 //! entry touching every device of the model.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Caller, Json};
+use super::extract::{Caller, Json, RawBody};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::{blocking, created, no_content};
 use crate::catalog::Model;
@@ -136,7 +135,7 @@ async fn put(
     State(app): State<SharedApp>,
     caller: Caller,
     Path((model, file)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     caller.platform()?;
     let m = target(&app, &model, &file)?;
