@@ -72,11 +72,9 @@ fn open_only(dir: &str) {
                 bytes += k.len() + v.len();
             }
             println!("sled iterated {n} records, {} MiB of JSON: RSS {:.0} MiB", bytes >> 20, rss_mib());
-            let mut state = deskprov::domain::state::State::default();
-            for kv in data.iter() {
-                let (_, v) = kv.unwrap();
-                state.put(serde_json::from_slice(&v).unwrap());
-            }
+            let _state = deskprov::domain::state::State::from_records(
+                data.iter().map(|kv| serde_json::from_slice(&kv.unwrap().1).unwrap()),
+            );
             println!("state built: RSS {:.0} MiB", rss_mib());
             return;
         }

@@ -44,8 +44,8 @@ impl UserView {
             group: u.group.clone(),
             extension: u.extension.clone(),
             phone_number: u.phone_number.clone(),
-            first_name: u.first_name.clone(),
-            last_name: u.last_name.clone(),
+            first_name: u.first_name.to_string(),
+            last_name: u.last_name.to_string(),
             display_name: u.display(),
             kind: u.kind,
             sip: SipView {
@@ -69,9 +69,9 @@ pub fn user_input(u: &User) -> UserInput {
     UserInput {
         extension: u.extension.clone(),
         phone_number: u.phone_number.clone(),
-        first_name: u.first_name.clone(),
-        last_name: u.last_name.clone(),
-        display_name: u.display_name.clone(),
+        first_name: u.first_name.to_string(),
+        last_name: u.last_name.to_string(),
+        display_name: u.display_name.as_ref().map(|d| d.to_string()),
         kind: u.kind,
         sip: SipInput {
             username: u.sip.username.clone(),
@@ -151,8 +151,8 @@ impl DeviceView {
             files,
             mac: d.mac.clone(),
             group: d.group.clone(),
-            name: d.name.clone(),
-            model: d.model.clone(),
+            name: d.name.to_string(),
+            model: d.model.to_string(),
             owner: d.owner.clone(),
             hot_desk: d.hot_desk.clone(),
             keys: d.keys.clone(),
@@ -175,8 +175,8 @@ impl DeviceView {
 pub fn device_input(d: &Device) -> DeviceInput {
     DeviceInput {
         mac: d.mac.clone(),
-        name: Some(d.name.clone()),
-        model: d.model.clone(),
+        name: Some(d.name.to_string()),
+        model: d.model.to_string(),
         owner: d.owner.clone(),
         keys: d.keys.clone(),
         settings: d.settings.clone(),
@@ -210,7 +210,7 @@ impl ScaView {
             device: s
                 .devices
                 .get(&x.device)
-                .map(|d| d.name.clone())
+                .map(|d| d.name.to_string())
                 .unwrap_or_default(),
             mac: x.device.clone(),
             key: x.key,

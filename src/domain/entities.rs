@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -17,7 +18,7 @@ use super::DomainError;
 /// reach a log line through `{:?}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(pub CompactString);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -214,10 +215,13 @@ pub struct Features {
     pub dnd: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous_outgoing: Option<bool>,
+    // Boxed: most users set neither, and 100,000 users carry these inline otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voicemail: Option<Voicemail>,
+    #[schema(value_type = Option<Voicemail>)]
+    pub voicemail: Option<Box<Voicemail>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forwarding: Option<Forwarding>,
+    #[schema(value_type = Option<Forwarding>)]
+    pub forwarding: Option<Box<Forwarding>>,
     /// Extensions shown as BLF keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub monitoring: Vec<Extension>,
@@ -240,9 +244,9 @@ pub struct User {
     pub group: GroupId,
     pub extension: Extension,
     pub phone_number: Option<PhoneNumber>,
-    pub first_name: String,
-    pub last_name: String,
-    pub display_name: Option<String>,
+    pub first_name: CompactString,
+    pub last_name: CompactString,
+    pub display_name: Option<CompactString>,
     pub kind: UserKind,
     pub sip: UserSip,
     pub features: Features,
@@ -267,7 +271,7 @@ impl User {
     /// What the phone shows: `display_name`, else "first last".
     pub fn display(&self) -> String {
         match &self.display_name {
-            Some(d) => d.clone(),
+            Some(d) => d.to_string(),
             None => format!("{} {}", self.first_name, self.last_name)
                 .trim()
                 .to_string(),
@@ -370,8 +374,8 @@ impl<'de> Deserialize<'de> for NotifyTarget {
 pub struct Device {
     pub mac: Mac,
     pub group: GroupId,
-    pub name: String,
-    pub model: String,
+    pub name: CompactString,
+    pub model: CompactString,
     pub owner: Option<Extension>,
     pub keys: Vec<ProgKey>,
     pub settings: BTreeMap<String, String>,

@@ -121,7 +121,7 @@ fn no_free_key(model: &str, keys: KeyNo, who: &str) -> DomainError {
 pub fn layout(state: &State, device: &Device, caps: ModelCaps) -> Result<Layout, DomainError> {
     let mut occ = Occupancy {
         caps,
-        model: device.model.clone(),
+        model: device.model.to_string(),
         taken: BTreeMap::new(),
     };
     let mut appearances = Vec::new();

@@ -520,19 +520,19 @@ fn build_user(
     let pw = match (input.sip.password, old) {
         (Some(p), _) => {
             password("sip.password", &p)?;
-            Secret(p)
+            Secret(p.into())
         }
         (None, Some(o)) => o.sip.password.clone(),
-        (None, None) => Secret(env.new_secret()),
+        (None, None) => Secret(env.new_secret().into()),
     };
     check_features(s, g, &input.extension, &input.features)?;
     let u = User {
         group: g.clone(),
         extension: input.extension,
         phone_number: input.phone_number,
-        first_name: input.first_name,
-        last_name: input.last_name,
-        display_name: input.display_name,
+        first_name: input.first_name.into(),
+        last_name: input.last_name.into(),
+        display_name: input.display_name.map(Into::into),
         kind: input.kind,
         sip: UserSip {
             username: input.sip.username,
@@ -698,8 +698,10 @@ pub fn duplicate_user(
     let copy = UserInput {
         extension: input.extension,
         phone_number: input.phone_number,
-        first_name: input.first_name.unwrap_or(src.first_name),
-        last_name: input.last_name.unwrap_or(src.last_name),
+        first_name: input
+            .first_name
+            .unwrap_or_else(|| src.first_name.to_string()),
+        last_name: input.last_name.unwrap_or_else(|| src.last_name.to_string()),
         display_name: None,
         kind: src.kind,
         sip: SipInput::default(),
@@ -720,7 +722,7 @@ pub fn rotate_sip_password(
 ) -> Result<(Effect, String), DomainError> {
     let mut u = user(tx.state(), g, e)?.clone();
     let pw = env.new_secret();
-    u.sip.password = Secret(pw.clone());
+    u.sip.password = Secret(pw.as_str().into());
     let mut fx = Effect::new("user.sip_password", Some(g), e.as_str());
     fx.devices = devices_showing_user(tx.state(), g, e);
     tx.put(Record::User(u));
@@ -770,13 +772,13 @@ fn build_device(
     let mut d = Device {
         mac: input.mac,
         group: g.clone(),
-        name,
-        model: input.model,
+        name: name.into(),
+        model: input.model.into(),
         owner: input.owner,
         keys: input.keys,
         settings: input.settings,
         notify_target: input.notify_target,
-        prov_password: Secret(String::new()),
+        prov_password: Secret::default(),
         hot_desk: None,
         revision: 0,
     };
@@ -786,7 +788,7 @@ fn build_device(
             d.hot_desk = o.hot_desk.clone();
             d.revision = o.revision;
         }
-        None => d.prov_password = Secret(env.new_secret()),
+        None => d.prov_password = Secret(env.new_secret().into()),
     }
     Ok(d)
 }
@@ -875,7 +877,7 @@ pub fn rotate_device_credentials(
 ) -> Result<(Effect, String), DomainError> {
     let mut d = device(tx.state(), mac)?.clone();
     let pw = env.new_secret();
-    d.prov_password = Secret(pw.clone());
+    d.prov_password = Secret(pw.as_str().into());
     // Credentials are not part of the rendered files: no device is touched.
     let fx = Effect::new("device.credentials", Some(&d.group), mac.as_str());
     tx.put(Record::Device(d));
@@ -1168,7 +1170,7 @@ fn build_shared_line(
         members: input.members,
         password: match old {
             Some(o) => o.password.clone(),
-            None => Secret(env.new_secret()),
+            None => Secret(env.new_secret().into()),
         },
     })
 }

@@ -244,13 +244,15 @@ impl Store {
             None => seq + 1,
         };
 
-        let mut state = State::default();
-        for item in data.iter() {
-            let (k, v) = item?;
-            let r: Record = serde_json::from_slice(&v)
-                .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))?;
-            state.put(r);
-        }
+        let records = data
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice::<Record>(&v)
+                    .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let state = State::from_records(records);
         let mut checkins = std::collections::HashMap::new();
         for item in checkins_tree.iter() {
             let (k, v) = item?;
@@ -855,7 +857,7 @@ impl Store {
             id: id.clone(),
             name: name.to_string(),
             group,
-            secret_sha256: Secret(crate::secrets::sha256_hex(secret.as_bytes())),
+            secret_sha256: Secret(crate::secrets::sha256_hex(secret.as_bytes()).into()),
             created_at: now(),
         };
         let stored = t.clone();
