@@ -109,22 +109,62 @@ pub fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, Dom
     Ok(state)
 }
 
-/// A small valid state with one device of `model` (primary, one SCA, one BLF key), for
-/// template validation.
+/// A small valid state with one device of `model` (primary, an SCA, a shared line, a BLF key),
+/// whose names carry every character that breaks careless templates: `--` (ends an XML
+/// comment), `&`, `<`, quotes — also in the group id, hence in line ports. Template uploads are
+/// validated against it, and the fixture check renders every model's files for it.
 pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError> {
     let input: FixtureInput = serde_json::from_value(serde_json::json!({
         "device": "000000000001",
-        "group": {"id": "sample", "sip": {"domain": "sip.example.net", "proxy": "proxy.example.net"}, "settings": {"timezone": "UTC"}},
+        "group": {"id": "sample--1", "name": "Sample -- <group> & co", "sip": {"domain": "sip.example.net", "proxy": "proxy.example.net"},
+                  "settings": {"timezone": "UTC", "ntp": "pool.ntp.org", "note": "a -- b & <c> \"d\" 'e'"}},
         "users": [
-            {"extension": "1002", "first_name": "Sample", "last_name": "Shared"},
-            {"extension": "1001", "first_name": "Sample", "last_name": "Owner", "phone_number": "6035550100",
+            {"extension": "1002", "first_name": "Sam & <Co>", "last_name": "O'Neil \"--\""},
+            {"extension": "1001", "first_name": "Ann -- B", "last_name": "<Owner> & 'x'", "phone_number": "6035550100",
              "features": {"monitoring": ["1002"], "voicemail": {"enabled": true, "access_number": "*97"}}}
         ],
-        "devices": [{"mac": "000000000001", "name": "sample", "model": model, "owner": "1001"}],
-        "sca": [{"extension": "1002", "device": "sample"}]
+        "devices": [{"mac": "000000000001", "name": "Desk -- A&B <x> \"q\"", "model": model, "owner": "1001",
+                     "keys": [{"key": 6, "type": "speed_dial", "value": "*68", "label": "Park -- & <here>"}]}],
+        "shared_lines": [{"number": "555", "description": "Sales -- & <team>", "members": [{"extension": "1001", "ring": "delayed"}]}],
+        "sca": [{"extension": "1002", "device": "000000000001", "label": "Boss -- 'x' & y"}]
     }))
     .map_err(|e| DomainError::validation("fixture", e.to_string()))?;
     build_state(catalog, &input)
+}
+
+/// Renders every file of `model` for the hostile sample device; returns the problems.
+fn check_sample(catalog: &Catalog, engine: &Engine, model: &crate::catalog::Model) -> Vec<String> {
+    let state = match sample_state(catalog, &model.id) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("model {}: sample device: {e}", model.id)],
+    };
+    let Some(device) = state.devices.values().next() else {
+        return vec![];
+    };
+    let mut problems = Vec::new();
+    let ctx = match context::device_context(&state, model, device, BASE_URL) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("model {}: {e}", model.id)],
+    };
+    for spec in &model.files {
+        let c = if spec.per_device {
+            ctx.clone()
+        } else {
+            context::common_context(model, BASE_URL)
+        };
+        match engine.render(&model.id, spec, &c) {
+            Ok(text) => {
+                if let Err(e) = flatten::flatten(&spec.content_type, &text) {
+                    problems.push(format!("model {}: {} does not parse for a device with special characters in its names: {e}", model.id, spec.pattern));
+                }
+            }
+            Err(e) => problems.push(format!(
+                "model {}: {} fails for a device with special characters in its names: {e}",
+                model.id, spec.pattern
+            )),
+        }
+    }
+    problems
 }
 
 /// What rendering one scenario produced: file name → bytes, and the problems found.
@@ -370,6 +410,7 @@ pub fn check_all(
         }
     }
     for m in catalog.models().filter(|m| only.is_none_or(|o| o == m.id)) {
+        problems.extend(check_sample(catalog, &engine, m));
         if m.files.is_empty() {
             problems.push(format!("model {} declares no files", m.id));
         } else if !models_seen.contains(&m.id) {

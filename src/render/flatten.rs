@@ -37,6 +37,16 @@ pub fn check_xml(text: &str) -> Result<(), (usize, usize, String)> {
                 }
             }
             Ok(Event::End(_)) => depth -= 1,
+            // XML forbids "--" inside a comment (phones' parsers may stop there); quick-xml
+            // does not check it.
+            Ok(Event::Comment(c)) if c.as_ref().contains("--") || c.as_ref().ends_with('-') => {
+                let (l, col) = line_col(text, pos);
+                return Err((
+                    l,
+                    col,
+                    "\"--\" inside an XML comment (keep values out of comments)".into(),
+                ));
+            }
             Ok(Event::Eof) => break,
             Ok(_) => {}
             Err(e) => {
@@ -230,6 +240,8 @@ mod tests {
         let (l, _, _) = check_xml("<a>\n<b>\n</a>").unwrap_err();
         assert_eq!(l, 3);
         assert!(check_xml("<a></a><b></b>").is_err());
+        assert!(check_xml("<a><!-- ok - fine --></a>").is_ok());
+        assert!(check_xml("<a><!-- name a--b --></a>").is_err());
         assert!(check_xml("<a>").is_err());
     }
 }
