@@ -544,3 +544,49 @@ async fn each_family_gets_its_own_event() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_challenge_is_answered_with_the_credentials_the_phone_holds() {
+    let s = TestServer::start_with(fast).await;
+    setup(&s).await;
+    // The phone knows the line's password from its last fetch, and challenges with it.
+    let phone = UdpPhone::start(Answer::Challenge {
+        user: "6035551212".into(),
+        password: "ada-line-password".into(),
+    })
+    .await;
+    let pw = device(
+        &s,
+        "805ec0000001",
+        "yealink-t54w",
+        &format!("udp:127.0.0.1:{}", phone.port),
+    )
+    .await;
+    phone.wait_for(2, Duration::from_secs(5)).await;
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        "/805ec0000001.cfg",
+        "Yealink SIP-T54W 96.86.0.70 805ec0000001",
+        Some(("805ec0000001", &pw)),
+        "MD5",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // The admin rotates the line's password: the phone still holds the old one until it fetches,
+    // so the NOTIFY telling it to fetch must answer the challenge with the old one.
+    let r = s
+        .post(
+            &format!("/api/v1/groups/{G}/users/1001/sip-password"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let seen = phone.wait_for(4, Duration::from_secs(5)).await;
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let d = wait_state(&s, "805ec0000001", "notified", Duration::from_secs(3)).await;
+    assert_eq!(d["last_notify"]["result"], "200 OK", "{d}");
+    // The admin view never shows the identity it keeps.
+    assert!(!d.to_string().contains("ada-line-password"));
+}

@@ -125,7 +125,10 @@ impl DeviceView {
     pub fn of(s: &State, app: &crate::App, d: &Device) -> DeviceView {
         let store = &app.store;
         let catalog = store.catalog();
-        let last_seen = store.checkin(&d.mac);
+        let last_seen = store.checkin(&d.mac).map(|mut c| {
+            c.applied_identity = None; // holds a password
+            c
+        });
         let files = catalog
             .get(&d.model)
             .map(|m| {

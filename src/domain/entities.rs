@@ -32,6 +32,14 @@ impl Secret {
     }
 }
 
+/// A SIP identity as a phone holds it: user, auth user, password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SipIdentity {
+    pub user: String,
+    pub auth_username: String,
+    pub password: Secret,
+}
+
 /// SIP transport of a group's service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]

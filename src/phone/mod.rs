@@ -206,7 +206,7 @@ impl Ctx<'_> {
                             .main_file()
                             .map(|f| f.pattern == spec.pattern)
                             .unwrap_or(false);
-                        self.check_in(&mac, &ua, main.then(|| (r.revision, r.etag.clone())));
+                        self.check_in(&mac, &ua, main.then_some(&r));
                         self.respond(r)
                     }
                     Err(e) => self.render_failed(name, &e),
@@ -220,7 +220,12 @@ impl Ctx<'_> {
         status(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    fn check_in(&self, mac: &Mac, ua: &useragent::UserAgent, applied: Option<(u64, String)>) {
+    fn check_in(
+        &self,
+        mac: &Mac,
+        ua: &useragent::UserAgent,
+        applied: Option<&crate::render::Rendered>,
+    ) {
         let at = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -232,6 +237,7 @@ impl Ctx<'_> {
             model_seen: ua.model.clone(),
             applied_revision: 0,
             applied_etag: None,
+            applied_identity: None,
         };
         self.app.store.record_checkin(mac, c, applied);
     }

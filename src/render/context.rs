@@ -185,3 +185,14 @@ pub fn common_context(model: &Model, base_url: &str) -> Value {
         "server": { "base_url": base_url },
     })
 }
+
+/// The first registration of a device context: what a NOTIFY is addressed to and authenticated
+/// with.
+pub fn primary_identity(ctx: &Value) -> Option<crate::domain::SipIdentity> {
+    let line = ctx["lines"].get(0)?;
+    Some(crate::domain::SipIdentity {
+        user: line["line_port"].as_str()?.to_string(),
+        auth_username: line["auth_username"].as_str()?.to_string(),
+        password: crate::domain::Secret(line["password"].as_str()?.into()),
+    })
+}

@@ -182,6 +182,8 @@ pub struct Rendered {
     pub content_type: String,
     /// The device revision it was rendered at (0 for common files).
     pub revision: u64,
+    /// The primary registration these bytes give the phone (per-device files).
+    pub identity: Option<crate::domain::SipIdentity>,
 }
 
 impl Rendered {
@@ -192,6 +194,7 @@ impl Rendered {
             bytes: Bytes::from(text),
             content_type: spec.content_type.clone(),
             revision,
+            identity: None,
         }
     }
 }
@@ -323,7 +326,8 @@ impl Renderer {
             return Ok(hit);
         }
         let ctx = context::device_context(state, model, device, &self.base_url)?;
-        let r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, device.revision);
+        let mut r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, device.revision);
+        r.identity = context::primary_identity(&ctx);
         self.store_cache(key, device.revision, engine.generation, r.clone());
         Ok(r)
     }

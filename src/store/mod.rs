@@ -65,6 +65,12 @@ pub struct CheckIn {
     /// ETag of that main file (for the sync dispatcher's same-hash check).
     #[serde(default)]
     pub applied_etag: Option<String>,
+    /// The primary registration that file gave the phone: NOTIFYs are addressed to it and
+    /// answer its digest challenge, since the phone knows nothing newer until it fetches.
+    /// Stored, never shown (the admin view clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub applied_identity: Option<crate::domain::SipIdentity>,
 }
 
 /// Where a device stands in the change → NOTIFY → fetch cycle (SPEC §3).
@@ -456,18 +462,25 @@ impl Store {
 
     // ------------------------------------------------------------ phone observations
 
-    /// Records a device's fetch; `applied` is the (revision, ETag) of a main-file fetch.
-    pub fn record_checkin(&self, mac: &Mac, mut c: CheckIn, applied: Option<(u64, String)>) {
+    /// Records a device's fetch; `applied` is the main file fetched (revision, ETag, identity).
+    pub fn record_checkin(
+        &self,
+        mac: &Mac,
+        mut c: CheckIn,
+        applied: Option<&crate::render::Rendered>,
+    ) {
         let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
         let prev = map.get(mac);
         match applied {
-            Some((rev, etag)) => {
-                c.applied_revision = rev;
-                c.applied_etag = Some(etag);
+            Some(r) => {
+                c.applied_revision = r.revision;
+                c.applied_etag = Some(r.etag.clone());
+                c.applied_identity = r.identity.clone();
             }
             None => {
                 c.applied_revision = prev.map(|p| p.applied_revision).unwrap_or(0);
                 c.applied_etag = prev.and_then(|p| p.applied_etag.clone());
+                c.applied_identity = prev.and_then(|p| p.applied_identity.clone());
             }
         }
         if let Ok(v) = serde_json::to_vec(&c) {

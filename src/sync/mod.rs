@@ -314,25 +314,29 @@ async fn decide(app: &SharedApp, mac: &Mac, st: &SyncState) -> Step {
                 }
             }
         }
-        let ctx = crate::render::context::device_context(&state, model, &device, "");
-        let line = ctx.ok().and_then(|c| c["lines"].get(0).cloned());
+        // Address and authenticate as the phone knows itself: the identity of the main file it
+        // last fetched; a phone that never fetched gets the current primary line.
+        let applied = app.store.checkin(mac).and_then(|c| c.applied_identity);
+        let current = crate::render::context::device_context(&state, model, &device, "")
+            .ok()
+            .and_then(|c| crate::render::context::primary_identity(&c));
+        let id = applied.or(current);
         let notify = sip::Notify {
-            user: line
+            user: id
                 .as_ref()
-                .and_then(|l| l["line_port"].as_str().map(str::to_string))
+                .map(|i| i.user.clone())
                 .unwrap_or_else(|| device.mac.to_string()),
             event: if st.reboot {
                 model.notify.reboot.clone()
             } else {
                 model.notify.resync.clone()
             },
-            auth_username: line
+            auth_username: id
                 .as_ref()
-                .and_then(|l| l["auth_username"].as_str().map(str::to_string))
+                .map(|i| i.auth_username.clone())
                 .unwrap_or_default(),
-            password: line
-                .as_ref()
-                .and_then(|l| l["password"].as_str().map(str::to_string))
+            password: id
+                .map(|i| i.password.expose().to_string())
                 .unwrap_or_default(),
         };
         let group = state.groups.get(&device.group).cloned();
