@@ -526,53 +526,37 @@ async fn mtls_with_the_mac_in_cn_san_or_cisco_s() {
                 .as_u16()
         }
     };
-    // The MAC in each of the three places is accepted.
-    assert_eq!(
-        get(with(pki.device(Some("805EC0000001"), None, None))).await,
-        200,
-        "CN"
-    );
-    assert_eq!(
-        get(with(pki.device(
+    // The MAC in each of the three places is accepted; another device's certificate and generic
+    // vendor certificates get the same 401 as no certificate.
+    let cases: [(Option<&str>, Option<&str>, Option<&str>, u16, &str); 6] = [
+        (Some("805EC0000001"), None, None, 200, "CN"),
+        (
             Some("Polycom device"),
             None,
-            Some("urn:dev:mac:805ec0000001")
-        )))
-        .await,
-        200,
-        "SAN"
-    );
-    assert_eq!(
-        get(with(pki.device(
+            Some("urn:dev:mac:805ec0000001"),
+            200,
+            "SAN",
+        ),
+        (
             Some("SEP805EC0000001"),
             Some("805ec0000001"),
-            None
-        )))
-        .await,
-        200,
-        "Cisco S="
-    );
-    // Another device's certificate, and generic vendor certificates, get the same 401.
-    assert_eq!(
-        get(with(pki.device(Some("805EC0000002"), None, None))).await,
-        401,
-        "other MAC"
-    );
-    assert_eq!(
-        get(with(pki.device(
+            None,
+            200,
+            "Cisco S=",
+        ),
+        (Some("805EC0000002"), None, None, 401, "other MAC"),
+        (
             Some("Cisco device"),
             Some("ciscogeneric"),
-            None
-        )))
-        .await,
-        401,
-        "ciscogeneric"
-    );
-    assert_eq!(
-        get(with(pki.device(Some("Yealink Equipment"), None, None))).await,
-        401,
-        "generic"
-    );
+            None,
+            401,
+            "ciscogeneric",
+        ),
+        (Some("Yealink Equipment"), None, None, 401, "generic"),
+    ];
+    for (cn, st, san, want, label) in cases {
+        assert_eq!(get(with(pki.device(cn, st, san))).await, want, "{label}");
+    }
     assert_eq!(get(s.client.clone()).await, 401, "no certificate");
     // A certificate from a CA that is not configured fails the handshake.
     let rogue = TestPki::new();
