@@ -528,7 +528,7 @@ async fn mtls_with_the_mac_in_cn_san_or_cisco_s() {
     };
     // The MAC in each of the three places is accepted; another device's certificate and generic
     // vendor certificates get the same 401 as no certificate.
-    let cases: [(Option<&str>, Option<&str>, Option<&str>, u16, &str); 6] = [
+    let cases = [
         (Some("805EC0000001"), None, None, 200, "CN"),
         (
             Some("Polycom device"),
