@@ -215,6 +215,10 @@ pub fn phone_server_config(
     };
     let mut cfg = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No session resumption state: phones fetch a few files once per boot or re-sync, so
+    // tickets (two per TLS 1.3 handshake by default) and a session cache cost more than they save.
+    cfg.send_tls13_tickets = 0;
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(cfg))
 }
 

@@ -48,8 +48,9 @@ pub struct Change {
 }
 
 /// What the server last saw of a device fetching its files. Observations, not configuration:
-/// kept in memory and written to the `checkins` tree without a flush (a crash may lose the last
-/// few seconds; the phone's next fetch records them again), and never in the change log.
+/// kept in memory; written to the `checkins` tree (without a flush) when the applied revision
+/// changes, so `last_seen` after a restart is the time of the last such fetch. Never in the
+/// change log.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CheckIn {
     /// RFC 3339 time of the last fetch.
@@ -483,9 +484,19 @@ impl Store {
                 c.applied_identity = prev.and_then(|p| p.applied_identity.clone());
             }
         }
-        if let Ok(v) = serde_json::to_vec(&c) {
-            if let Err(e) = self.checkins_tree.insert(mac.as_str(), v) {
-                tracing::warn!(error = %e, "recording a check-in failed");
+        // Persist only what the sync state depends on (the applied revision, its ETag and
+        // identity): every fetch updates last_seen in memory, but writing it to disk on every
+        // fetch would cost more than serving the file.
+        let changed = prev.is_none_or(|p| {
+            p.applied_revision != c.applied_revision
+                || p.applied_etag != c.applied_etag
+                || p.applied_identity != c.applied_identity
+        });
+        if changed {
+            if let Ok(v) = serde_json::to_vec(&c) {
+                if let Err(e) = self.checkins_tree.insert(mac.as_str(), v) {
+                    tracing::warn!(error = %e, "recording a check-in failed");
+                }
             }
         }
         map.insert(mac.clone(), c);
