@@ -401,7 +401,7 @@ fn main() {
             } else {
                 std::fs::write(
                     www.join(&spec.pattern),
-                    renderer.render_common(model, spec).unwrap().bytes,
+                    renderer.render_common(model, spec).unwrap().bytes.clone(),
                 )
                 .unwrap();
             }

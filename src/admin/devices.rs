@@ -87,7 +87,7 @@ async fn preview(
             (axum::http::header::CONTENT_TYPE, r.content_type.clone()),
             (axum::http::header::ETAG, r.etag.clone()),
         ],
-        r.bytes,
+        r.bytes.clone(),
     )
         .into_response())
 }

@@ -252,7 +252,7 @@ impl Ctx<'_> {
     }
 
     /// Bytes with validators; 304 when the phone already has them.
-    fn respond(&self, r: Rendered) -> Response {
+    fn respond(&self, r: Arc<Rendered>) -> Response {
         let not_modified = self
             .headers
             .get_all(header::IF_NONE_MATCH)
@@ -420,7 +420,7 @@ impl Ctx<'_> {
 }
 
 /// Used by the admin preview: exactly what the phone would receive for `name`.
-pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Rendered, StatusCode> {
+pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Arc<Rendered>, StatusCode> {
     let state = app.store.read();
     match resolve(app.renderer.catalog(), &state, name, None) {
         Some(Target::Device { mac: m, spec, .. }) if &m == mac => app

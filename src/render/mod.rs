@@ -253,14 +253,24 @@ pub fn resolve<'a>(
 /// Most cached files kept; past it the cache starts over (bounded memory, no bookkeeping).
 const CACHE_MAX: usize = 32_768;
 
-type CacheKey = (Option<Mac>, String, String);
+/// (device, or None for a common file; hash of (model, file pattern)): no allocation per lookup.
+type CacheKey = (Option<Mac>, u64);
+
+/// (revision, engine generation, file): files are shared, a hit is a reference count.
+type CacheEntry = (u64, u64, Arc<Rendered>);
+
+fn file_key(model: &str, pattern: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (model, pattern).hash(&mut h);
+    h.finish()
+}
 
 pub struct Renderer {
     catalog: Arc<Catalog>,
     base_url: String,
     engine: RwLock<Arc<Engine>>,
-    /// (device or None for common, model, file name) → (revision, generation, bytes)
-    cache: Mutex<HashMap<CacheKey, (u64, u64, Rendered)>>,
+    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 impl Renderer {
@@ -312,35 +322,40 @@ impl Renderer {
         state: &State,
         device: &Device,
         spec: &FileSpec,
-    ) -> Result<Rendered, RenderError> {
+    ) -> Result<Arc<Rendered>, RenderError> {
         let model = self.catalog.get(&device.model).ok_or_else(|| {
             DomainError::validation("model", format!("unknown model {}", device.model))
         })?;
         let engine = self.engine();
-        let key = (
-            Some(device.mac.clone()),
-            model.id.clone(),
-            spec.pattern.clone(),
-        );
+        let key = (Some(device.mac.clone()), file_key(&model.id, &spec.pattern));
         if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
             return Ok(hit);
         }
         let ctx = context::device_context(state, model, device, &self.base_url)?;
         let mut r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
+        let r = Arc::new(r);
         self.store_cache(key, device.revision, engine.generation, r.clone());
         Ok(r)
     }
 
     /// Renders a model's common file (no secrets).
-    pub fn render_common(&self, model: &Model, spec: &FileSpec) -> Result<Rendered, RenderError> {
+    pub fn render_common(
+        &self,
+        model: &Model,
+        spec: &FileSpec,
+    ) -> Result<Arc<Rendered>, RenderError> {
         let engine = self.engine();
-        let key = (None, model.id.clone(), spec.pattern.clone());
+        let key = (None, file_key(&model.id, &spec.pattern));
         if let Some(hit) = self.cached(&key, 0, engine.generation) {
             return Ok(hit);
         }
         let ctx = context::common_context(model, &self.base_url);
-        let r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, 0);
+        let r = Arc::new(Rendered::new(
+            engine.render(&model.id, spec, &ctx)?,
+            spec,
+            0,
+        ));
         self.store_cache(key, 0, engine.generation, r.clone());
         Ok(r)
     }
@@ -350,14 +365,14 @@ impl Renderer {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Rendered> {
+    fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Arc<Rendered>> {
         let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.get(key)
             .filter(|(r, g, _)| *r == revision && *g == generation)
             .map(|(_, _, x)| x.clone())
     }
 
-    fn store_cache(&self, key: CacheKey, revision: u64, generation: u64, r: Rendered) {
+    fn store_cache(&self, key: CacheKey, revision: u64, generation: u64, r: Arc<Rendered>) {
         let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CACHE_MAX {
             c.clear();
