@@ -134,13 +134,7 @@ impl DeviceView {
             .map(|m| {
                 m.files
                     .iter()
-                    .map(|f| {
-                        if f.per_device {
-                            f.name_for(&d.mac, m.mac_case)
-                        } else {
-                            f.pattern.clone()
-                        }
-                    })
+                    .map(|f| f.name_for(&d.mac, m.mac_case))
                     .collect()
             })
             .unwrap_or_default();

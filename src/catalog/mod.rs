@@ -80,7 +80,8 @@ impl FileSpec {
         crate::domain::Mac::parse(hex).ok()
     }
 
-    /// The file name for a device (`{mac}` replaced in the model's case).
+    /// The file name for a device (`{mac}` replaced in the model's case); a common file's
+    /// name is its pattern.
     pub fn name_for(&self, mac: &crate::domain::Mac, case: MacCase) -> String {
         let m = match case {
             MacCase::Lower => mac.to_string(),

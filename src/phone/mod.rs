@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::catalog::FileSpec;
 use crate::domain::{Device, Group, Mac, ProvAuth};
 use crate::render::{resolve, Rendered, Target};
 use crate::store::CheckIn;
@@ -436,27 +435,6 @@ pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Arc<Rendered>, 
         }
         _ => Err(StatusCode::NOT_FOUND),
     }
-}
-
-/// The names a device requests, in order.
-pub fn device_files(app: &SharedApp, device: &Device) -> Vec<(String, FileSpec)> {
-    app.renderer
-        .catalog()
-        .get(&device.model)
-        .map(|m| {
-            m.files
-                .iter()
-                .map(|f| {
-                    let name = if f.per_device {
-                        f.name_for(&device.mac, m.mac_case)
-                    } else {
-                        f.pattern.clone()
-                    };
-                    (name, f.clone())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

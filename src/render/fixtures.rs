@@ -198,14 +198,11 @@ pub fn render_scenario(
         .filter_map(|l| l["password"].as_str().map(str::to_string))
         .collect();
     for spec in &model.files {
-        let (name, out) = if spec.per_device {
-            (
-                spec.name_for(&device.mac, model.mac_case),
-                engine.render(&model.id, spec, &ctx),
-            )
+        let name = spec.name_for(&device.mac, model.mac_case);
+        let out = if spec.per_device {
+            engine.render(&model.id, spec, &ctx)
         } else {
-            let c = context::common_context(model, BASE_URL);
-            (spec.pattern.clone(), engine.render(&model.id, spec, &c))
+            engine.render(&model.id, spec, &context::common_context(model, BASE_URL))
         };
         match out {
             Ok(text) => {

@@ -297,10 +297,6 @@ impl Renderer {
         &self.catalog
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
     pub fn engine(&self) -> Arc<Engine> {
         self.engine
             .read()

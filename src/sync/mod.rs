@@ -125,10 +125,6 @@ impl Dispatcher {
         })
     }
 
-    pub fn sip_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.client.local_addr()
-    }
-
     /// The device's sync state for the API: `in_sync` once it has fetched its revision.
     pub fn state_of(&self, d: &Device, applied: u64) -> (SyncPhase, Option<LastNotify>) {
         let st = self
