@@ -179,6 +179,27 @@ impl Config {
     pub fn templates_dir(&self) -> Option<&Path> {
         (!self.templates_dir.is_empty()).then(|| Path::new(&self.templates_dir))
     }
+
+    /// The URL phones reach the server at, as templates render it (no trailing `/`):
+    /// `[phones] base_url`, else `https://<host name>:<phone port>`. `bound_port` is the phone
+    /// listener's port once bound (a configured port 0 is known only then); without it the
+    /// port of `[listen] phones` is used. The server and `deskprov render` both derive it here.
+    pub fn phone_base_url(&self, bound_port: Option<u16>) -> String {
+        match self.phones.base_url.trim_end_matches('/') {
+            "" => {
+                let port = bound_port.unwrap_or_else(|| {
+                    self.listen
+                        .phones
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse().ok())
+                        .unwrap_or(8443)
+                });
+                let host = crate::tls::host_name().unwrap_or_else(|| "localhost".into());
+                format!("https://{host}:{port}")
+            }
+            u => u.to_string(),
+        }
+    }
 }
 
 /// `deskprov config example`: every key, its default, and what it does.

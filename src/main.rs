@@ -283,27 +283,20 @@ fn templates_check(
 }
 
 fn render(config: Config, mac: &str, file: &str) -> Result<(), String> {
-    use deskprov::render::{resolve, Renderer, Target};
+    use deskprov::render::{device_file, Preview, Renderer};
     let mac = deskprov::domain::Mac::parse(mac).map_err(|e| e.detail)?;
     let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
     let store = open_store(&config, catalog.clone()).map_err(|e| e.to_string())?;
-    let base = match config.phones.base_url.as_str() {
-        "" => format!(
-            "https://{}:8443",
-            deskprov::tls::host_name().unwrap_or_else(|| "localhost".into())
-        ),
-        u => u.to_string(),
-    };
-    let renderer = Renderer::new(catalog.clone(), base, &store.template_overrides());
+    let renderer = Renderer::new(
+        catalog,
+        config.phone_base_url(None),
+        &store.template_overrides(),
+    );
     let state = store.read();
-    let out = match resolve(&catalog, &state, file, None) {
-        Some(Target::Device { mac: m, spec, .. }) if m == mac => {
-            renderer.render_device(&state, &state.devices[&m], spec)
-        }
-        Some(Target::Common { model, spec }) => renderer.render_common(model, spec),
-        _ => return Err(format!("device {mac} does not request a file named {file}")),
-    }
-    .map_err(|e| e.to_string())?;
+    let out = device_file(&renderer, &state, &mac, file).map_err(|e| match e {
+        Preview::NotFound => format!("device {mac} does not request a file named {file}"),
+        Preview::Failed(e) => e.to_string(),
+    })?;
     use std::io::Write;
     std::io::stdout()
         .write_all(&out.bytes)

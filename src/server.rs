@@ -134,14 +134,7 @@ impl Server {
         let (admin_addr, phones_addr) = (addr(&admin), addr(&phones));
         let phones_http_addr = phones_http.as_ref().map(addr);
 
-        let base_url = match config.phones.base_url.as_str() {
-            "" => format!(
-                "https://{}:{}",
-                tls::host_name().unwrap_or_else(|| "localhost".into()),
-                phones_addr.port()
-            ),
-            u => u.trim_end_matches('/').to_string(),
-        };
+        let base_url = config.phone_base_url(Some(phones_addr.port()));
         let renderer = Renderer::new(catalog, base_url, &store.template_overrides());
         let phone_auth = crate::phone::PhoneAuth::new(&config.phones);
         let sync = crate::sync::Dispatcher::new(&config.sync, &store)
@@ -195,8 +188,11 @@ impl Server {
         }
         let _ = dispatcher.await;
         // Every write was flushed before it was acknowledged; this makes the last one certain.
-        if let Err(e) = self.app.store.flush() {
-            tracing::error!(error = %e, "final flush failed");
+        let app = self.app.clone();
+        match tokio::task::spawn_blocking(move || app.store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+            Err(e) => tracing::error!(error = %e, "final flush failed"),
         }
         tracing::info!("stopped");
     }

@@ -68,20 +68,22 @@ async fn preview(
     Path((mac, file)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let d = current(&app, &caller, &mac)?;
-    let r = crate::phone::preview(&app, &d.mac, &file).map_err(|code| {
-        if code == axum::http::StatusCode::NOT_FOUND {
-            ApiError::not_found(format!(
+    let state = app.store.read();
+    let r =
+        crate::render::device_file(&app.renderer, &state, &d.mac, &file).map_err(|e| match e {
+            crate::render::Preview::NotFound => ApiError::not_found(format!(
                 "device {} does not request a file named {file}",
                 d.mac
-            ))
-        } else {
-            ApiError::new(
-                code,
-                "render_failed",
-                "the file could not be rendered; see the server log",
-            )
-        }
-    })?;
+            )),
+            crate::render::Preview::Failed(e) => {
+                tracing::warn!(mac = %d.mac, file = %file, error = %e, "preview failed to render");
+                ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "render_failed",
+                    "the file could not be rendered; see the server log",
+                )
+            }
+        })?;
     Ok((
         [
             (axum::http::header::CONTENT_TYPE, r.content_type.clone()),

@@ -4,8 +4,15 @@
 //! mutate it only through a [`Tx`], which remembers the first value of every record it touches:
 //! on error the store calls [`Tx::rollback`], on success it persists [`Tx::writes`] — exactly the
 //! records that changed — together with the change-log entry.
+//!
+//! Every map is a persistent B-tree ([`imbl`]) of shared records: cloning a [`State`] costs a
+//! few reference counts, and a write after a clone copies only the nodes on its path. That is
+//! what lets the store publish an immutable snapshot after every commit, so readers (phones,
+//! previews, the dispatcher) never wait for a writer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
+use std::ops::{Index, RangeBounds};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,17 +76,92 @@ impl Record {
     }
 }
 
+/// A read-only view of one entity map: lookups and ordered iteration, no mutation. Only
+/// [`State::put`] and [`State::remove`] change a table, so the indexes cannot fall out of step.
+#[derive(Clone, Debug)]
+pub struct Table<K: Ord + Clone, V>(imbl::OrdMap<K, Arc<V>>);
+
+impl<K: Ord + Clone, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table(imbl::OrdMap::new())
+    }
+}
+
+impl<K: Ord + Clone, V> Table<K, V> {
+    pub fn get<Q: Ord + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0.get(k).map(|v| &**v)
+    }
+    pub fn contains_key<Q: Ord + ?Sized>(&self, k: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.0.contains_key(k)
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Entries in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + '_ {
+        self.0.iter().map(|(k, v)| (k, &**v))
+    }
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + '_ {
+        self.0.keys()
+    }
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + '_ {
+        self.0.values().map(|v| &**v)
+    }
+    /// Entries whose key is in `range`, in key order.
+    pub fn range<R: RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = (&K, &V)> + '_ {
+        self.0.range(range).map(|(k, v)| (k, &**v))
+    }
+    fn insert(&mut self, k: K, v: V) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.0.insert(k, Arc::new(v)).map(Arc::unwrap_or_clone)
+    }
+    fn remove(&mut self, k: &K) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.0.remove(k).map(Arc::unwrap_or_clone)
+    }
+}
+
+impl<K: Ord + Clone, V> Index<&K> for Table<K, V> {
+    type Output = V;
+    /// Panics when the key is absent, like `BTreeMap`'s index: only for keys just looked up.
+    fn index(&self, k: &K) -> &V {
+        self.get(k).expect("key present in table")
+    }
+}
+
+impl<K: Ord + Clone, V> FromIterator<(K, V)> for Table<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Table(iter.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    }
+}
+
 /// Every entity, in memory. Reads go straight to these maps; writes go through [`State::put`]
 /// and [`State::remove`] only, which keep the indexes below in step.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    pub groups: BTreeMap<GroupId, Group>,
-    pub users: BTreeMap<(GroupId, Extension), User>,
-    pub devices: BTreeMap<Mac, Device>,
-    pub scas: BTreeMap<LinePort, ScaEndpoint>,
-    pub shared_lines: BTreeMap<(GroupId, SharedNumber), SharedLine>,
-    pub tokens: BTreeMap<String, Token>,
-    pub templates: BTreeMap<(String, String), TemplateOverride>,
+    pub groups: Table<GroupId, Group>,
+    pub users: Table<(GroupId, Extension), User>,
+    pub devices: Table<Mac, Device>,
+    pub scas: Table<LinePort, ScaEndpoint>,
+    pub shared_lines: Table<(GroupId, SharedNumber), SharedLine>,
+    pub tokens: Table<String, Token>,
+    pub templates: Table<(String, String), TemplateOverride>,
     idx: Indexes,
 }
 
@@ -88,11 +170,11 @@ type UserKey = (GroupId, Extension);
 /// Secondary indexes, so that no rule or render scans every user, device or endpoint.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Indexes {
-    scas_by_device: BTreeMap<Mac, BTreeSet<LinePort>>,
-    scas_by_user: BTreeMap<UserKey, BTreeSet<LinePort>>,
-    devices_by_group: BTreeMap<GroupId, BTreeSet<Mac>>,
-    user_by_username: HashMap<String, UserKey>,
-    user_by_phone: HashMap<PhoneNumber, UserKey>,
+    scas_by_device: imbl::OrdMap<Mac, imbl::OrdSet<LinePort>>,
+    scas_by_user: imbl::OrdMap<UserKey, imbl::OrdSet<LinePort>>,
+    devices_by_group: imbl::OrdMap<GroupId, imbl::OrdSet<Mac>>,
+    user_by_username: imbl::HashMap<String, UserKey>,
+    user_by_phone: imbl::HashMap<PhoneNumber, UserKey>,
 }
 
 impl Indexes {
@@ -126,7 +208,11 @@ impl Indexes {
     }
 
     fn drop(&mut self, r: &Record) {
-        fn take<K: Ord, V: Ord>(m: &mut BTreeMap<K, BTreeSet<V>>, k: &K, v: &V) {
+        fn take<K: Ord + Clone, V: Ord + Clone>(
+            m: &mut imbl::OrdMap<K, imbl::OrdSet<V>>,
+            k: &K,
+            v: &V,
+        ) {
             if let Some(set) = m.get_mut(k) {
                 set.remove(v);
                 if set.is_empty() {

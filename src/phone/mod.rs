@@ -22,8 +22,8 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::domain::{Device, Group, Mac, ProvAuth};
-use crate::render::{resolve, Rendered, Target};
-use crate::store::CheckIn;
+use crate::render::{serve_file, Outcome, Rendered};
+use crate::store::{Applied, CheckIn};
 use crate::SharedApp;
 
 /// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
@@ -129,7 +129,7 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
         ua: &ua,
     };
     match parts.method {
-        Method::GET | Method::HEAD => ctx.fetch(&name),
+        Method::GET | Method::HEAD => ctx.fetch(&name).await,
         Method::PUT => {
             let limit = app.config.phones.upload_max_bytes as usize;
             // Authenticate before reading the body.
@@ -173,52 +173,54 @@ enum Denied {
 }
 
 impl Ctx<'_> {
-    fn fetch(&self, name: &str) -> Response {
+    async fn fetch(&self, name: &str) -> Response {
         let catalog = self.app.renderer.catalog();
         let ua = useragent::parse(catalog, self.ua);
         let state = self.app.store.read();
-        match resolve(catalog, &state, name, ua.model.as_deref()) {
-            None => status(StatusCode::NOT_FOUND),
-            Some(Target::Common { model, spec }) => {
-                match self.app.renderer.render_common(model, spec) {
-                    Ok(r) => self.respond(r),
-                    Err(e) => self.render_failed(name, &e),
-                }
-            }
-            Some(Target::Unknown(mac)) => {
-                drop(state);
+        let authorize = |d: &Device, g: &Group| self.authorize(d, g);
+        match serve_file(
+            &self.app.renderer,
+            &state,
+            name,
+            ua.model.as_deref(),
+            authorize,
+        ) {
+            Outcome::NotFound => status(StatusCode::NOT_FOUND),
+            Outcome::Unknown(mac) => {
                 self.app
                     .store
                     .record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
                 let denied = self.authorize_unknown();
                 self.deny(denied, name)
             }
-            Some(Target::Device { mac, model, spec }) => {
-                // Borrowed from the read guard: authorizing and rendering take microseconds.
-                let device = &state.devices[&mac];
-                let Some(group) = state.groups.get(&device.group) else {
-                    return status(StatusCode::NOT_FOUND);
-                };
-                if let Err(d) = self.authorize(device, group) {
-                    drop(state);
-                    return self.deny(d, name);
-                }
-                let rendered = self.app.renderer.render_device(&state, device, spec);
-                drop(state);
+            Outcome::Denied(_, d) => self.deny(d, name),
+            Outcome::Failed(e) => self.render_failed(name, &e),
+            Outcome::File {
+                file, device: None, ..
+            } => self.respond(file),
+            Outcome::File {
+                file,
+                model,
+                device: Some(device),
+                main,
+            } => {
                 if ua.model.as_deref().is_some_and(|m| m != model.id) {
-                    tracing::warn!(mac = %mac, provisioned = %model.id, user_agent = %self.ua, "the phone's User-Agent names another model");
+                    tracing::warn!(mac = %device.mac, provisioned = %model.id, user_agent = %self.ua, "the phone's User-Agent names another model");
                 }
-                match rendered {
-                    Ok(r) => {
-                        let main = model
-                            .main_file()
-                            .map(|f| f.pattern == spec.pattern)
-                            .unwrap_or(false);
-                        self.check_in(&mac, &ua, main.then_some(&r));
-                        self.respond(r)
-                    }
-                    Err(e) => self.render_failed(name, &e),
+                let applied = main.then(|| Applied {
+                    revision: file.revision,
+                    etag: file.etag.clone(),
+                    identity: file.identity.clone(),
+                });
+                let durable = self.check_in(&device.mac, &ua, applied);
+                drop(state);
+                // A newly applied revision is answered once it is recorded durably: the
+                // dispatcher counts the device in sync from then on.
+                if let Err(e) = durable.await {
+                    tracing::error!(error = %e, "recording a check-in failed");
+                    return status(StatusCode::SERVICE_UNAVAILABLE);
                 }
+                self.respond(file)
             }
         }
     }
@@ -232,8 +234,9 @@ impl Ctx<'_> {
         &self,
         mac: &Mac,
         ua: &useragent::UserAgent,
-        applied: Option<&crate::render::Rendered>,
-    ) {
+        applied: Option<Applied>,
+    ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
+    {
         let at = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -243,11 +246,9 @@ impl Ctx<'_> {
             user_agent: self.ua.to_string(),
             firmware: ua.firmware.clone(),
             model_seen: ua.model.clone(),
-            applied_revision: 0,
-            applied_etag: None,
-            applied_identity: None,
+            ..CheckIn::default()
         };
-        self.app.store.record_checkin(mac, c, applied);
+        self.app.store.record_checkin(mac, c, applied)
     }
 
     /// Bytes with validators; 304 when the phone already has them.
@@ -400,40 +401,13 @@ impl Ctx<'_> {
     }
 
     async fn store_upload(&self, mac: &Mac, name: &str, bytes: Bytes) -> Response {
-        let app = self.app.clone();
-        let (mac, name) = (mac.clone(), name.to_string());
-        let r =
-            tokio::task::spawn_blocking(move || app.store.put_upload(&mac, &name, &bytes)).await;
-        match r {
-            Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "storing an upload failed");
-                status(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+        match self.app.store.put_upload(mac, name, bytes).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => {
                 tracing::error!(error = %e, "storing an upload failed");
                 status(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
-    }
-}
-
-/// Used by the admin preview: exactly what the phone would receive for `name`.
-pub fn preview(app: &SharedApp, mac: &Mac, name: &str) -> Result<Arc<Rendered>, StatusCode> {
-    let state = app.store.read();
-    match resolve(app.renderer.catalog(), &state, name, None) {
-        Some(Target::Device { mac: m, spec, .. }) if &m == mac => app
-            .renderer
-            .render_device(&state, &state.devices[&m], spec)
-            .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY),
-        Some(Target::Common { model, spec })
-            if state.devices.get(mac).is_some_and(|d| d.model == model.id) =>
-        {
-            app.renderer
-                .render_common(model, spec)
-                .map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)
-        }
-        _ => Err(StatusCode::NOT_FOUND),
     }
 }
 

@@ -9,6 +9,9 @@
 pub mod context;
 pub mod fixtures;
 pub mod flatten;
+pub mod serve;
+
+pub use serve::{device_file, serve_file, Outcome, Preview};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

@@ -178,10 +178,9 @@ impl Dispatcher {
     }
 }
 
+/// Saves one device's state in the background (the store's observation writer).
 fn save(app: &SharedApp, mac: &Mac, st: Option<SyncState>) {
-    if let Err(e) = app.store.sync_save(None, &[(mac.clone(), st)]) {
-        tracing::warn!(error = %e, "saving sync state failed");
-    }
+    app.store.sync_save(None, vec![(mac.clone(), st)]);
 }
 
 /// Takes in change-log entries after the cursor: every touched device becomes pending, due
@@ -190,7 +189,9 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
     let d = &app.sync;
     let debounce = app.config.sync.debounce_ms;
     loop {
-        let changes = match app.store.changes(*cursor, 1000, None) {
+        // The state first: the changes read are those it already includes.
+        let state = app.store.read();
+        let changes = match app.store.changes_upto(*cursor, 1000, None, state.seq()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "reading the change log failed");
@@ -202,7 +203,6 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
         };
         let mut touched = Vec::new();
         {
-            let state = app.store.read();
             let mut states = d.states.lock().unwrap_or_else(|p| p.into_inner());
             for c in &changes {
                 let kind = change_kind(&c.action);
@@ -243,10 +243,7 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
             }
         }
         // States and cursor in one batch: a crash loses both or neither.
-        if let Err(e) = app.store.sync_save(Some(last), &touched) {
-            tracing::error!(error = %e, "saving sync work failed");
-            return;
-        }
+        app.store.sync_save(Some(last), touched);
         *cursor = last;
     }
 }

@@ -1,0 +1,85 @@
+//! The boundary a storage engine implements: domain-level operations, no engine types.
+//!
+//! The [`Store`](super::Store) keeps the domain state in memory and serialises writes; a
+//! [`Backend`] only makes them durable and hands them back at start. The embedded engine
+//! ([`super::embedded`]) is one implementation; a server database is another, added beside it
+//! without touching domain, phone, admin or sync code.
+
+use axum::body::Bytes;
+
+use super::{Change, CheckIn, StoreError, SyncState, UploadMeta};
+use crate::domain::state::{Record, RecordKey};
+use crate::domain::{GroupId, Mac};
+
+/// What a backend hands the store when it opens.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every stored record (groups, users, devices, ...).
+    pub records: Vec<Record>,
+    /// The last committed change-log seq (0 for a new store).
+    pub seq: u64,
+    /// The oldest seq still kept (`seq + 1` when the log is empty).
+    pub first_seq: u64,
+    /// The last check-in of every device that was seen applying a revision.
+    pub checkins: Vec<(Mac, CheckIn)>,
+}
+
+/// Phone observations and sync work, written together by the store's observation writer.
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// Check-ins whose applied revision changed.
+    pub checkins: Vec<(Mac, CheckIn)>,
+    /// Uploaded files: (device, metadata, bytes).
+    pub uploads: Vec<(Mac, UploadMeta, Bytes)>,
+    /// Dispatcher states to save (`None`: forget the device).
+    pub sync_states: Vec<(Mac, Option<SyncState>)>,
+    /// The dispatcher's new cursor, when it moved.
+    pub sync_cursor: Option<u64>,
+}
+
+impl Observations {
+    pub fn is_empty(&self) -> bool {
+        self.checkins.is_empty()
+            && self.uploads.is_empty()
+            && self.sync_states.is_empty()
+            && self.sync_cursor.is_none()
+    }
+}
+
+/// A storage engine. Calls block; the store makes them from its writer (under its write lock),
+/// from its observation writer thread, or from the blocking pool — never from a phone's path.
+pub trait Backend: Send + Sync + 'static {
+    /// Loads everything the store serves from.
+    fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// Commits a mutation: the records it wrote (`None`: deleted), its change entry and the new
+    /// seq, atomically; durable before it returns.
+    fn commit(
+        &self,
+        writes: &[(RecordKey, Option<Record>)],
+        change: &Change,
+    ) -> Result<(), StoreError>;
+
+    /// Change-log entries with `seq > since`, oldest first, at most `limit`; `group` filters.
+    fn changes(
+        &self,
+        since: u64,
+        limit: usize,
+        group: Option<&GroupId>,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// Forgets the change-log entries with `from <= seq < to`.
+    fn compact(&self, from: u64, to: u64) -> Result<(), StoreError>;
+
+    /// Writes one batch of observations atomically; flushed to disk when `durable`.
+    fn observe(&self, batch: &Observations, durable: bool) -> Result<(), StoreError>;
+
+    /// The dispatcher's cursor and every device's sync state.
+    fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError>;
+
+    /// Uploads of a device, by name.
+    fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,265 @@
+//! The embedded engine: sled trees in `<data_dir>/store`, for one machine.
+//!
+//! Trees: `data` (records by [`RecordKey::encode`], JSON), `changes` (big-endian `seq` → JSON
+//! entry), `meta` (`format`, `seq`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
+//! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes). A commit writes `data`,
+//! `changes` and `meta` in one sled transaction and flushes before it returns.
+
+use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::backend::{Backend, Loaded, Observations};
+use super::{Change, CheckIn, StoreError, SyncState, UploadMeta, FORMAT_VERSION};
+use crate::domain::state::{Record, RecordKey};
+use crate::domain::{GroupId, Mac};
+
+/// The sled engine's trees.
+pub struct Embedded {
+    db: sled::Db,
+    data: sled::Tree,
+    changes: sled::Tree,
+    meta: sled::Tree,
+    checkins: sled::Tree,
+    uploads: sled::Tree,
+    sync: sled::Tree,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("observation records serialise")
+}
+
+fn be_u64(v: &[u8], what: &str) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| corrupt(what))?))
+}
+
+impl Embedded {
+    /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let e = Embedded {
+            data: db.open_tree("data")?,
+            changes: db.open_tree("changes")?,
+            meta: db.open_tree("meta")?,
+            checkins: db.open_tree("checkins")?,
+            uploads: db.open_tree("uploads")?,
+            sync: db.open_tree("sync")?,
+            db,
+        };
+        match e.meta.get("format")? {
+            None => {
+                e.meta.insert("format", &FORMAT_VERSION.to_be_bytes())?;
+                e.db.flush()?;
+            }
+            Some(v) => {
+                let v = be_u64(&v, "format")?;
+                if v > FORMAT_VERSION {
+                    return Err(StoreError::TooNew(v));
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+impl Backend for Embedded {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let seq = match self.meta.get("seq")? {
+            Some(v) => be_u64(&v, "seq")?,
+            None => 0,
+        };
+        if let Some((k, _)) = self.changes.last()? {
+            let last = be_u64(&k, "change key")?;
+            if last != seq {
+                return Err(corrupt(format!(
+                    "change log ends at {last} but seq is {seq}"
+                )));
+            }
+        }
+        let first_seq = match self.changes.first()? {
+            Some((k, _)) => be_u64(&k, "change key")?,
+            None => seq + 1,
+        };
+        let records = self
+            .data
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice::<Record>(&v)
+                    .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut checkins = Vec::new();
+        for item in self.checkins.iter() {
+            let (k, v) = item?;
+            // A check-in is an observation: one that no longer parses is skipped, not fatal.
+            if let (Ok(mac), Ok(c)) = (
+                Mac::parse(&String::from_utf8_lossy(&k)),
+                serde_json::from_slice::<CheckIn>(&v),
+            ) {
+                checkins.push((mac, c));
+            }
+        }
+        Ok(Loaded {
+            records,
+            seq,
+            first_seq,
+            checkins,
+        })
+    }
+
+    fn commit(
+        &self,
+        writes: &[(RecordKey, Option<Record>)],
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        // Encode outside the transaction closure: sled may run it more than once.
+        let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
+            .iter()
+            .map(|(k, r)| {
+                let v = r
+                    .as_ref()
+                    .map(|r| serde_json::to_vec(r).expect("records serialise"));
+                (k.encode(), v)
+            })
+            .collect();
+        let entry = serde_json::to_vec(change).expect("changes serialise");
+        let seq = change.seq.to_be_bytes();
+        (&self.data, &self.changes, &self.meta)
+            .transaction(|(d, c, m)| {
+                for (k, v) in &encoded {
+                    match v {
+                        Some(v) => d.insert(k.as_slice(), v.as_slice())?,
+                        None => d.remove(k.as_slice())?,
+                    };
+                }
+                c.insert(&seq, entry.as_slice())?;
+                m.insert("seq", &seq)?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => corrupt("transaction aborted"),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn changes(
+        &self,
+        since: u64,
+        limit: usize,
+        group: Option<&GroupId>,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.changes.range((since + 1).to_be_bytes()..) {
+            let (_, v) = item?;
+            let c: Change =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("change: {e}")))?;
+            if group.is_none() || c.group.as_ref() == group {
+                out.push(c);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn compact(&self, from: u64, to: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for s in from..to {
+            batch.remove(&s.to_be_bytes());
+        }
+        self.changes.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn observe(&self, o: &Observations, durable: bool) -> Result<(), StoreError> {
+        let mut checkins = sled::Batch::default();
+        for (mac, c) in &o.checkins {
+            checkins.insert(mac.as_str(), json(c));
+        }
+        let mut uploads = sled::Batch::default();
+        for (mac, meta, body) in &o.uploads {
+            let mut v = json(meta);
+            v.push(0);
+            v.extend_from_slice(body);
+            uploads.insert(format!("{mac}/{}", meta.name).as_bytes(), v);
+        }
+        let mut sync = sled::Batch::default();
+        for (mac, st) in &o.sync_states {
+            match st {
+                Some(st) => sync.insert(mac.as_str(), json(st)),
+                None => sync.remove(mac.as_str()),
+            }
+        }
+        let cursor = o.sync_cursor.map(u64::to_be_bytes);
+        (&self.checkins, &self.uploads, &self.sync, &self.meta)
+            .transaction(|(c, u, s, m)| {
+                c.apply_batch(&checkins)?;
+                u.apply_batch(&uploads)?;
+                s.apply_batch(&sync)?;
+                if let Some(cursor) = &cursor {
+                    m.insert("sync_cursor", cursor)?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => corrupt("transaction aborted"),
+            })?;
+        if durable {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError> {
+        let cursor = match self.meta.get("sync_cursor")? {
+            Some(v) => be_u64(&v, "sync_cursor")?,
+            None => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.sync.iter() {
+            let (k, v) = item?;
+            let mac = Mac::parse(&String::from_utf8_lossy(&k)).map_err(|_| corrupt("sync key"))?;
+            out.push((
+                mac,
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("sync: {e}")))?,
+            ));
+        }
+        Ok((cursor, out))
+    }
+
+    fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.uploads.scan_prefix(format!("{mac}/")) {
+            let (_, v) = item?;
+            let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+            out.push(
+                serde_json::from_slice(&v[..end]).map_err(|e| corrupt(format!("upload: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! The domain operations of the store: each runs one rule of [`crate::domain::rules`] through
+//! [`Store::commit`], so every mutation is validated, logged and durable in the same way.
+
+use super::{now, Change, Store, StoreError};
+use crate::domain::rules::{self, *};
+use crate::domain::*;
+
+impl Store {
+    pub fn create_group(&self, actor: &str, g: Group) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::create_group(tx, g)?, ())))?
+            .1)
+    }
+    pub fn update_group(&self, actor: &str, id: &GroupId, g: Group) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::update_group(tx, id, g)?, ())))?
+            .1)
+    }
+    pub fn delete_group(
+        &self,
+        actor: &str,
+        id: &GroupId,
+        cascade: bool,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_group(tx, id, cascade)?, ()))
+            })?
+            .1)
+    }
+
+    pub fn create_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: UserInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_user(tx, env, g, input))?
+            .0)
+    }
+    pub fn update_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: UserInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::update_user(tx, env, g, e, input))?
+            .0)
+    }
+    pub fn delete_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_user(tx, g, e)?, ())))?
+            .1)
+    }
+    pub fn duplicate_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: DuplicateInput,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::duplicate_user(tx, env, g, e, input))?
+            .0)
+    }
+    /// Returns the new password (the only time it is shown).
+    pub fn rotate_sip_password(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::rotate_sip_password(tx, env, g, e))?
+            .0)
+    }
+
+    pub fn create_device(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: DeviceInput,
+    ) -> Result<Device, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_device(tx, env, g, input))?
+            .0)
+    }
+    pub fn update_device(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        input: DeviceInput,
+    ) -> Result<Device, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::update_device(tx, env, mac, input))?
+            .0)
+    }
+    pub fn delete_device(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_device(tx, mac)?, ())))?
+            .1)
+    }
+    /// Returns the new provisioning password (the only time it is shown).
+    pub fn rotate_device_credentials(&self, actor: &str, mac: &Mac) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::rotate_device_credentials(tx, env, mac)
+            })?
+            .0)
+    }
+    pub fn hot_desk_login(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        e: &Extension,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                Ok((rules::hot_desk_login(tx, env, mac, e)?, ()))
+            })?
+            .1)
+    }
+    pub fn hot_desk_logout(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::hot_desk_logout(tx, mac)?, ())))?
+            .1)
+    }
+
+    pub fn create_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        input: ScaInput,
+    ) -> Result<ScaEndpoint, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::create_sca(tx, env, g, e, input))?
+            .0)
+    }
+    pub fn update_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        port: &str,
+        input: ScaInput,
+    ) -> Result<ScaEndpoint, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_sca(tx, env, g, e, port, input)
+            })?
+            .0)
+    }
+    pub fn delete_sca(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+        port: &str,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_sca(tx, g, e, port)?, ())))?
+            .1)
+    }
+
+    pub fn create_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: SharedLineInput,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::create_shared_line(tx, env, g, input)
+            })?
+            .0)
+    }
+    pub fn update_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+        input: SharedLineInput,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_shared_line(tx, env, g, n, input)
+            })?
+            .0)
+    }
+    pub fn set_shared_line_members(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+        members: Vec<Member>,
+    ) -> Result<SharedLine, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::set_members(tx, env, g, n, members))?
+            .0)
+    }
+    pub fn delete_shared_line(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &SharedNumber,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_shared_line(tx, g, n)?, ()))
+            })?
+            .1)
+    }
+
+    /// Stores a (validated) template body as the live version; returns the version number.
+    pub fn put_template(
+        &self,
+        actor: &str,
+        model: &str,
+        template: &str,
+        body: String,
+    ) -> Result<u32, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                rules::put_template(tx, model, template, body, now(), actor)
+            })?
+            .0)
+    }
+    /// Makes `version` live (`None`: the built-in template).
+    pub fn activate_template(
+        &self,
+        actor: &str,
+        model: &str,
+        template: &str,
+        version: Option<u32>,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::activate_template(tx, model, template, version)?, ()))
+            })?
+            .1)
+    }
+    /// Every stored template override.
+    pub fn template_overrides(&self) -> Vec<crate::domain::TemplateOverride> {
+        self.read().templates.values().cloned().collect()
+    }
+
+    /// Creates a token; returns it and the secret to hand out once (`dp_<id>_<secret>`).
+    pub fn create_token(
+        &self,
+        actor: &str,
+        name: &str,
+        group: Option<GroupId>,
+    ) -> Result<(Token, String), StoreError> {
+        let id = crate::secrets::hex_token::<4>();
+        let secret = crate::secrets::hex_token::<24>();
+        let t = Token {
+            id: id.clone(),
+            name: name.to_string(),
+            group,
+            secret_sha256: Secret(crate::secrets::sha256_hex(secret.as_bytes()).into()),
+            created_at: now(),
+        };
+        let stored = t.clone();
+        self.commit(actor, |tx, _| Ok((rules::create_token(tx, stored)?, ())))?;
+        Ok((t, format!("dp_{id}_{secret}")))
+    }
+    pub fn delete_token(&self, actor: &str, id: &str) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| Ok((rules::delete_token(tx, id)?, ())))?
+            .1)
+    }
+
+    /// The token a bearer secret belongs to, if any (constant-time comparison of the hash).
+    pub fn authenticate(&self, bearer: &str) -> Option<Token> {
+        let rest = bearer.strip_prefix("dp_")?;
+        let (id, secret) = rest.split_once('_')?;
+        let state = self.read();
+        let t = state.tokens.get(id)?;
+        let presented = crate::secrets::sha256_hex(secret.as_bytes());
+        crate::secrets::ct_eq(presented.as_bytes(), t.secret_sha256.expose().as_bytes())
+            .then(|| t.clone())
+    }
+}
