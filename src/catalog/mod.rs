@@ -548,6 +548,152 @@ mod tests {
         assert!(c.get("polycom-vvx-450").is_some(), "built-ins stay");
     }
 
+    /// A Yealink-like model.toml of `family` whose one file uses `template`.
+    fn model_toml(family: &str, template: &str) -> String {
+        format!(
+            "vendor = \"Yealink\"\nfamily = \"{family}\"\nname = \"Test\"\nline_keys = 29\naccounts = 16\nmac_case = \"lower\"\n[vars]\nhardware_id = \"123\"\n[notify]\nresync = \"check-sync\"\nreboot = \"check-sync;reboot=true\"\n[[files]]\npattern = \"{{mac}}.boot\"\ntemplate = \"{template}\"\ncontent_type = \"text/plain\"\nper_device = true\n"
+        )
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn models_of_one_family_render_from_the_same_template_bodies() {
+        let c = Catalog::builtin().unwrap();
+        for (a, b) in [
+            ("yealink-t46u", "yealink-t54w"),
+            ("polycom-vvx-411", "polycom-vvx-450"),
+        ] {
+            let (a, b) = (c.get(a).unwrap(), c.get(b).unwrap());
+            assert_eq!(a.family, b.family);
+            assert!(!a.templates.is_empty());
+            assert_eq!(a.templates, b.templates, "{} and {}", a.id, b.id);
+        }
+        // What differs is model data.
+        let hw = |id: &str| c.get(id).unwrap().vars["hardware_id"].clone();
+        assert_eq!(
+            (hw("yealink-t46u"), hw("yealink-t54w")),
+            ("108".into(), "096".into())
+        );
+    }
+
+    #[test]
+    fn a_model_folders_own_template_overrides_the_familys() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("yealink-t57w");
+        write(
+            &m.join("model.toml"),
+            &model_toml("yealink-t4x-t5x", "boot.tera"),
+        );
+        write(&m.join("boot.tera"), "own boot\n");
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let t57 = c.get("yealink-t57w").unwrap();
+        assert_eq!(t57.templates["boot.tera"], "own boot\n");
+        let t54 = c.get("yealink-t54w").unwrap();
+        assert_ne!(t54.templates["boot.tera"], "own boot\n", "only that model");
+        assert_eq!(t57.templates["mac.cfg.tera"], t54.templates["mac.cfg.tera"]);
+        assert_eq!(t57.vars["hardware_id"], "123");
+    }
+
+    #[test]
+    fn templates_dir_families_add_families_and_override_family_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fam = dir.path().join(FAMILIES_DIR);
+        write(&fam.join("acme/mac.cfg.tera"), "acme\n");
+        write(&fam.join("polycom-vvx/phone.cfg.tera"), "local phone\n");
+        write(
+            &dir.path().join("acme-one/model.toml"),
+            &model_toml("acme", "mac.cfg.tera"),
+        );
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        assert_eq!(
+            c.get("acme-one").unwrap().templates["mac.cfg.tera"],
+            "acme\n"
+        );
+        let builtin = Catalog::builtin().unwrap();
+        for id in ["polycom-vvx-411", "polycom-vvx-450"] {
+            let m = c.get(id).unwrap();
+            assert_eq!(m.templates["phone.cfg.tera"], "local phone\n", "{id}");
+            assert_eq!(
+                m.templates["master.cfg.tera"],
+                builtin.get(id).unwrap().templates["master.cfg.tera"],
+                "the family's other files stay built in"
+            );
+        }
+    }
+
+    #[test]
+    fn the_families_folder_is_not_a_model() {
+        let c = Catalog::builtin().unwrap();
+        assert!(c.get(FAMILIES_DIR).is_none());
+        assert!(c.models().all(|m| !m.id.starts_with('_')));
+        assert_eq!(
+            c.models().count(),
+            BUILTIN
+                .dirs()
+                .filter(|d| d.get_file(d.path().join("model.toml")).is_some())
+                .count()
+        );
+        // Not on disk either, even with a model.toml in it.
+        let dir = tempfile::tempdir().unwrap();
+        let fam = dir.path().join(FAMILIES_DIR);
+        write(&fam.join("model.toml"), &model_toml("acme", "mac.cfg.tera"));
+        write(&fam.join("acme/mac.cfg.tera"), "acme\n");
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        assert!(c.get(FAMILIES_DIR).is_none());
+        assert_eq!(
+            c.models().count(),
+            Catalog::builtin().unwrap().models().count()
+        );
+    }
+
+    #[test]
+    fn an_unknown_family_is_an_error_naming_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("acme-one/model.toml"),
+            &model_toml("acme", "mac.cfg.tera"),
+        );
+        let e = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(e.starts_with("model acme-one:"), "{e}");
+        assert!(e.contains("family 'acme'"), "{e}");
+    }
+
+    #[test]
+    fn a_template_neither_the_model_nor_its_family_has_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("yealink-t57w/model.toml"),
+            &model_toml("yealink-t4x-t5x", "nope.tera"),
+        );
+        let e = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(e.starts_with("model yealink-t57w:"), "{e}");
+        assert!(
+            e.contains("nope.tera") && e.contains("yealink-t4x-t5x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_builtin_model_folder_holds_a_copy_of_its_familys_template() {
+        let sources = Sources::builtin();
+        let c = Catalog::builtin().unwrap();
+        for (id, (_, own)) in &sources.models {
+            let family = &sources.families[&c.get(id).unwrap().family];
+            for (name, body) in own {
+                assert_ne!(
+                    family.get(name),
+                    Some(body),
+                    "device-templates/{id}/{name} is a copy of {FAMILIES_DIR}/{}/{name}: delete it",
+                    c.get(id).unwrap().family
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_broken_model_file_is_an_error_naming_the_model() {
         let families = BTreeMap::new();
