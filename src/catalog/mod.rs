@@ -3,6 +3,13 @@
 //! The built-in folder is embedded in the binary (so `deskprov serve` works from any directory);
 //! `templates_dir` may add models or override built-in ones folder by folder. A model id is its
 //! folder name.
+//!
+//! Templates live once per family, in `_families/<family>/*.tera` (the model's `family` names the
+//! folder); a model folder normally holds only its `model.toml`, and what differs between models
+//! of a family is model data (`[vars]`, exposed to templates as `model.vars.*`). A `.tera` file in
+//! a model folder overrides the family's file of the same name. `templates_dir` may hold
+//! `_families/` too: its files override the built-in family files of the same name, for every
+//! model of that family.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +21,12 @@ use utoipa::ToSchema;
 use crate::domain::{Env, ModelCaps};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
+
+/// The folder (beside the model folders) that holds one template folder per family.
+pub const FAMILIES_DIR: &str = "_families";
+
+/// Template sources by file name.
+type Templates = BTreeMap<String, String>;
 
 /// Case of the MAC in file names a model requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -51,7 +64,7 @@ fn default_reboot_on() -> Vec<String> {
 pub struct FileSpec {
     /// The requested name; `{mac}` stands for the MAC in the model's case.
     pub pattern: String,
-    /// Template file in the model's folder.
+    /// Template file: the model folder's own, else its family's (`_families/<family>/`).
     pub template: String,
     pub content_type: String,
     /// Rendered per device (may hold secrets, needs device auth) or common to the model.
@@ -126,6 +139,8 @@ struct ModelFile {
     files: Vec<FileSpec>,
     #[serde(default)]
     checks: Checks,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
 }
 
 /// One phone model.
@@ -133,6 +148,7 @@ struct ModelFile {
 pub struct Model {
     pub id: String,
     pub vendor: String,
+    /// Also the template folder `_families/<family>/`.
     pub family: String,
     pub name: String,
     pub line_keys: u16,
@@ -146,9 +162,14 @@ pub struct Model {
     pub files: Vec<FileSpec>,
     #[serde(skip)]
     pub checks: Checks,
-    /// Built-in template sources by template file name.
+    /// Built-in template sources by template file name: the family's, overridden by the model
+    /// folder's own.
     #[serde(skip)]
     pub templates: BTreeMap<String, String>,
+    /// `[vars]` of model.toml: what the family templates need to know of this model beyond the
+    /// fields above (templates read `model.vars.<name>`).
+    #[serde(skip)]
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Model {
@@ -196,10 +217,13 @@ fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Parses a model folder's `model.toml`; its templates are its family's (from `families`) with
+/// the folder's `own` on top.
 fn parse_model(
     id: &str,
     text: &str,
-    templates: BTreeMap<String, String>,
+    own: Templates,
+    families: &BTreeMap<String, Templates>,
 ) -> Result<Model, CatalogError> {
     let invalid = |msg: String| CatalogError::Invalid {
         id: id.to_string(),
@@ -218,6 +242,14 @@ fn parse_model(
     if accounts == 0 {
         return Err(invalid("accounts must be at least 1".into()));
     }
+    let Some(family) = families.get(&f.family) else {
+        return Err(invalid(format!(
+            "family '{}' has no template folder {FAMILIES_DIR}/{}/ (built in or in templates_dir)",
+            f.family, f.family
+        )));
+    };
+    let mut templates = family.clone();
+    templates.extend(own);
     const KINDS: [&str; 4] = ["lines", "keys", "settings", "template"];
     if let Some(k) = f
         .notify
@@ -244,8 +276,8 @@ fn parse_model(
         }
         if !templates.contains_key(&file.template) {
             return Err(invalid(format!(
-                "file {}: template {} is missing",
-                file.pattern, file.template
+                "file {}: template {} is in neither the model folder nor {FAMILIES_DIR}/{}/",
+                file.pattern, file.template, f.family
             )));
         }
     }
@@ -263,75 +295,151 @@ fn parse_model(
         files: f.files,
         checks: f.checks,
         templates,
+        vars: f.vars,
     })
+}
+
+/// The `.tera` files of an embedded folder.
+fn builtin_templates(dir: &Dir<'_>) -> Templates {
+    dir.files()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "tera"))
+        .filter_map(|f| {
+            let name = f.path().file_name()?.to_string_lossy().to_string();
+            Some((name, f.contents_utf8()?.to_string()))
+        })
+        .collect()
+}
+
+fn read_text(p: &Path) -> Result<String, CatalogError> {
+    std::fs::read_to_string(p).map_err(|e| CatalogError::Io {
+        path: p.display().to_string(),
+        source: e,
+    })
+}
+
+/// The sub-folders of `dir`, by name.
+fn read_subdirs(dir: &Path) -> Result<Vec<(String, std::path::PathBuf)>, CatalogError> {
+    let io = |e| CatalogError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.path().is_dir() {
+            out.push((
+                entry.file_name().to_string_lossy().to_string(),
+                entry.path(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The `.tera` files of a folder on disk.
+fn read_templates(dir: &Path) -> Result<Templates, CatalogError> {
+    let io = |e| CatalogError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let mut templates = Templates::new();
+    for f in std::fs::read_dir(dir).map_err(io)? {
+        let p = f.map_err(io)?.path();
+        if p.is_file() && p.extension().is_some_and(|e| e == "tera") {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            templates.insert(name, read_text(&p)?);
+        }
+    }
+    Ok(templates)
+}
+
+/// A catalogue's folders as read, before parsing: model folders replace each other whole (by
+/// id), family folders are merged file by file (a later file replaces one of the same name).
+#[derive(Default)]
+struct Sources {
+    /// Model id → (model.toml text, the folder's own templates).
+    models: BTreeMap<String, (String, Templates)>,
+    /// Family → its templates.
+    families: BTreeMap<String, Templates>,
+}
+
+impl Sources {
+    fn builtin() -> Sources {
+        let mut s = Sources::default();
+        for dir in BUILTIN.dirs() {
+            let name = dir.path().to_string_lossy().to_string();
+            if name == FAMILIES_DIR {
+                for fam in dir.dirs() {
+                    let Some(family) = fam.path().file_name() else {
+                        continue;
+                    };
+                    s.families
+                        .entry(family.to_string_lossy().to_string())
+                        .or_default()
+                        .extend(builtin_templates(fam));
+                }
+                continue;
+            }
+            let Some(file) = dir.get_file(dir.path().join("model.toml")) else {
+                continue;
+            };
+            let text = file.contents_utf8().unwrap_or_default().to_string();
+            s.models.insert(name, (text, builtin_templates(dir)));
+        }
+        s
+    }
+
+    /// Adds `<dir>/_families/*/` and every `<dir>/<model-id>/model.toml` on top.
+    fn add_dir(&mut self, dir: &Path) -> Result<(), CatalogError> {
+        for (name, path) in read_subdirs(dir)? {
+            if name == FAMILIES_DIR {
+                for (family, fam) in read_subdirs(&path)? {
+                    self.families
+                        .entry(family)
+                        .or_default()
+                        .extend(read_templates(&fam)?);
+                }
+                continue;
+            }
+            let toml = path.join("model.toml");
+            if !toml.is_file() {
+                continue;
+            }
+            self.models
+                .insert(name, (read_text(&toml)?, read_templates(&path)?));
+        }
+        Ok(())
+    }
+
+    fn parse(self) -> Result<Catalog, CatalogError> {
+        let mut c = Catalog::default();
+        for (id, (text, own)) in self.models {
+            let m = parse_model(&id, &text, own, &self.families)?;
+            c.models.insert(id, m);
+        }
+        Ok(c)
+    }
 }
 
 impl Catalog {
     /// The models embedded in the binary.
     pub fn builtin() -> Result<Catalog, CatalogError> {
-        let mut c = Catalog::default();
-        for dir in BUILTIN.dirs() {
-            let id = dir.path().to_string_lossy().to_string();
-            let Some(file) = dir.get_file(dir.path().join("model.toml")) else {
-                continue;
-            };
-            let text = file.contents_utf8().unwrap_or_default();
-            let templates = dir
-                .files()
-                .filter(|f| f.path().extension().is_some_and(|e| e == "tera"))
-                .filter_map(|f| {
-                    let name = f.path().file_name()?.to_string_lossy().to_string();
-                    Some((name, f.contents_utf8()?.to_string()))
-                })
-                .collect();
-            c.models
-                .insert(id.clone(), parse_model(&id, text, templates)?);
-        }
-        Ok(c)
+        Sources::builtin().parse()
     }
 
-    /// Built-in models, then every `<dir>/<model-id>/model.toml` on top (adding or replacing).
+    /// Built-in models, then every `<dir>/<model-id>/model.toml` on top (adding or replacing),
+    /// with `<dir>/_families/<family>/*.tera` on top of the built-in family templates.
     pub fn load(extra: Option<&Path>) -> Result<Catalog, CatalogError> {
-        let mut c = Catalog::builtin()?;
-        let Some(dir) = extra else { return Ok(c) };
-        let io = |e| CatalogError::Io {
-            path: dir.display().to_string(),
-            source: e,
-        };
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path().join("model.toml");
-            if !path.is_file() {
-                continue;
-            }
-            let id = entry.file_name().to_string_lossy().to_string();
-            let read = |p: &Path| {
-                std::fs::read_to_string(p).map_err(|e| CatalogError::Io {
-                    path: p.display().to_string(),
-                    source: e,
-                })
-            };
-            let text = read(&path)?;
-            let mut templates = BTreeMap::new();
-            for f in std::fs::read_dir(entry.path()).map_err(io)? {
-                let p = f.map_err(io)?.path();
-                if p.extension().is_some_and(|e| e == "tera") {
-                    let name = p
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .to_string();
-                    templates.insert(name, read(&p)?);
-                }
-            }
-            c.models
-                .insert(id.clone(), parse_model(&id, &text, templates)?);
+        let mut s = Sources::builtin();
+        if let Some(dir) = extra {
+            s.add_dir(dir)?;
         }
-        Ok(c)
+        s.parse()
     }
 
     pub fn get(&self, id: &str) -> Option<&Model> {
@@ -440,10 +548,157 @@ mod tests {
         assert!(c.get("polycom-vvx-450").is_some(), "built-ins stay");
     }
 
+    /// A Yealink-like model.toml of `family` whose one file uses `template`.
+    fn model_toml(family: &str, template: &str) -> String {
+        format!(
+            "vendor = \"Yealink\"\nfamily = \"{family}\"\nname = \"Test\"\nline_keys = 29\naccounts = 16\nmac_case = \"lower\"\n[vars]\nhardware_id = \"123\"\n[notify]\nresync = \"check-sync\"\nreboot = \"check-sync;reboot=true\"\n[[files]]\npattern = \"{{mac}}.boot\"\ntemplate = \"{template}\"\ncontent_type = \"text/plain\"\nper_device = true\n"
+        )
+    }
+
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn models_of_one_family_render_from_the_same_template_bodies() {
+        let c = Catalog::builtin().unwrap();
+        for (a, b) in [
+            ("yealink-t46u", "yealink-t54w"),
+            ("polycom-vvx-411", "polycom-vvx-450"),
+        ] {
+            let (a, b) = (c.get(a).unwrap(), c.get(b).unwrap());
+            assert_eq!(a.family, b.family);
+            assert!(!a.templates.is_empty());
+            assert_eq!(a.templates, b.templates, "{} and {}", a.id, b.id);
+        }
+        // What differs is model data.
+        let hw = |id: &str| c.get(id).unwrap().vars["hardware_id"].clone();
+        assert_eq!(
+            (hw("yealink-t46u"), hw("yealink-t54w")),
+            ("108".into(), "096".into())
+        );
+    }
+
+    #[test]
+    fn a_model_folders_own_template_overrides_the_familys() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("yealink-t57w");
+        write(
+            &m.join("model.toml"),
+            &model_toml("yealink-t4x-t5x", "boot.tera"),
+        );
+        write(&m.join("boot.tera"), "own boot\n");
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        let t57 = c.get("yealink-t57w").unwrap();
+        assert_eq!(t57.templates["boot.tera"], "own boot\n");
+        let t54 = c.get("yealink-t54w").unwrap();
+        assert_ne!(t54.templates["boot.tera"], "own boot\n", "only that model");
+        assert_eq!(t57.templates["mac.cfg.tera"], t54.templates["mac.cfg.tera"]);
+        assert_eq!(t57.vars["hardware_id"], "123");
+    }
+
+    #[test]
+    fn templates_dir_families_add_families_and_override_family_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fam = dir.path().join(FAMILIES_DIR);
+        write(&fam.join("acme/mac.cfg.tera"), "acme\n");
+        write(&fam.join("polycom-vvx/phone.cfg.tera"), "local phone\n");
+        write(
+            &dir.path().join("acme-one/model.toml"),
+            &model_toml("acme", "mac.cfg.tera"),
+        );
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        assert_eq!(
+            c.get("acme-one").unwrap().templates["mac.cfg.tera"],
+            "acme\n"
+        );
+        let builtin = Catalog::builtin().unwrap();
+        for id in ["polycom-vvx-411", "polycom-vvx-450"] {
+            let m = c.get(id).unwrap();
+            assert_eq!(m.templates["phone.cfg.tera"], "local phone\n", "{id}");
+            assert_eq!(
+                m.templates["master.cfg.tera"],
+                builtin.get(id).unwrap().templates["master.cfg.tera"],
+                "the family's other files stay built in"
+            );
+        }
+    }
+
+    #[test]
+    fn the_families_folder_is_not_a_model() {
+        let c = Catalog::builtin().unwrap();
+        assert!(c.get(FAMILIES_DIR).is_none());
+        assert!(c.models().all(|m| !m.id.starts_with('_')));
+        assert_eq!(
+            c.models().count(),
+            BUILTIN
+                .dirs()
+                .filter(|d| d.get_file(d.path().join("model.toml")).is_some())
+                .count()
+        );
+        // Not on disk either, even with a model.toml in it.
+        let dir = tempfile::tempdir().unwrap();
+        let fam = dir.path().join(FAMILIES_DIR);
+        write(&fam.join("model.toml"), &model_toml("acme", "mac.cfg.tera"));
+        write(&fam.join("acme/mac.cfg.tera"), "acme\n");
+        let c = Catalog::load(Some(dir.path())).unwrap();
+        assert!(c.get(FAMILIES_DIR).is_none());
+        assert_eq!(
+            c.models().count(),
+            Catalog::builtin().unwrap().models().count()
+        );
+    }
+
+    #[test]
+    fn an_unknown_family_is_an_error_naming_the_model() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("acme-one/model.toml"),
+            &model_toml("acme", "mac.cfg.tera"),
+        );
+        let e = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(e.starts_with("model acme-one:"), "{e}");
+        assert!(e.contains("family 'acme'"), "{e}");
+    }
+
+    #[test]
+    fn a_template_neither_the_model_nor_its_family_has_is_an_error_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("yealink-t57w/model.toml"),
+            &model_toml("yealink-t4x-t5x", "nope.tera"),
+        );
+        let e = Catalog::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(e.starts_with("model yealink-t57w:"), "{e}");
+        assert!(
+            e.contains("nope.tera") && e.contains("yealink-t4x-t5x"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_builtin_model_folder_holds_a_copy_of_its_familys_template() {
+        let sources = Sources::builtin();
+        let c = Catalog::builtin().unwrap();
+        for (id, (_, own)) in &sources.models {
+            let family = &sources.families[&c.get(id).unwrap().family];
+            for (name, body) in own {
+                assert_ne!(
+                    family.get(name),
+                    Some(body),
+                    "device-templates/{id}/{name} is a copy of {FAMILIES_DIR}/{}/{name}: delete it",
+                    c.get(id).unwrap().family
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_broken_model_file_is_an_error_naming_the_model() {
-        let e = parse_model("x", "vendor = 1", BTreeMap::new()).unwrap_err();
+        let families = BTreeMap::new();
+        let e = parse_model("x", "vendor = 1", Templates::new(), &families).unwrap_err();
         assert!(e.to_string().starts_with("model x:"), "{e}");
-        assert!(parse_model("Bad/Id", "", BTreeMap::new()).is_err());
+        assert!(parse_model("Bad/Id", "", Templates::new(), &families).is_err());
     }
 }

@@ -175,6 +175,7 @@ fn model_value(model: &Model) -> Value {
         "name": model.name,
         "line_keys": model.line_keys,
         "accounts": model.accounts,
+        "vars": model.vars,
     })
 }
 
