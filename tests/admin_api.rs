@@ -147,10 +147,9 @@ async fn group_rules_not_empty_cascade_and_validation() {
 }
 
 #[tokio::test]
-async fn bodies_unknown_fields_limits_and_content_types() {
+async fn unknown_fields_are_422_naming_the_field() {
     let s = TestServer::start().await;
     seed(&s).await;
-    // Unknown fields → 422 naming the field.
     let r = s
         .post(
             &format!("/api/v1/groups/{G}/users"),
@@ -163,6 +162,7 @@ async fn bodies_unknown_fields_limits_and_content_types() {
         "{}",
         r.body
     );
+    // Nested objects too.
     let r = s
         .patch(
             &format!("/api/v1/groups/{G}/users/1001"),
@@ -170,7 +170,12 @@ async fn bodies_unknown_fields_limits_and_content_types() {
         )
         .await;
     assert_eq!((r.status(), r.code()), (422, "validation"));
-    // Bad values name their field.
+}
+
+#[tokio::test]
+async fn bad_values_name_their_field() {
+    let s = TestServer::start().await;
+    seed(&s).await;
     let r = s
         .post(
             &format!("/api/v1/groups/{G}/users"),
@@ -198,51 +203,12 @@ async fn bodies_unknown_fields_limits_and_content_types() {
         (r.status(), r.code(), r.body["field"].as_str()),
         (422, "validation", Some("model"))
     );
-    // Not JSON → 400; wrong content type → 415; too large → 413.
-    let url = format!("{}/api/v1/groups", s.admin);
-    let r = s
-        .client
-        .post(&url)
-        .bearer_auth(&s.token)
-        .header("content-type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r = s
-        .client
-        .post(&url)
-        .bearer_auth(&s.token)
-        .header("content-type", "text/plain")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
-    let big = format!("{{\"id\":\"g9\",\"name\":\"{}\"}}", "x".repeat(2 << 20));
-    let r = s
-        .client
-        .post(&url)
-        .bearer_auth(&s.token)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "payload_too_large");
-    // Unknown route and method.
-    assert_eq!(s.get("/api/v1/nothing").await.code(), "not_found");
-    assert_eq!(
-        s.call(Method::PUT, "/api/v1/groups", Some(json!({})))
-            .await
-            .status(),
-        405
-    );
-    // Control characters would inject lines into phone configs.
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_so_they_cannot_inject_config_lines() {
+    let s = TestServer::start().await;
+    seed(&s).await;
     let r = s
         .patch(
             &format!("/api/v1/groups/{G}/users/1001"),
@@ -252,6 +218,58 @@ async fn bodies_unknown_fields_limits_and_content_types() {
     assert_eq!(
         (r.status(), r.body["field"].as_str()),
         (422, Some("last_name"))
+    );
+}
+
+/// POSTs a raw body to `/api/v1/groups` with a content type.
+async fn post_raw(s: &TestServer, content_type: &str, body: String) -> reqwest::Response {
+    s.client
+        .post(format!("{}/api/v1/groups", s.admin))
+        .bearer_auth(&s.token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_400_problem_json() {
+    let s = TestServer::start().await;
+    let r = post_raw(&s, "application/json", "{nope".into()).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_json");
+}
+
+#[tokio::test]
+async fn a_body_not_sent_as_json_is_415() {
+    let s = TestServer::start().await;
+    let r = post_raw(&s, "text/plain", "{}".into()).await;
+    assert_eq!(r.status(), 415);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_problem_json() {
+    let s = TestServer::start().await;
+    let big = format!("{{\"id\":\"g9\",\"name\":\"{}\"}}", "x".repeat(2 << 20));
+    let r = post_raw(&s, "application/json", big).await;
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_and_a_wrong_method_405() {
+    let s = TestServer::start().await;
+    let r = s.get("/api/v1/nothing").await;
+    assert_eq!((r.status(), r.code()), (404, "not_found"));
+    assert_eq!(
+        s.call(Method::PUT, "/api/v1/groups", Some(json!({})))
+            .await
+            .status(),
+        405
     );
 }
 
@@ -559,7 +577,7 @@ async fn change_log_is_gapless_and_lists_touched_devices() {
 }
 
 #[tokio::test]
-async fn models_openapi_and_health() {
+async fn models_are_listed_and_described() {
     let s = TestServer::start().await;
     let r = s.get("/api/v1/models").await;
     let ids: Vec<&str> = r
@@ -586,6 +604,11 @@ async fn models_openapi_and_health() {
         (Some(10), Some("resync"))
     );
     assert_eq!(s.get("/api/v1/models/nope").await.status(), 404);
+}
+
+#[tokio::test]
+async fn openapi_documents_every_resource_without_a_token() {
+    let s = TestServer::start().await;
     let doc = s
         .call_as(None, Method::GET, "/api/v1/openapi.json", None)
         .await
@@ -603,6 +626,11 @@ async fn models_openapi_and_health() {
             "{p} missing from openapi.json"
         );
     }
+}
+
+#[tokio::test]
+async fn healthz_answers_ok_without_a_token() {
+    let s = TestServer::start().await;
     let h = s.call_as(None, Method::GET, "/healthz", None).await;
     assert_eq!((h.status(), h.body["status"].as_str()), (200, Some("ok")));
 }

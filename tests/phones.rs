@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::phones::{device, group_with_users, OnePhone};
 use common::{digest, phone_get, TestServer, G};
 use deskprov::catalog::Catalog;
 use deskprov::domain::Mac;
@@ -27,47 +28,18 @@ fn user_agent(model: &str, mac: &Mac) -> String {
     }
 }
 
-async fn group_with_users(s: &TestServer) {
-    s.create(
-        "/api/v1/groups",
-        json!({"id": G, "sip": {"domain": "sip.example.net"}}),
-    )
-    .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users"),
-        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
-    )
-    .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users"),
-        json!({"extension": "5555", "first_name": "Bob"}),
-    )
-    .await;
-}
-
-/// Adds a device owned by 1001 with 5555's line as an SCA; returns its provisioning password.
-async fn device(s: &TestServer, mac: &str, model: &str, name: &str) -> String {
-    let d = s
-        .create(
-            &format!("/api/v1/groups/{G}/devices"),
-            json!({"mac": mac, "name": name, "model": model, "owner": "1001"}),
-        )
-        .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users/5555/shared-call-appearances"),
-        json!({"device": name}),
-    )
-    .await;
-    d["credentials"]["password"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
     let s = TestServer::start().await;
     group_with_users(&s).await;
     let catalog = Catalog::builtin().unwrap();
     // Models without files fail the fixture test (tests/fixtures.rs).
-    for (i, model) in catalog.models().filter(|m| !m.files.is_empty()).enumerate() {
+    let models: Vec<_> = catalog.models().filter(|m| !m.files.is_empty()).collect();
+    assert!(
+        !models.is_empty(),
+        "the built-in catalogue has models with files"
+    );
+    for (i, model) in models.into_iter().enumerate() {
         let mac = Mac::parse(&format!("0004f2{:06x}", 0x100 + i)).unwrap();
         let name = format!("desk-{i}");
         // A second SCA of 5555 per device needs a fresh line port each time: auto-assigned.
@@ -82,6 +54,12 @@ async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
             .collect();
         assert!(!files.is_empty(), "{}: no files", model.id);
         let main = model.main_file().unwrap().name_for(&mac, model.mac_case);
+        assert!(
+            files.contains(&main),
+            "{}: main file {main} listed",
+            model.id
+        );
+        let mut main_checked = false;
         for f in &files {
             let path = format!("/{f}");
             let spec_per_device = f.contains(mac.as_str()) || f.contains(&mac.upper());
@@ -126,9 +104,15 @@ async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
                         "{}: primary line in {f}",
                         model.id
                     );
+                    main_checked = true;
                 }
             }
         }
+        assert!(
+            main_checked,
+            "{}: main file {main} fetched with digest and checked",
+            model.id
+        );
         // The main-file fetch recorded the applied revision and what the User-Agent said.
         let view = s.get(&format!("/api/v1/devices/{mac}")).await.body;
         assert_eq!(view["applied_revision"], view["revision"], "{}", model.id);
@@ -202,30 +186,45 @@ async fn same_401_for_unknown_mac_wrong_credentials_and_wrong_user() {
         assert_eq!(r.status(), 401, "{path} as {user}");
         assert_eq!(r.headers().get_all("www-authenticate").iter().count(), 2);
     }
-    // The unknown MAC is listed for the admin.
-    let u = s.get("/api/v1/unprovisioned").await.body;
-    assert_eq!(u[0]["mac"], "805ec0000099");
-    // A replayed Authorization header is refused.
-    let first = s
-        .client
-        .get(format!("{}/805ec0000001.cfg", s.phones))
-        .send()
-        .await
-        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_mac_is_listed_as_unprovisioned() {
+    let p = OnePhone::start().await;
+    let r = phone_get(
+        &p.s.client,
+        &p.s.phones,
+        "/805ec0000099.cfg",
+        OnePhone::UA,
+        Some(("805ec0000099", "anything-at-all")),
+        "MD5",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    let u = p.s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(u[0]["mac"], "805ec0000099", "{u}");
+}
+
+#[tokio::test]
+async fn a_replayed_authorization_is_refused() {
+    let p = OnePhone::start().await;
+    let url = format!("{}{}", p.s.phones, OnePhone::MAIN);
+    let first = p.s.client.get(&url).send().await.unwrap();
     let (realm, nonce) = digest::challenge(first.headers(), "MD5");
     let auth = digest::authorization(
         "MD5",
-        "805ec0000001",
-        &pw,
+        OnePhone::MAC,
+        &p.password,
         &realm,
         &nonce,
         "GET",
-        "/805ec0000001.cfg",
+        OnePhone::MAIN,
         1,
     );
     let get = || {
-        s.client
-            .get(format!("{}/805ec0000001.cfg", s.phones))
+        p.s.client
+            .get(&url)
             .header("authorization", auth.clone())
             .send()
     };
@@ -234,7 +233,7 @@ async fn same_401_for_unknown_mac_wrong_credentials_and_wrong_user() {
 }
 
 #[tokio::test]
-async fn etag_gives_304_and_head_has_no_body() {
+async fn etag_gives_304_and_a_change_gives_new_bytes_and_a_new_etag() {
     let s = TestServer::start().await;
     group_with_users(&s).await;
     let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
@@ -299,144 +298,136 @@ async fn etag_gives_304_and_head_has_no_body() {
 }
 
 #[tokio::test]
-async fn policies_networks_lockout_and_hostile_paths() {
-    let s = TestServer::start_with(|c| c.phones.auth_fail_limit = 3).await;
-    group_with_users(&s).await;
-    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
-    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
-    let creds = Some(("805ec0000001", pw.as_str()));
-    let fetch = || async {
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            creds,
-            "MD5",
-            &[],
-        )
-        .await
-        .status()
-    };
-    let group = format!("/api/v1/groups/{G}");
-    let policy = |p: Value| s.patch(&group, json!({"provisioning": p}));
-    // Only 10.0.0.0/8 may fetch: loopback is refused with the same 401.
-    policy(json!({"allowed_cidrs": ["10.0.0.0/8"]})).await;
-    assert_eq!(fetch().await, 401);
-    policy(json!({"allowed_cidrs": ["127.0.0.0/8"]})).await;
-    assert_eq!(fetch().await, 200);
-    // mTLS only: digest is not enough.
-    policy(json!({"auth": "mtls"})).await;
-    assert_eq!(fetch().await, 401);
-    policy(json!({"auth": "digest"})).await;
-    // Hostile names never reach the filesystem.
-    for p in ["/..%2f..%2fetc%2fpasswd", "/%2e%2e/x", "/.env", "/a%00.cfg"] {
-        let r = s
-            .client
-            .get(format!("{}{p}", s.phones))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status() == 404 || r.status() == 400,
-            "{p}: {}",
-            r.status()
-        );
-    }
-    let long = format!("/{}.cfg", "a".repeat(300));
-    assert_eq!(
-        s.client
-            .get(format!("{}{long}", s.phones))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    // Uploads: stored per device and listed; too large → 413.
-    let first = s
-        .client
-        .put(format!("{}/805ec0000001-local.cfg", s.phones))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.status(), 401);
+async fn head_answers_the_headers_without_a_body() {
+    let p = OnePhone::start().await;
+    let get = p.fetch().await;
+    assert_eq!(get.status(), 200);
+    let etag = get.headers()["etag"].clone();
+    let url = format!("{}{}", p.s.phones, OnePhone::MAIN);
+    let first = p.s.client.head(&url).send().await.unwrap();
+    assert_eq!(first.status(), 401, "HEAD is authenticated like GET");
     let (realm, nonce) = digest::challenge(first.headers(), "MD5");
     let auth = digest::authorization(
         "MD5",
-        "805ec0000001",
-        &pw,
+        OnePhone::MAC,
+        &p.password,
         &realm,
         &nonce,
-        "PUT",
-        "/805ec0000001-local.cfg",
+        "HEAD",
+        OnePhone::MAIN,
         1,
     );
-    let r = s
-        .client
-        .put(format!("{}/805ec0000001-local.cfg", s.phones))
-        .header("authorization", auth)
-        .body("local=1\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let ups = s.get("/api/v1/devices/805ec0000001/uploads").await.body;
-    assert_eq!(ups[0]["name"], "805ec0000001-local.cfg");
-    assert_eq!(ups[0]["size"], 8);
-    let auth = digest::authorization(
-        "MD5",
-        "805ec0000001",
-        &pw,
-        &realm,
-        &nonce,
-        "PUT",
-        "/805ec0000001-app.log",
-        2,
-    );
-    let big = vec![b'x'; (1 << 20) + 10];
-    let r = s
-        .client
-        .put(format!("{}/805ec0000001-app.log", s.phones))
-        .header("authorization", auth)
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    // Lockout: past 3 failures in a minute the address gets 429 with Retry-After.
-    for _ in 0..4 {
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            Some(("805ec0000001", "bad-password")),
-            "MD5",
-            &[],
+    let r =
+        p.s.client
+            .head(&url)
+            .header("user-agent", OnePhone::UA)
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"], etag, "the same ETag as GET");
+    assert!(r.bytes().await.unwrap().is_empty(), "no body");
+}
+
+async fn set_policy(p: &OnePhone, policy: Value) {
+    let r =
+        p.s.patch(
+            &format!("/api/v1/groups/{G}"),
+            json!({"provisioning": policy}),
         )
         .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_network_policy_refuses_addresses_outside_its_cidrs() {
+    let p = OnePhone::start().await;
+    // Only 10.0.0.0/8 may fetch: loopback is refused with the same 401.
+    set_policy(&p, json!({"allowed_cidrs": ["10.0.0.0/8"]})).await;
+    assert_eq!(p.fetch().await.status(), 401);
+    set_policy(&p, json!({"allowed_cidrs": ["127.0.0.0/8"]})).await;
+    assert_eq!(p.fetch().await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_mtls_only_policy_refuses_digest() {
+    let p = OnePhone::start().await;
+    assert_eq!(p.fetch().await.status(), 200);
+    set_policy(&p, json!({"auth": "mtls"})).await;
+    assert_eq!(p.fetch().await.status(), 401, "digest is not enough");
+    set_policy(&p, json!({"auth": "digest"})).await;
+    assert_eq!(p.fetch().await.status(), 200);
+}
+
+#[tokio::test]
+async fn hostile_paths_never_reach_the_filesystem() {
+    let p = OnePhone::start().await;
+    for path in ["/..%2f..%2fetc%2fpasswd", "/%2e%2e/x", "/.env", "/a%00.cfg"] {
+        let r =
+            p.s.client
+                .get(format!("{}{path}", p.s.phones))
+                .send()
+                .await
+                .unwrap();
+        assert!(
+            r.status() == 404 || r.status() == 400,
+            "{path}: {}",
+            r.status()
+        );
     }
-    let r = phone_get(
-        &s.client,
-        &s.phones,
-        "/805ec0000001.cfg",
-        ua,
-        creds,
-        "MD5",
-        &[],
-    )
-    .await;
+}
+
+#[tokio::test]
+async fn an_overlong_file_name_is_400() {
+    let p = OnePhone::start().await;
+    let long = format!("/{}.cfg", "a".repeat(300));
+    let r =
+        p.s.client
+            .get(format!("{}{long}", p.s.phones))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn uploads_are_stored_per_device_and_listed() {
+    let p = OnePhone::start().await;
+    let r = p
+        .upload("805ec0000001-local.cfg", b"local=1\n".to_vec())
+        .await;
+    assert_eq!(r.status(), 204);
+    let ups = p.s.get("/api/v1/devices/805ec0000001/uploads").await.body;
+    assert_eq!(ups[0]["name"], "805ec0000001-local.cfg", "{ups}");
+    assert_eq!(ups[0]["size"], 8);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_413() {
+    let p = OnePhone::start().await;
+    let r = p
+        .upload("805ec0000001-app.log", vec![b'x'; (1 << 20) + 10])
+        .await;
+    assert_eq!(r.status(), 413);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_address_out_with_429_and_retry_after() {
+    let p = OnePhone::start_with(|c| c.phones.auth_fail_limit = 3).await;
+    // Past 3 failures in a minute the address gets 429, even with the right credentials.
+    for _ in 0..4 {
+        let status = p.fetch_with("bad-password").await.status();
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    let r = p.fetch().await;
     assert_eq!(r.status(), 429);
-    assert!(
-        r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            > 200
-    );
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 200, "Retry-After {retry_after}");
 }
 
 /// A CA and device certificates with the MAC in CN (Polycom/Yealink style), in a SAN
@@ -567,136 +558,157 @@ async fn mtls_with_the_mac_in_cn_san_or_cisco_s() {
     assert!(r.is_err() || r.unwrap().status() == 401);
 }
 
-#[tokio::test]
-async fn a_broken_template_is_refused_while_the_old_one_keeps_serving() {
-    let s = TestServer::start().await;
-    group_with_users(&s).await;
-    let pw = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
-    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
-    let creds = Some(("805ec0000001", pw.as_str()));
-    // Built-in templates never render the revision, so the same state gives the same bytes.
-    let fetch = || async {
-        phone_get(
-            &s.client,
-            &s.phones,
-            "/805ec0000001.cfg",
-            ua,
-            creds,
-            "MD5",
-            &[],
-        )
-        .await
-        .text()
+const T54W_MAIN_TEMPLATE: &str = "/api/v1/models/yealink-t54w/templates/mac.cfg.tera";
+
+/// Uploads `body` as the T54W main-file template; returns the response.
+async fn put_template(p: &OnePhone, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    p.s.client
+        .put(format!("{}{T54W_MAIN_TEMPLATE}", p.s.admin))
+        .bearer_auth(&p.s.token)
+        .body(body)
+        .send()
         .await
         .unwrap()
-    };
-    let before = fetch().await;
-    let url = format!(
-        "{}/api/v1/models/yealink-t54w/templates/mac.cfg.tera",
-        s.admin
-    );
-    let put = |body: &'static str| s.client.put(&url).bearer_auth(&s.token).body(body).send();
+}
 
-    // A syntax error: 422 invalid_template with line and column; nothing changes.
-    let r = put(
-        "#!version:1.0.0.1\n{% for line in lines %}\naccount.{{ line.index }.x = 1\n{% endfor %}\n",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 422);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(p["code"], "invalid_template");
-    assert_eq!(p["line"], 3);
-    assert!(p["column"].as_u64().unwrap() > 0);
-    // A template that renders with an error (unknown variable) is refused too.
-    let r = put("{{ nothing.here }}").await.unwrap();
-    assert_eq!(r.status(), 422);
-    assert_eq!(fetch().await, before, "the old template keeps serving");
-    let log_before = s.get("/api/v1/changes?limit=1000").await.body["last_seq"]
-        .as_u64()
-        .unwrap();
+/// The phone's main file as text (built-in templates never render the revision, so the same
+/// state gives the same bytes).
+async fn main_file(p: &OnePhone) -> String {
+    let r = p.fetch().await;
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
 
-    // A good upload goes live, touches every device of the model, and can be rolled back.
-    let r = put("#!version:1.0.0.1\n## custom\n{% for line in lines %}account.{{ line.index }}.user_name = {{ line.line_port }}\n{% endfor %}").await.unwrap();
+const CUSTOM: &str = "#!version:1.0.0.1\n## custom\n{% for line in lines %}account.{{ line.index }}.user_name = {{ line.line_port }}\n{% endfor %}";
+
+/// Uploads [`CUSTOM`] (version 1), which must go live.
+async fn upload_custom(p: &OnePhone) {
+    let r = put_template(p, CUSTOM).await;
     assert_eq!(r.status(), 201);
     let up: Value = r.json().await.unwrap();
     assert_eq!(up["version"], 1);
-    let now = fetch().await;
+}
+
+#[tokio::test]
+async fn a_broken_template_is_refused_while_the_old_one_keeps_serving() {
+    let p = OnePhone::start().await;
+    let before = main_file(&p).await;
+    // A syntax error: 422 invalid_template with line and column; nothing changes.
+    let r = put_template(
+        &p,
+        "#!version:1.0.0.1\n{% for line in lines %}\naccount.{{ line.index }.x = 1\n{% endfor %}\n",
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_template");
+    assert_eq!(problem["line"], 3);
+    assert!(problem["column"].as_u64().unwrap() > 0, "{problem}");
+    assert_eq!(
+        main_file(&p).await,
+        before,
+        "the old template keeps serving"
+    );
+}
+
+#[tokio::test]
+async fn a_template_that_fails_to_render_is_refused() {
+    let p = OnePhone::start().await;
+    let before = main_file(&p).await;
+    // Parses, but renders with an error (unknown variable).
+    let r = put_template(&p, "{{ nothing.here }}").await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        main_file(&p).await,
+        before,
+        "the old template keeps serving"
+    );
+}
+
+#[tokio::test]
+async fn a_good_template_goes_live_and_touches_every_device_of_the_model() {
+    let p = OnePhone::start().await;
+    let log_before = p.s.get("/api/v1/changes?limit=1000").await.body["last_seq"]
+        .as_u64()
+        .unwrap();
+    upload_custom(&p).await;
+    let now = main_file(&p).await;
     assert!(
         now.contains("## custom") && now.contains("account.2.user_name = ZZZ1900111-01_5555_sca1"),
         "{now}"
     );
-    let log = s
-        .get(&format!("/api/v1/changes?since={log_before}"))
-        .await
-        .body;
-    assert_eq!(log["items"][0]["action"], "template.update");
-    assert_eq!(log["items"][0]["devices"], json!(["805ec0000001"]));
-    let r = s
-        .get("/api/v1/models/yealink-t54w/templates/mac.cfg.tera/versions")
-        .await
-        .body;
-    assert_eq!(r.as_array().unwrap().len(), 2);
-    assert_eq!(r[1]["active"], true);
-    let r = s
-        .post(
-            "/api/v1/models/yealink-t54w/templates/mac.cfg.tera/rollback",
-            json!({"version": 0}),
-        )
-        .await;
-    assert_eq!(r.status(), 204);
-    assert_eq!(fetch().await, before);
-    let r = s
-        .post(
-            "/api/v1/models/yealink-t54w/templates/mac.cfg.tera/rollback",
-            json!({"version": 1}),
-        )
-        .await;
-    assert_eq!(r.status(), 204);
-    assert!(fetch().await.contains("## custom"));
-    // DELETE returns to the built-in.
-    assert_eq!(
-        s.delete("/api/v1/models/yealink-t54w/templates/mac.cfg.tera")
+    let log =
+        p.s.get(&format!("/api/v1/changes?since={log_before}"))
             .await
-            .status(),
-        204
-    );
-    assert_eq!(fetch().await, before);
-    // Over the body limit: 413 problem+json.
-    let r = s
-        .client
-        .put(&url)
-        .bearer_auth(&s.token)
-        .body(vec![b'x'; (1 << 20) + 1])
-        .send()
-        .await
-        .unwrap();
+            .body;
+    assert_eq!(log["items"][0]["action"], "template.update", "{log}");
+    assert_eq!(log["items"][0]["devices"], json!(["805ec0000001"]));
+}
+
+#[tokio::test]
+async fn a_template_rollback_serves_the_chosen_version() {
+    let p = OnePhone::start().await;
+    let before = main_file(&p).await;
+    upload_custom(&p).await;
+    let versions =
+        p.s.get(&format!("{T54W_MAIN_TEMPLATE}/versions"))
+            .await
+            .body;
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    assert_eq!(versions[1]["active"], true);
+    let rollback = format!("{T54W_MAIN_TEMPLATE}/rollback");
+    let rollback = |v: u64| p.s.post(&rollback, json!({"version": v}));
+    assert_eq!(rollback(0).await.status(), 204);
+    assert_eq!(main_file(&p).await, before);
+    assert_eq!(rollback(1).await.status(), 204);
+    assert!(main_file(&p).await.contains("## custom"));
+}
+
+#[tokio::test]
+async fn deleting_an_uploaded_template_returns_to_the_built_in() {
+    let p = OnePhone::start().await;
+    let before = main_file(&p).await;
+    upload_custom(&p).await;
+    assert_ne!(main_file(&p).await, before);
+    assert_eq!(p.s.delete(T54W_MAIN_TEMPLATE).await.status(), 204);
+    assert_eq!(main_file(&p).await, before);
+}
+
+#[tokio::test]
+async fn a_template_over_the_body_limit_is_413_problem_json() {
+    let p = OnePhone::start().await;
+    let r = put_template(&p, vec![b'x'; (1 << 20) + 1]).await;
     assert_eq!(r.status(), 413);
     assert_eq!(
         r.json::<Value>().await.unwrap()["code"],
         "payload_too_large"
     );
-    // Malformed XML is refused for XML types.
-    let xml_model = Catalog::builtin()
+}
+
+#[tokio::test]
+async fn malformed_xml_is_refused_for_xml_templates() {
+    let s = TestServer::start().await;
+    let (m, t) = Catalog::builtin()
         .unwrap()
         .models()
-        .find(|m| m.files.iter().any(|f| f.is_xml()))
-        .map(|m| {
-            let f = m.files.iter().find(|f| f.is_xml()).unwrap();
-            (m.id.clone(), f.template.clone())
-        });
-    if let Some((m, t)) = xml_model {
-        let r = s
-            .client
-            .put(format!("{}/api/v1/models/{m}/templates/{t}", s.admin))
-            .bearer_auth(&s.token)
-            .body("<a><b></a>")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 422);
-        let p: Value = r.json().await.unwrap();
-        assert_eq!(p["code"], "invalid_template");
-        assert!(p["detail"].as_str().unwrap().contains("XML"), "{p}");
-    }
+        .find_map(|m| {
+            let f = m.files.iter().find(|f| f.is_xml())?;
+            Some((m.id.clone(), f.template.clone()))
+        })
+        .expect("the built-in catalogue has a model with an XML file");
+    let r = s
+        .client
+        .put(format!("{}/api/v1/models/{m}/templates/{t}", s.admin))
+        .bearer_auth(&s.token)
+        .body("<a><b></a>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "{m} {t}");
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_template");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("XML"),
+        "{problem}"
+    );
 }

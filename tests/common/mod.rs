@@ -179,6 +179,8 @@ impl Drop for TestServer {
     }
 }
 
+pub mod phones;
+
 pub const G: &str = "ZZZ1900111-01";
 
 /// The seed guides' group: users 1001 (TN 6035551212) and 5555 (no TN), devices
