@@ -281,7 +281,6 @@ fn sources() -> Vec<(String, String, String)> {
 }
 
 #[test]
-#[ignore = "enabled once the phone read path is shared (render::serve)"]
 fn no_module_imports_one_it_must_never_import() {
     let found: Vec<String> = sources()
         .iter()
