@@ -19,6 +19,7 @@ pub struct Config {
     pub rules: Rules,
     pub sync: Sync,
     pub store: Store,
+    pub render: Render,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -75,6 +76,19 @@ pub struct Store {
     pub changes_keep: u64,
 }
 
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Render {
+    /// Rendered files kept in memory, MiB (the least fetched are evicted first).
+    pub cache_mb: u64,
+}
+
+impl Default for Render {
+    fn default() -> Self {
+        Render { cache_mb: 64 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -86,6 +100,7 @@ impl Default for Config {
             rules: Rules::default(),
             sync: Sync::default(),
             store: Store::default(),
+            render: Render::default(),
         }
     }
 }
@@ -239,6 +254,9 @@ same_hash = true               # skip the NOTIFY when the rendered files did not
 [store]
 cache_mb = 16                  # storage engine page cache, MiB (reads are served from memory)
 changes_keep = 100000          # change-log entries kept (older ones are compacted away)
+
+[render]
+cache_mb = 64                  # rendered files kept in memory, MiB (least fetched evicted first)
 "#;
 
 #[cfg(test)]

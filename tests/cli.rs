@@ -152,3 +152,69 @@ fn token_commands_work_offline() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `deskprov render` on a server's data dir prints byte for byte what the phone was served:
+/// the per-MAC files (secrets, line keys, base URL) and the model's common file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_prints_exactly_what_the_phone_fetched() {
+    use common::phones::{device, group_with_users};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // A fixed phone port, so the URL the templates render is derived from the configuration
+    // alone, as it is for `deskprov render` (an ephemeral port is known only once bound).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let phones = format!("127.0.0.1:{port}");
+    let s = common::TestServer::start_at(&data, |c| c.listen.phones = phones.clone()).await;
+    group_with_users(&s).await;
+    let password = device(&s, "805ec0000001", "yealink-t54w", "desk").await;
+    let ua = "Yealink SIP-T54W 96.86.0.70 805ec0000001";
+    let mut served = Vec::new();
+    for file in ["805ec0000001.boot", "y000000000096.cfg", "805ec0000001.cfg"] {
+        let r = common::phone_get(
+            &s.client,
+            &s.phones,
+            &format!("/{file}"),
+            ua,
+            Some(("805ec0000001", &password)),
+            "MD5",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{file}");
+        served.push((file, r.bytes().await.unwrap()));
+    }
+    s.shutdown().await;
+
+    let config = tmp.path().join("deskprov.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[listen]\nphones = {phones:?}\nadmin = \"127.0.0.1:0\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    for (file, bytes) in served {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(["render", "--mac", "80:5E:C0:00:00:01", "--file", file])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == bytes.as_ref(),
+            "{file}: deskprov render differs from what the phone got:\n--- phone\n{}\n--- render\n{}",
+            String::from_utf8_lossy(&bytes),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -32,19 +32,17 @@ async fn sync(
 ) -> ApiResult<Response> {
     let g = group_id(&g)?;
     caller.see(&g)?;
-    let devices: Vec<_> = {
-        let s = app.store.read();
-        if !s.groups.contains_key(&g) {
-            return Err(ApiError::not_found(format!("group {g} does not exist")));
-        }
-        s.devices_of(&g).cloned().collect()
-    };
+    // One snapshot throughout: a concurrent DELETE cannot pull the group from under us.
+    let s = app.store.read();
+    let group = s
+        .groups
+        .get(&g)
+        .ok_or_else(|| ApiError::not_found(format!("group {g} does not exist")))?;
     app.renderer.clear_cache();
-    for d in &devices {
+    for d in s.devices_of(&g) {
         app.sync.request(&app, d, false);
     }
-    let s = app.store.read();
-    let view = GroupView::of(&s, &app, &s.groups[&g]);
+    let view = GroupView::of(&s, &app, group);
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(view)).into_response())
 }
 

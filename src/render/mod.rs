@@ -14,7 +14,7 @@ pub mod serve;
 pub use serve::{device_file, serve_file, Outcome, Preview};
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
 
@@ -253,8 +253,8 @@ pub fn resolve<'a>(
     common.or(unknown.map(Target::Unknown))
 }
 
-/// Most cached files kept; past it the cache starts over (bounded memory, no bookkeeping).
-const CACHE_MAX: usize = 32_768;
+/// Default bound of the render cache, in bytes of rendered files (`[render] cache_mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// (device, or None for a common file; hash of (model, file pattern)): no allocation per lookup.
 type CacheKey = (Option<Mac>, u64);
@@ -269,18 +269,41 @@ fn file_key(model: &str, pattern: &str) -> u64 {
     h.finish()
 }
 
+/// Weighs a cached file by its bytes (plus its bookkeeping), so the bound is one of memory.
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<CacheKey, CacheEntry> for ByBytes {
+    fn weight(&self, _: &CacheKey, v: &CacheEntry) -> u64 {
+        v.2.bytes.len() as u64 + 256
+    }
+}
+
 pub struct Renderer {
     catalog: Arc<Catalog>,
     base_url: String,
     engine: RwLock<Arc<Engine>>,
-    cache: Mutex<HashMap<CacheKey, CacheEntry>>,
+    /// Bounded by bytes; evicts the files fetched least often and least recently (S3-FIFO),
+    /// so a boot storm over more devices than fit does not flush the files fetched again.
+    cache: quick_cache::sync::Cache<CacheKey, CacheEntry, ByBytes>,
 }
 
 impl Renderer {
+    /// A renderer with the default cache bound.
     pub fn new(
         catalog: Arc<Catalog>,
         base_url: String,
         overrides: &[TemplateOverride],
+    ) -> Renderer {
+        Self::with_cache(catalog, base_url, overrides, DEFAULT_CACHE_BYTES)
+    }
+
+    /// A renderer whose cache holds at most `cache_bytes` of rendered files.
+    pub fn with_cache(
+        catalog: Arc<Catalog>,
+        base_url: String,
+        overrides: &[TemplateOverride],
+        cache_bytes: u64,
     ) -> Renderer {
         let engine = Engine::build(&catalog, overrides, None, 1).unwrap_or_else(|e| {
             // A stored override was valid when uploaded; if the catalogue changed under it,
@@ -292,7 +315,12 @@ impl Renderer {
             catalog,
             base_url,
             engine: RwLock::new(Arc::new(engine)),
-            cache: Mutex::new(HashMap::new()),
+            // Files are a few KiB: the item estimate only sizes the shards' first tables.
+            cache: quick_cache::sync::Cache::with_weighter(
+                (cache_bytes / 4096).max(64) as usize,
+                cache_bytes,
+                ByBytes,
+            ),
         }
     }
 
@@ -361,22 +389,18 @@ impl Renderer {
 
     /// Forgets every cached file (a group re-sync rebuilds from scratch).
     pub fn clear_cache(&self) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cache.clear();
     }
 
     fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Arc<Rendered>> {
-        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(key)
+        self.cache
+            .get(key)
             .filter(|(r, g, _)| *r == revision && *g == generation)
-            .map(|(_, _, x)| x.clone())
+            .map(|(_, _, x)| x)
     }
 
     fn store_cache(&self, key: CacheKey, revision: u64, generation: u64, r: Arc<Rendered>) {
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() >= CACHE_MAX {
-            c.clear();
-        }
-        c.insert(key, (revision, generation, r));
+        self.cache.insert(key, (revision, generation, r));
     }
 
     /// Checks a template body before it goes live: it parses, renders against a sample device
