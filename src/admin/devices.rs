@@ -11,7 +11,7 @@ use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{device_input, CredentialsView, DeviceView};
 use super::{blocking, created, no_content};
 use crate::domain::rules::DeviceInput;
-use crate::domain::{Device, Extension, GroupId, Mac};
+use crate::domain::{Device, ErrorCode, Extension, GroupId, Mac};
 use crate::SharedApp;
 
 pub(super) fn routes() -> OpenApiRouter<SharedApp> {
@@ -77,7 +77,7 @@ async fn preview(
         } else {
             ApiError::new(
                 code,
-                "render_failed",
+                ErrorCode::RenderFailed,
                 "the file could not be rendered; see the server log",
             )
         }

@@ -26,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::domain::ErrorCode;
 use crate::store::{Store, StoreError};
 use crate::SharedApp;
 use problem::{ApiError, ApiResult};
@@ -79,9 +80,8 @@ pub fn router(app: SharedApp) -> Router {
     .route("/healthz", get(healthz))
     .fallback(|| async { ApiError::not_found("no such resource") })
     .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        ApiError::code(
+            ErrorCode::MethodNotAllowed,
             "method not allowed on this resource",
         )
     })

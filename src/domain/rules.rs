@@ -15,7 +15,7 @@ use super::entities::*;
 use super::ids::*;
 use super::layout::layout;
 use super::state::{Record, RecordKey, State, Tx};
-use super::{DomainError, Effect, Env};
+use super::{DomainError, Effect, Env, ErrorCode};
 
 // ---------------------------------------------------------------- inputs
 
@@ -230,7 +230,7 @@ fn settings(field: &str, m: &BTreeMap<String, String>) -> Result<(), DomainError
 }
 
 fn exists(what: &str) -> DomainError {
-    DomainError::conflict("already_exists", format!("{what} already exists"))
+    DomainError::conflict(ErrorCode::AlreadyExists, format!("{what} already exists"))
 }
 
 // ---------------------------------------------------------------- lookups
@@ -380,7 +380,7 @@ pub fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, D
     let used = tx.state().shared_lines_of(id).count();
     if (g.shared_line_licenses as usize) < used {
         return Err(DomainError::conflict(
-            "no_license",
+            ErrorCode::NoLicense,
             format!(
                 "group {id} has {used} shared lines; shared_line_licenses cannot be lowered to {}",
                 g.shared_line_licenses
@@ -402,7 +402,7 @@ pub fn delete_group(tx: &mut Tx, id: &GroupId, cascade: bool) -> Result<Effect, 
     let empty = users.is_empty() && devices.is_empty() && lines.is_empty();
     if !cascade && !empty {
         return Err(DomainError::conflict(
-            "not_empty",
+            ErrorCode::NotEmpty,
             format!(
                 "group {id} still has {} users, {} devices and {} shared lines; delete them first or use ?cascade=true",
                 users.len(),
@@ -545,7 +545,7 @@ fn build_user(
     if let Some(p) = &u.phone_number {
         if let Some(other) = s.user_with_phone(p).filter(|x| !same_user(x, &u)) {
             return Err(DomainError::conflict(
-                "already_exists",
+                ErrorCode::AlreadyExists,
                 format!(
                     "phone number {p} already belongs to {}/{}",
                     other.group, other.extension
@@ -570,7 +570,7 @@ fn same_user(a: &User, b: &User) -> bool {
 
 fn line_port_in_use(port: &str, holder: &str) -> DomainError {
     DomainError::conflict(
-        "line_port_in_use",
+        ErrorCode::LinePortInUse,
         format!("Line Port ID {port} is already in use (by {holder})"),
     )
 }
@@ -582,7 +582,7 @@ fn check_extension_free(s: &State, g: &GroupId, e: &Extension) -> Result<(), Dom
     if let Ok(n) = SharedNumber::parse(e.as_str()) {
         if s.shared_lines.contains_key(&(g.clone(), n)) {
             return Err(DomainError::conflict(
-                "already_exists",
+                ErrorCode::AlreadyExists,
                 format!("{e} is the number of a shared line in group {g}"),
             )
             .with_field("extension"));
@@ -802,7 +802,7 @@ fn check_once_on_device(s: &State, d: &Device) -> Result<(), DomainError> {
     {
         if let Some(x) = s.scas_on(&d.mac).find(|x| &x.extension == e) {
             return Err(DomainError::conflict(
-                "already_on_device",
+                ErrorCode::AlreadyOnDevice,
                 format!(
                     "the line of {e} already appears on device {} as SCA endpoint {}",
                     d.name, x.line_port
@@ -948,7 +948,7 @@ fn resolve_device(s: &State, g: &GroupId, reference: &str) -> Result<Mac, Domain
         if let Some(d) = s.devices.get(&mac) {
             if &d.group != g {
                 return Err(DomainError::unprocessable(
-                    "cross_group",
+                    ErrorCode::CrossGroup,
                     format!(
                         "device {mac} is in group {}: a line cannot be shared across groups",
                         d.group
@@ -982,7 +982,7 @@ fn pick_line_port(s: &State, u: &User, given: Option<&str>) -> Result<LinePort, 
         None => (1u32..)
             .map(|n| LinePort::new(&prefix, n))
             .find(|lp| s.line_port_holder(lp.as_str()).is_none())
-            .ok_or_else(|| DomainError::conflict("line_port_in_use", "no free line port")),
+            .ok_or_else(|| DomainError::conflict(ErrorCode::LinePortInUse, "no free line port")),
     }
 }
 
@@ -1005,7 +1005,7 @@ fn place_sca(
     let d = device(s, mac)?;
     if d.context_user() == Some(&u.extension) || d.owner.as_ref() == Some(&u.extension) {
         return Err(DomainError::conflict(
-            "already_on_device",
+            ErrorCode::AlreadyOnDevice,
             format!(
                 "the line of {} is the primary line of device {}",
                 u.extension, d.name
@@ -1017,7 +1017,7 @@ fn place_sca(
         .find(|x| x.extension == u.extension && Some(&x.line_port) != except)
     {
         return Err(DomainError::conflict(
-            "already_on_device",
+            ErrorCode::AlreadyOnDevice,
             format!(
                 "the line of {} already appears on device {} as {}",
                 u.extension, d.name, x.line_port
@@ -1030,7 +1030,7 @@ fn place_sca(
             let caps = env.model(&d.model).ok_or_else(|| unknown_model(&d.model))?;
             layout(s, d, caps)?.first_free_key().ok_or_else(|| {
                 DomainError::unprocessable(
-                    "no_free_key",
+                    ErrorCode::NoFreeKey,
                     format!(
                         "device {} has no free line key (model {} has {})",
                         d.name, d.model, caps.line_keys
@@ -1054,7 +1054,7 @@ pub fn create_sca(
     let count = s.scas_of_user(g, e).count();
     if count >= env.max_sca_per_user() {
         return Err(DomainError::conflict(
-            "sca_limit",
+            ErrorCode::ScaLimit,
             format!(
                 "user {e} already has {count} SCA endpoints (max_sca_per_user = {})",
                 env.max_sca_per_user()
@@ -1212,7 +1212,7 @@ pub fn create_shared_line(
         .is_some()
     {
         return Err(DomainError::conflict(
-            "already_exists",
+            ErrorCode::AlreadyExists,
             format!("{n} is the extension of a user in group {g}"),
         )
         .with_field("number"));
@@ -1220,7 +1220,7 @@ pub fn create_shared_line(
     let used = s.shared_lines_of(g).count();
     if used >= grp.shared_line_licenses as usize {
         return Err(DomainError::conflict(
-            "no_license",
+            ErrorCode::NoLicense,
             format!(
                 "group {g} uses all {} shared line licences",
                 grp.shared_line_licenses
