@@ -4,12 +4,14 @@
 //! - [`entities`]: groups, users, devices, SCA endpoints, shared lines, tokens.
 //! - [`state`]: the in-memory state and the undo-logged transaction the rules run in.
 //! - [`rules`]: every mutation, validated; each returns the [`Effect`] the change log records.
+//! - [`action`]: typed change-log [`Action`]s and the [`ChangeKind`] a change has.
 //! - [`error`]: [`DomainError`] and the stable [`ErrorCode`]s of the API.
 //! - [`layout`]: the derived key layout of a device, the one function the renderer uses.
 //!
 //! The store (`crate::store`) runs a rule inside a [`state::Tx`], persists exactly the records
 //! the transaction touched together with the change-log entry, and rolls back on any error.
 
+pub mod action;
 pub mod entities;
 pub mod error;
 pub mod ids;
@@ -19,15 +21,19 @@ pub mod state;
 
 use std::collections::BTreeSet;
 
+pub use action::{Action, ChangeKind};
 pub use entities::*;
 pub use error::{DomainError, ErrorCode, ErrorKind};
 pub use ids::*;
 
 /// What a committed mutation did, as the change log records it (SPEC §1 "Change log").
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Effect {
     /// `<resource>.<verb>`, e.g. `sca.create`.
-    pub action: String,
+    pub action: Action,
+    /// What the change did to the touched phones, decided by the rule from what changed (the
+    /// sync dispatcher sends the reboot event when the model's `reboot_on` names it).
+    pub kind: ChangeKind,
     pub group: Option<GroupId>,
     /// The subject's id, e.g. the line port or the MAC.
     pub subject: String,
@@ -37,9 +43,15 @@ pub struct Effect {
 }
 
 impl Effect {
-    pub fn new(action: &str, group: Option<&GroupId>, subject: impl Into<String>) -> Self {
+    pub fn new(
+        action: Action,
+        kind: ChangeKind,
+        group: Option<&GroupId>,
+        subject: impl Into<String>,
+    ) -> Self {
         Effect {
-            action: action.to_string(),
+            action,
+            kind,
             group: group.cloned(),
             subject: subject.into(),
             devices: BTreeSet::new(),

@@ -15,7 +15,7 @@ use super::entities::*;
 use super::ids::*;
 use super::layout::layout;
 use super::state::{Record, RecordKey, State, Tx};
-use super::{DomainError, Effect, Env, ErrorCode};
+use super::{Action, ChangeKind, DomainError, Effect, Env, ErrorCode};
 
 // ---------------------------------------------------------------- inputs
 
@@ -352,6 +352,16 @@ fn check_group(g: &Group) -> Result<(), DomainError> {
     settings("settings", &g.settings)
 }
 
+/// The kind of a group update, by what changed:
+///
+/// | field | kind | why |
+/// |---|---|---|
+/// | `sip` (domain, proxy, port, transport) | `lines` | every phone of the group registers there |
+/// | `name`, `settings`, `shared_line_licenses`, `provisioning` | `settings` | rendered values or server-side policy |
+fn group_change_kind(old: &Group, new: &Group) -> ChangeKind {
+    ChangeKind::when(old.sip != new.sip, ChangeKind::Lines)
+}
+
 pub fn create_group(tx: &mut Tx, mut g: Group) -> Result<Effect, DomainError> {
     if g.name.is_empty() {
         g.name = g.id.to_string();
@@ -360,13 +370,18 @@ pub fn create_group(tx: &mut Tx, mut g: Group) -> Result<Effect, DomainError> {
     if tx.state().groups.contains_key(&g.id) {
         return Err(exists(&format!("group {}", g.id)));
     }
-    let fx = Effect::new("group.create", Some(&g.id), g.id.as_str());
+    let fx = Effect::new(
+        Action::GroupCreate,
+        ChangeKind::Settings,
+        Some(&g.id),
+        g.id.as_str(),
+    );
     tx.put(Record::Group(g));
     Ok(fx)
 }
 
 pub fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, DomainError> {
-    group(tx.state(), id)?;
+    let kind = group_change_kind(group(tx.state(), id)?, &g);
     if &g.id != id {
         return Err(DomainError::validation(
             "id",
@@ -387,7 +402,7 @@ pub fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, D
             ),
         ));
     }
-    let mut fx = Effect::new("group.update", Some(id), id.as_str());
+    let mut fx = Effect::new(Action::GroupUpdate, kind, Some(id), id.as_str());
     fx.devices = tx.state().devices_of(id).map(|d| d.mac.clone()).collect();
     tx.put(Record::Group(g));
     Ok(fx)
@@ -422,7 +437,13 @@ pub fn delete_group(tx: &mut Tx, id: &GroupId, cascade: bool) -> Result<Effect, 
         .filter(|t| t.group.as_ref() == Some(id))
         .map(|t| t.id.clone())
         .collect();
-    let mut fx = Effect::new("group.delete", Some(id), id.as_str()).detail(json!({
+    let mut fx = Effect::new(
+        Action::GroupDelete,
+        ChangeKind::Lines,
+        Some(id),
+        id.as_str(),
+    )
+    .detail(json!({
         "users": users.len(), "devices": devices.len(), "shared_lines": lines.len(),
         "sca_endpoints": scas.len(), "tokens": tokens.len(),
     }));
@@ -591,6 +612,34 @@ fn check_extension_free(s: &State, g: &GroupId, e: &Extension) -> Result<(), Dom
     Ok(())
 }
 
+/// The kind of a user update, by what changed (values as the phone gets them, so a field that
+/// only feeds a default counts when the default changes):
+///
+/// | field | kind | why |
+/// |---|---|---|
+/// | `sip.username` (effective: default phone number or `<group>_<extension>`) | `lines` | the identity the phone registers |
+/// | `sip.auth_username` (effective) | `lines` | the digest user it registers with |
+/// | `sip.password` | `lines` | the credentials it registers with |
+/// | `phone_number` | `lines` | the line's number (and the default username) |
+/// | display name as shown (`display_name`, else `first_name last_name`) | `lines` | the name the line shows and sends |
+/// | `first_name` / `last_name` hidden by a `display_name` | `settings` | nothing on any line changes |
+/// | `features.monitoring` | `keys` | the BLF keys on the user's phones |
+/// | `kind`, other `features` | `settings` | rendered settings (a kind change moves no line: the rules forbid it on owned or logged-in devices) |
+///
+/// One kind per change: a rename also reaches the phones that monitor the user (a BLF label),
+/// and they get `lines` too.
+fn user_change_kind(old: &User, new: &User) -> ChangeKind {
+    let line = old.sip_username() != new.sip_username()
+        || old.auth_username() != new.auth_username()
+        || old.sip.password != new.sip.password
+        || old.phone_number != new.phone_number
+        || old.display() != new.display();
+    ChangeKind::when(line, ChangeKind::Lines).and(ChangeKind::when(
+        old.features.monitoring != new.features.monitoring,
+        ChangeKind::Keys,
+    ))
+}
+
 pub fn create_user(
     tx: &mut Tx,
     env: &dyn Env,
@@ -599,7 +648,12 @@ pub fn create_user(
 ) -> Result<(Effect, User), DomainError> {
     check_extension_free(tx.state(), g, &input.extension)?;
     let u = build_user(tx.state(), env, g, input, None)?;
-    let fx = Effect::new("user.create", Some(g), u.extension.as_str());
+    let fx = Effect::new(
+        Action::UserCreate,
+        ChangeKind::Settings,
+        Some(g),
+        u.extension.as_str(),
+    );
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
 }
@@ -637,7 +691,12 @@ pub fn update_user(
         // them); new ones get the new prefix. Say so rather than silently diverge.
         tracing::info!(group = %g, extension = %e, "line port prefix changed; existing SCA endpoints keep their line ports");
     }
-    let mut fx = Effect::new("user.update", Some(g), e.as_str());
+    let mut fx = Effect::new(
+        Action::UserUpdate,
+        user_change_kind(&old, &u),
+        Some(g),
+        e.as_str(),
+    );
     fx.devices = devices_showing_user(s, g, e);
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
@@ -646,7 +705,7 @@ pub fn update_user(
 pub fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Effect, DomainError> {
     user(tx.state(), g, e)?;
     let s = tx.state();
-    let mut fx = Effect::new("user.delete", Some(g), e.as_str());
+    let mut fx = Effect::new(Action::UserDelete, ChangeKind::Lines, Some(g), e.as_str());
     fx.devices = devices_showing_user(s, g, e);
     let scas: Vec<_> = s.scas_of_user(g, e).map(|x| x.line_port.clone()).collect();
     let mut devices: Vec<Device> = s
@@ -708,8 +767,13 @@ pub fn duplicate_user(
         features: src.features,
     };
     let u = build_user(tx.state(), env, g, copy, None)?;
-    let fx =
-        Effect::new("user.duplicate", Some(g), u.extension.as_str()).detail(json!({ "from": e }));
+    let fx = Effect::new(
+        Action::UserDuplicate,
+        ChangeKind::Settings,
+        Some(g),
+        u.extension.as_str(),
+    )
+    .detail(json!({ "from": e }));
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
 }
@@ -723,7 +787,12 @@ pub fn rotate_sip_password(
     let mut u = user(tx.state(), g, e)?.clone();
     let pw = env.new_secret();
     u.sip.password = Secret(pw.as_str().into());
-    let mut fx = Effect::new("user.sip_password", Some(g), e.as_str());
+    let mut fx = Effect::new(
+        Action::UserSipPassword,
+        ChangeKind::Lines,
+        Some(g),
+        e.as_str(),
+    );
     fx.devices = devices_showing_user(tx.state(), g, e);
     tx.put(Record::User(u));
     Ok((fx, pw))
@@ -813,6 +882,22 @@ fn check_once_on_device(s: &State, d: &Device) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// The kind of a device update, by what changed:
+///
+/// | field | kind | why |
+/// |---|---|---|
+/// | `owner` | `lines` | the primary line (and every appearance after it) |
+/// | `model` | `lines` | the key space and registrations the layout is built for |
+/// | `keys` | `keys` | programmable keys only |
+/// | `name`, `settings`, `notify_target` | `settings` | rendered values, or server-side only |
+fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
+    ChangeKind::when(
+        old.owner != new.owner || old.model != new.model,
+        ChangeKind::Lines,
+    )
+    .and(ChangeKind::when(old.keys != new.keys, ChangeKind::Keys))
+}
+
 pub fn create_device(
     tx: &mut Tx,
     env: &dyn Env,
@@ -823,7 +908,12 @@ pub fn create_device(
         return Err(exists(&format!("device {} (in group {})", d.mac, d.group)).with_field("mac"));
     }
     let d = build_device(tx.state(), env, g, input, None)?;
-    let mut fx = Effect::new("device.create", Some(g), d.mac.as_str());
+    let mut fx = Effect::new(
+        Action::DeviceCreate,
+        ChangeKind::Lines,
+        Some(g),
+        d.mac.as_str(),
+    );
     fx.devices.insert(d.mac.clone());
     tx.put(Record::Device(d.clone()));
     check_layouts(tx.state(), env, &fx.devices)?;
@@ -845,7 +935,12 @@ pub fn update_device(
     }
     let d = build_device(tx.state(), env, &old.group, input, Some(&old))?;
     check_once_on_device(tx.state(), &d)?;
-    let mut fx = Effect::new("device.update", Some(&old.group), mac.as_str());
+    let mut fx = Effect::new(
+        Action::DeviceUpdate,
+        device_change_kind(&old, &d),
+        Some(&old.group),
+        mac.as_str(),
+    );
     fx.devices.insert(mac.clone());
     tx.put(Record::Device(d.clone()));
     check_layouts(tx.state(), env, &fx.devices)?;
@@ -859,7 +954,13 @@ pub fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
         .scas_on(mac)
         .map(|x| x.line_port.clone())
         .collect();
-    let mut fx = Effect::new("device.delete", Some(&d.group), mac.as_str()).detail(
+    let mut fx = Effect::new(
+        Action::DeviceDelete,
+        ChangeKind::Lines,
+        Some(&d.group),
+        mac.as_str(),
+    )
+    .detail(
         json!({ "sca_endpoints_deleted": scas.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
     );
     fx.devices.insert(mac.clone());
@@ -879,7 +980,12 @@ pub fn rotate_device_credentials(
     let pw = env.new_secret();
     d.prov_password = Secret(pw.as_str().into());
     // Credentials are not part of the rendered files: no device is touched.
-    let fx = Effect::new("device.credentials", Some(&d.group), mac.as_str());
+    let fx = Effect::new(
+        Action::DeviceCredentials,
+        ChangeKind::Settings,
+        Some(&d.group),
+        mac.as_str(),
+    );
     tx.put(Record::Device(d));
     Ok((fx, pw))
 }
@@ -903,8 +1009,13 @@ pub fn hot_desk_login(
             format!("user {e} is not a hot_desk user"),
         ));
     }
-    let mut fx = Effect::new("device.hot_desk_login", Some(&d.group), mac.as_str())
-        .detail(json!({ "extension": e }));
+    let mut fx = Effect::new(
+        Action::DeviceHotDeskLogin,
+        ChangeKind::Lines,
+        Some(&d.group),
+        mac.as_str(),
+    )
+    .detail(json!({ "extension": e }));
     fx.devices.insert(mac.clone());
     // A guest sits at one desk at a time: logging in here logs it out elsewhere.
     let elsewhere: Vec<Device> = tx
@@ -930,8 +1041,13 @@ pub fn hot_desk_logout(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
     let e = d.hot_desk.take().ok_or_else(|| {
         DomainError::not_found(format!("no hot-desk user is logged in to device {mac}"))
     })?;
-    let mut fx = Effect::new("device.hot_desk_logout", Some(&d.group), mac.as_str())
-        .detail(json!({ "extension": e }));
+    let mut fx = Effect::new(
+        Action::DeviceHotDeskLogout,
+        ChangeKind::Lines,
+        Some(&d.group),
+        mac.as_str(),
+    )
+    .detail(json!({ "extension": e }));
     fx.devices.insert(mac.clone());
     tx.put(Record::Device(d));
     Ok(fx)
@@ -1041,6 +1157,13 @@ fn place_sca(
     }
 }
 
+/// The kind of an SCA endpoint update: every field of an endpoint (device, key, label, active,
+/// allow_origination, allow_termination) is part of an appearance (`lines` in the template
+/// context), so any change is `lines`; an unchanged endpoint is `settings`.
+fn sca_change_kind(old: &ScaEndpoint, new: &ScaEndpoint) -> ChangeKind {
+    ChangeKind::when(old != new, ChangeKind::Lines)
+}
+
 pub fn create_sca(
     tx: &mut Tx,
     env: &dyn Env,
@@ -1075,8 +1198,13 @@ pub fn create_sca(
         allow_origination: input.allow_origination,
         allow_termination: input.allow_termination,
     };
-    let mut fx = Effect::new("sca.create", Some(g), x.line_port.as_str())
-        .detail(json!({ "extension": e, "device": mac, "key": key }));
+    let mut fx = Effect::new(
+        Action::ScaCreate,
+        ChangeKind::Lines,
+        Some(g),
+        x.line_port.as_str(),
+    )
+    .detail(json!({ "extension": e, "device": mac, "key": key }));
     fx.devices.insert(mac);
     tx.put(Record::Sca(x.clone()));
     check_layouts(tx.state(), env, &fx.devices)?;
@@ -1119,7 +1247,7 @@ pub fn update_sca(
         allow_termination: input.allow_termination,
         ..old.clone()
     };
-    let mut fx = Effect::new("sca.update", Some(g), port)
+    let mut fx = Effect::new(Action::ScaUpdate, sca_change_kind(&old, &x), Some(g), port)
         .detail(json!({ "extension": e, "device": mac, "key": key, "active": x.active }));
     fx.devices.insert(old.device);
     fx.devices.insert(mac);
@@ -1135,7 +1263,7 @@ pub fn delete_sca(
     port: &str,
 ) -> Result<Effect, DomainError> {
     let x = sca(tx.state(), g, e, port)?.clone();
-    let mut fx = Effect::new("sca.delete", Some(g), port)
+    let mut fx = Effect::new(Action::ScaDelete, ChangeKind::Lines, Some(g), port)
         .detail(json!({ "extension": e, "device": x.device }));
     fx.devices.insert(x.device.clone());
     tx.delete(RecordKey::Sca(x.line_port));
@@ -1194,6 +1322,14 @@ fn check_members(s: &State, g: &GroupId, members: &[Member]) -> Result<(), Domai
     Ok(())
 }
 
+/// The kind of a shared-line update: its members are appearances on their phones, and its
+/// description (the line's name and label), direct dial, autodial digits and voicemail
+/// forwarding are that appearance's values (`lines` in the template context), so any change is
+/// `lines`; an unchanged line is `settings`.
+fn shared_line_change_kind(old: &SharedLine, new: &SharedLine) -> ChangeKind {
+    ChangeKind::when(old != new, ChangeKind::Lines)
+}
+
 pub fn create_shared_line(
     tx: &mut Tx,
     env: &dyn Env,
@@ -1231,7 +1367,12 @@ pub fn create_shared_line(
     if let Some(holder) = s.line_port_holder(&line.line_port()) {
         return Err(line_port_in_use(&line.line_port(), &holder).with_field("number"));
     }
-    let mut fx = Effect::new("shared_line.create", Some(g), line.number.as_str());
+    let mut fx = Effect::new(
+        Action::SharedLineCreate,
+        ChangeKind::Lines,
+        Some(g),
+        line.number.as_str(),
+    );
     fx.devices = devices_of_members(s, &line);
     tx.put(Record::SharedLine(line.clone()));
     check_layouts(tx.state(), env, &fx.devices)?;
@@ -1253,7 +1394,12 @@ pub fn update_shared_line(
         ));
     }
     let line = build_shared_line(tx.state(), env, g, input, Some(&old))?;
-    let mut fx = Effect::new("shared_line.update", Some(g), n.as_str());
+    let mut fx = Effect::new(
+        Action::SharedLineUpdate,
+        shared_line_change_kind(&old, &line),
+        Some(g),
+        n.as_str(),
+    );
     fx.devices = devices_of_members(tx.state(), &old);
     fx.devices.extend(devices_of_members(tx.state(), &line));
     tx.put(Record::SharedLine(line.clone()));
@@ -1278,7 +1424,7 @@ pub fn set_members(
         members,
     };
     let (mut fx, line) = update_shared_line(tx, env, g, n, input)?;
-    fx.action = "shared_line.members".into();
+    fx.action = Action::SharedLineMembers;
     Ok((fx, line))
 }
 
@@ -1288,7 +1434,12 @@ pub fn delete_shared_line(
     n: &SharedNumber,
 ) -> Result<Effect, DomainError> {
     let line = shared_line(tx.state(), g, n)?.clone();
-    let mut fx = Effect::new("shared_line.delete", Some(g), n.as_str());
+    let mut fx = Effect::new(
+        Action::SharedLineDelete,
+        ChangeKind::Lines,
+        Some(g),
+        n.as_str(),
+    );
     fx.devices = devices_of_members(tx.state(), &line);
     tx.delete(RecordKey::SharedLine(g.clone(), n.clone()));
     Ok(fx)
@@ -1305,8 +1456,13 @@ pub fn create_token(tx: &mut Tx, t: Token) -> Result<Effect, DomainError> {
     if tx.state().tokens.contains_key(&t.id) {
         return Err(exists(&format!("token {}", t.id)));
     }
-    let fx = Effect::new("token.create", t.group.as_ref(), t.id.as_str())
-        .detail(json!({ "name": t.name }));
+    let fx = Effect::new(
+        Action::TokenCreate,
+        ChangeKind::Settings,
+        t.group.as_ref(),
+        t.id.as_str(),
+    )
+    .detail(json!({ "name": t.name }));
     tx.put(Record::Token(t));
     Ok(fx)
 }
@@ -1318,7 +1474,13 @@ pub fn delete_token(tx: &mut Tx, id: &str) -> Result<Effect, DomainError> {
         .get(id)
         .ok_or_else(|| DomainError::not_found(format!("token {id} does not exist")))?
         .clone();
-    let fx = Effect::new("token.delete", t.group.as_ref(), id).detail(json!({ "name": t.name }));
+    let fx = Effect::new(
+        Action::TokenDelete,
+        ChangeKind::Settings,
+        t.group.as_ref(),
+        id,
+    )
+    .detail(json!({ "name": t.name }));
     tx.delete(RecordKey::Token(t.id));
     Ok(fx)
 }
@@ -1364,8 +1526,13 @@ pub fn put_template(
         actor: actor.to_string(),
     });
     o.active = Some(version);
-    let mut fx = Effect::new("template.update", None, format!("{model}/{template}"))
-        .detail(json!({ "version": version }));
+    let mut fx = Effect::new(
+        Action::TemplateUpdate,
+        ChangeKind::Template,
+        None,
+        format!("{model}/{template}"),
+    )
+    .detail(json!({ "version": version }));
     fx.devices = devices_of_model(tx.state(), model);
     tx.put(Record::Template(o));
     Ok((fx, version))
@@ -1395,12 +1562,17 @@ pub fn activate_template(
     }
     o.active = version;
     let action = if version.is_some() {
-        "template.rollback"
+        Action::TemplateRollback
     } else {
-        "template.reset"
+        Action::TemplateReset
     };
-    let mut fx = Effect::new(action, None, format!("{model}/{template}"))
-        .detail(json!({ "version": version }));
+    let mut fx = Effect::new(
+        action,
+        ChangeKind::Template,
+        None,
+        format!("{model}/{template}"),
+    )
+    .detail(json!({ "version": version }));
     fx.devices = devices_of_model(tx.state(), model);
     tx.put(Record::Template(o));
     Ok(fx)

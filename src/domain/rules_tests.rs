@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use super::*;
 use crate::domain::layout::{layout, AppearanceKind};
-use crate::domain::{ErrorCode, ErrorKind, ModelCaps};
+use crate::domain::{Action, ChangeKind, ErrorCode, ErrorKind, ModelCaps};
 
 struct TestEnv {
     max_sca: usize,
@@ -773,5 +773,342 @@ fn free_text_rejects_control_characters() {
     assert_eq!(
         (e.code, e.field.as_deref()),
         (ErrorCode::Validation, Some("first_name"))
+    );
+}
+
+// ---------------------------------------------------------------- change kinds
+
+/// `update_user` of 1001 with its fixture input changed by `f`.
+fn patch_1001(s: &mut State, env: &TestEnv, f: impl FnOnce(&mut UserInput)) -> Effect {
+    let mut u = user_in("1001", Some("6035551212"), UserKind::Standard);
+    f(&mut u);
+    run(s, |tx| update_user(tx, env, &g(G), &ext("1001"), u))
+        .unwrap()
+        .0
+}
+
+#[test]
+fn patch_of_what_a_user_registers_with_is_a_lines_change() {
+    let (mut s, env) = fixture();
+    let fx = patch_1001(&mut s, &env, |u| u.sip.username = Some("ada".into()));
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserUpdate, ChangeKind::Lines)
+    );
+    assert!(fx.devices.contains(&mac("0004f2000001")));
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.sip.auth_username = Some("ada-auth".into());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "auth username");
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.sip.password = Some("a-new-password-1".into());
+    });
+    assert_eq!(
+        fx.kind,
+        ChangeKind::Lines,
+        "password (auth username back to default)"
+    );
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.phone_number = Some(PhoneNumber::parse("6035550000").unwrap());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "phone number");
+    // Dropping the explicit username falls back to the phone number: a new identity.
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.phone_number = Some(PhoneNumber::parse("6035550000").unwrap())
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines);
+    assert_eq!(
+        s.user(&g(G), &ext("1001")).unwrap().sip_username(),
+        "6035550000"
+    );
+}
+
+#[test]
+fn patch_of_the_shown_name_is_lines_unless_a_display_name_hides_it() {
+    let (mut s, env) = fixture();
+    // first_name feeds the display name the line shows ("First 1001" → "Ada 1001").
+    let fx = patch_1001(&mut s, &env, |u| u.first_name = "Ada".into());
+    assert_eq!(fx.kind, ChangeKind::Lines);
+    let fx = patch_1001(&mut s, &env, |u| u.display_name = Some("Reception".into()));
+    assert_eq!(fx.kind, ChangeKind::Lines, "display_name override");
+    // With the override in place, first/last names change nothing any line shows.
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.display_name = Some("Reception".into());
+        u.first_name = "Ada".into();
+        u.last_name = "Lovelace".into();
+    });
+    assert_eq!(fx.kind, ChangeKind::Settings);
+}
+
+#[test]
+fn patch_of_user_features_is_settings_and_of_monitoring_is_keys() {
+    let (mut s, env) = fixture();
+    let fx = patch_1001(&mut s, &env, |u| u.features.call_waiting = Some(false));
+    assert_eq!(fx.kind, ChangeKind::Settings);
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.features.call_waiting = Some(false);
+        u.features.monitoring = vec![ext("2002")];
+    });
+    assert_eq!(fx.kind, ChangeKind::Keys);
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.features.monitoring = vec![ext("2002")];
+        u.sip.username = Some("ada".into());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "the more disruptive kind wins");
+}
+
+#[test]
+fn user_rules_other_than_update_have_fixed_kinds() {
+    let (mut s, env) = fixture();
+    let gg = g(G);
+    let (fx, _) = run(&mut s, |tx| {
+        create_user(tx, &env, &gg, user_in("4004", None, UserKind::Standard))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserCreate, ChangeKind::Settings)
+    );
+    let input = DuplicateInput {
+        extension: ext("4005"),
+        first_name: None,
+        last_name: None,
+        phone_number: None,
+    };
+    let (fx, _) = run(&mut s, |tx| {
+        duplicate_user(tx, &env, &gg, &ext("4004"), input)
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserDuplicate, ChangeKind::Settings)
+    );
+    let (fx, _) = run(&mut s, |tx| {
+        rotate_sip_password(tx, &env, &gg, &ext("1001"))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserSipPassword, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_user(tx, &gg, &ext("1001"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn device_kinds_follow_what_changed() {
+    let (mut s, env) = fixture();
+    let a = mac("0004f2000001");
+    let patch = |s: &mut State, f: &dyn Fn(&mut DeviceInput)| {
+        let mut d = device_in("0004f2000001", "desk-a", "m12", Some("1001"));
+        f(&mut d);
+        run(s, |tx| update_device(tx, &env, &a, d)).unwrap().0
+    };
+    let fx = patch(&mut s, &|d| {
+        d.settings.insert("tz".into(), "UTC".into());
+    });
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceUpdate, ChangeKind::Settings)
+    );
+    let fx = patch(&mut s, &|d| d.name = Some("desk-a2".into()));
+    assert_eq!(fx.kind, ChangeKind::Settings, "name");
+    let fx = patch(&mut s, &|d| {
+        d.keys = vec![ProgKey {
+            key: 12,
+            kind: KeyType::SpeedDial,
+            value: "100".into(),
+            label: None,
+        }]
+    });
+    assert_eq!(fx.kind, ChangeKind::Keys);
+    let fx = patch(&mut s, &|d| d.owner = Some(ext("2002")));
+    assert_eq!(fx.kind, ChangeKind::Lines, "owner");
+    let fx = patch(&mut s, &|d| d.model = "m4".into());
+    assert_eq!(fx.kind, ChangeKind::Lines, "model");
+    let (fx, _) = run(&mut s, |tx| {
+        create_device(
+            tx,
+            &env,
+            &g(G),
+            device_in("0004f2000004", "desk-c", "m12", None),
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceCreate, ChangeKind::Lines)
+    );
+    let (fx, _) = run(&mut s, |tx| rotate_device_credentials(tx, &env, &a)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceCredentials, ChangeKind::Settings)
+    );
+    let lobby = mac("0004f2000003");
+    let fx = run(&mut s, |tx| hot_desk_login(tx, &env, &lobby, &ext("0901"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceHotDeskLogin, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| hot_desk_logout(tx, &lobby)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceHotDeskLogout, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_device(tx, &lobby)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn sca_changes_are_lines_changes() {
+    let (mut s, env) = fixture();
+    let (fx, x) = add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap();
+    assert_eq!((fx.action, fx.kind), (Action::ScaCreate, ChangeKind::Lines));
+    let port = x.line_port.to_string();
+    let update = |s: &mut State, input: ScaInput| {
+        run(s, |tx| {
+            update_sca(tx, &env, &g(G), &ext("1001"), &port, input)
+        })
+        .unwrap()
+        .0
+    };
+    let fx = update(&mut s, sca_in("lobby", None, None));
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::ScaUpdate, ChangeKind::Settings),
+        "no change"
+    );
+    let mut input = sca_in("lobby", None, None);
+    input.label = Some("Boss".into());
+    assert_eq!(update(&mut s, input).kind, ChangeKind::Lines, "label");
+    let mut input = sca_in("lobby", None, None);
+    input.label = Some("Boss".into());
+    input.active = false;
+    assert_eq!(update(&mut s, input).kind, ChangeKind::Lines, "active");
+    let fx = run(&mut s, |tx| delete_sca(tx, &g(G), &ext("1001"), &port)).unwrap();
+    assert_eq!((fx.action, fx.kind), (Action::ScaDelete, ChangeKind::Lines));
+}
+
+#[test]
+fn shared_line_changes_are_lines_changes() {
+    let (mut s, env) = fixture();
+    let gg = g(G);
+    let n = SharedNumber::parse("555").unwrap();
+    let line = |description: &str| SharedLineInput {
+        number: n.clone(),
+        direct_dial: None,
+        description: description.into(),
+        forward_to_voicemail: false,
+        autodial_digits: None,
+        members: vec![Member {
+            extension: ext("1001"),
+            button: None,
+            ring: Ring::Ring,
+        }],
+    };
+    let (fx, _) = run(&mut s, |tx| create_shared_line(tx, &env, &gg, line(""))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineCreate, ChangeKind::Lines)
+    );
+    let (fx, _) = run(&mut s, |tx| update_shared_line(tx, &env, &gg, &n, line(""))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineUpdate, ChangeKind::Settings),
+        "no change"
+    );
+    let (fx, _) = run(&mut s, |tx| {
+        update_shared_line(tx, &env, &gg, &n, line("Sales"))
+    })
+    .unwrap();
+    assert_eq!(fx.kind, ChangeKind::Lines, "description is the line's name");
+    let (fx, _) = run(&mut s, |tx| set_members(tx, &env, &gg, &n, vec![])).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineMembers, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_shared_line(tx, &gg, &n)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn group_kinds_follow_what_changed() {
+    let (mut s, _env) = fixture();
+    let gg = g(G);
+    let mut grp = s.groups[&gg].clone();
+    grp.settings.insert("ntp".into(), "pool.ntp.org".into());
+    let fx = run(&mut s, |tx| update_group(tx, &gg, grp.clone())).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupUpdate, ChangeKind::Settings)
+    );
+    grp.sip.proxy = Some("proxy.example.net".into());
+    let fx = run(&mut s, |tx| update_group(tx, &gg, grp.clone())).unwrap();
+    assert_eq!(fx.kind, ChangeKind::Lines, "the registrar");
+    let fx = run(&mut s, |tx| create_group(tx, group_of("NEW"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupCreate, ChangeKind::Settings)
+    );
+    let fx = run(&mut s, |tx| delete_group(tx, &gg, true)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn template_and_token_kinds() {
+    let (mut s, _env) = fixture();
+    let (fx, _) = run(&mut s, |tx| {
+        put_template(tx, "m12", "mac.cfg", "x".into(), "now".into(), "t")
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateUpdate, ChangeKind::Template)
+    );
+    assert_eq!(fx.devices.len(), 3, "every device of the model");
+    let fx = run(&mut s, |tx| {
+        activate_template(tx, "m12", "mac.cfg", Some(1))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateRollback, ChangeKind::Template)
+    );
+    let fx = run(&mut s, |tx| activate_template(tx, "m12", "mac.cfg", None)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateReset, ChangeKind::Template)
+    );
+    let t = Token {
+        id: "t1".into(),
+        name: "ci".into(),
+        group: None,
+        secret_sha256: Secret("00".into()),
+        created_at: "now".into(),
+    };
+    let fx = run(&mut s, |tx| create_token(tx, t)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TokenCreate, ChangeKind::Settings)
+    );
+    let fx = run(&mut s, |tx| delete_token(tx, "t1")).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TokenDelete, ChangeKind::Settings)
     );
 }

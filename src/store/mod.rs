@@ -26,8 +26,11 @@ use crate::domain::*;
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
 
+mod change_entry;
+
 /// One change-log entry (SPEC §1 "Change log").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(from = "change_entry::StoredChange")]
 pub struct Change {
     /// Gapless, increasing.
     pub seq: u64,
@@ -36,7 +39,9 @@ pub struct Change {
     /// Who: `token:<id>` or `cli`.
     pub actor: String,
     /// `<resource>.<verb>`.
-    pub action: String,
+    pub action: Action,
+    /// What the change did to the touched phones; model.toml `reboot_on` names these.
+    pub kind: ChangeKind,
     #[schema(value_type = Option<String>)]
     pub group: Option<GroupId>,
     pub subject: String,
@@ -345,6 +350,7 @@ impl Store {
             at: now(),
             actor: actor.to_string(),
             action: fx.action,
+            kind: fx.kind,
             group: fx.group,
             subject: fx.subject,
             devices: fx.devices.into_iter().collect(),
