@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for ChangeKind {
 macro_rules! actions {
     ($($variant:ident = $name:literal => $legacy:ident,)*) => {
         /// A change-log action, `<resource>.<verb>`; serialised as that string.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum Action {
             $(
                 #[serde(rename = $name)]
@@ -162,6 +162,20 @@ actions! {
     TemplateRollback = "template.rollback" => Template,
     TemplateReset = "template.reset" => Template,
 }
+
+/// By hand: utoipa's derive does not see serde renames made inside `macro_rules!` (it would list
+/// the variant names).
+impl utoipa::PartialSchema for Action {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A change-log action, `<resource>.<verb>`."))
+            .enum_values(Some(Action::ALL.iter().map(|a| a.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for Action {}
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
