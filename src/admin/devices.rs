@@ -11,7 +11,7 @@ use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{device_input, CredentialsView, DeviceView};
 use super::{blocking, created, no_content};
 use crate::domain::rules::DeviceInput;
-use crate::domain::{Device, Extension, GroupId, Mac};
+use crate::domain::{Device, ErrorCode, Extension, GroupId, Mac};
 use crate::SharedApp;
 
 pub(super) fn routes() -> OpenApiRouter<SharedApp> {
@@ -79,7 +79,7 @@ async fn preview(
                 tracing::warn!(mac = %d.mac, file = %file, error = %e, "preview failed to render");
                 ApiError::new(
                     axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "render_failed",
+                    ErrorCode::RenderFailed,
                     "the file could not be rendered; see the server log",
                 )
             }

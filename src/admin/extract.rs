@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::{ApiError, ApiResult};
-use crate::domain::{GroupId, Token};
+use crate::domain::{ErrorCode, GroupId, Token};
 use crate::SharedApp;
 
 /// The authenticated caller: a platform token, or a token scoped to one group.
@@ -38,9 +38,8 @@ impl Caller {
     pub fn platform(&self) -> ApiResult<()> {
         match &self.group {
             None => Ok(()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            Some(_) => Err(ApiError::code(
+                ErrorCode::Forbidden,
                 "this needs a platform token; group tokens manage their own group only",
             )),
         }
@@ -52,9 +51,8 @@ impl FromRequestParts<SharedApp> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> ApiResult<Caller> {
         let unauthorized = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+            ApiError::code(
+                ErrorCode::Unauthorized,
                 "a valid 'Authorization: Bearer <token>' header is required",
             )
         };
@@ -103,13 +101,12 @@ impl<T: DeserializeOwned> FromRequest<SharedApp> for Json<T> {
 async fn body_bytes(req: Request, app: &SharedApp) -> ApiResult<Bytes> {
     Bytes::from_request(req, app).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+            ApiError::code(
+                ErrorCode::PayloadTooLarge,
                 format!("the body is larger than {} bytes", super::BODY_LIMIT),
             )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+            ApiError::code(ErrorCode::BadRequest, e.body_text())
         }
     })
 }
@@ -144,17 +141,15 @@ impl FromRequest<SharedApp> for RawJson {
             .trim()
             .to_ascii_lowercase();
         if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+            return Err(ApiError::code(
+                ErrorCode::UnsupportedMediaType,
                 "send the body as Content-Type: application/json",
             ));
         }
         let bytes = body_bytes(req, app).await?;
         serde_json::from_slice(&bytes).map(RawJson).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
+            ApiError::code(
+                ErrorCode::InvalidJson,
                 format!("the body is not valid JSON: {e}"),
             )
         })

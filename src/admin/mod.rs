@@ -26,6 +26,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::domain::ErrorCode;
 use crate::store::{Store, StoreError};
 use crate::SharedApp;
 use problem::{ApiError, ApiResult};
@@ -52,8 +53,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The admin router: `/api/v1/...`, `/api/v1/openapi.json` and `/healthz`.
-pub fn router(app: SharedApp) -> Router {
+/// The API routes under `/api/v1` and their OpenAPI document.
+fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::<SharedApp>::new()
         .merge(groups::routes())
         .merge(users::routes())
@@ -68,6 +69,12 @@ pub fn router(app: SharedApp) -> Router {
         .nest("/api/v1", api)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    (api, doc)
+}
+
+/// The admin router: `/api/v1/...`, `/api/v1/openapi.json` and `/healthz`.
+pub fn router(app: SharedApp) -> Router {
+    let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",
@@ -79,9 +86,8 @@ pub fn router(app: SharedApp) -> Router {
     .route("/healthz", get(healthz))
     .fallback(|| async { ApiError::not_found("no such resource") })
     .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+        ApiError::code(
+            ErrorCode::MethodNotAllowed,
             "method not allowed on this resource",
         )
     })
@@ -127,4 +133,39 @@ pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
 /// 204 No Content.
 pub(crate) fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{Action, ChangeKind, ErrorCode};
+
+    fn names(v: &serde_json::Value) -> Vec<String> {
+        let mut n: Vec<String> = v["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not an enum: {v}"))
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn openapi_types_problem_codes_actions_and_kinds_as_enums() {
+        let doc = serde_json::to_value(super::api().1).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["Problem"]["properties"]["code"]["$ref"],
+            "#/components/schemas/ErrorCode"
+        );
+        let mut want: Vec<String> = ErrorCode::ALL.iter().map(|c| c.to_string()).collect();
+        want.sort();
+        assert_eq!(names(&schemas["ErrorCode"]), want);
+        let mut want: Vec<String> = Action::ALL.iter().map(|a| a.to_string()).collect();
+        want.sort();
+        assert_eq!(names(&schemas["Action"]), want);
+        let mut want: Vec<String> = ChangeKind::ALL.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(names(&schemas["ChangeKind"]), want);
+    }
 }

@@ -5,14 +5,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{DomainError, ErrorKind};
+use crate::domain::{DomainError, ErrorCode, ErrorKind};
 use crate::store::StoreError;
 
 /// An error as the admin API reports it.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
     pub field: Option<String>,
     /// Where in an uploaded template the problem is (1-based), for `invalid_template`.
@@ -29,7 +29,7 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     /// Stable machine-readable code, e.g. `line_port_in_use`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// The offending input field, where one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -42,7 +42,13 @@ pub struct Problem {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// An error with the code's default status.
+    pub fn code(code: ErrorCode, detail: impl Into<String>) -> Self {
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code, detail)
+    }
+    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -52,19 +58,18 @@ impl ApiError {
         }
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::code(ErrorCode::NotFound, detail)
     }
     pub fn validation(field: Option<String>, detail: impl Into<String>) -> Self {
         ApiError {
             field,
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
+            ..Self::code(ErrorCode::Validation, detail)
         }
     }
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+        Self::code(
+            ErrorCode::Internal,
             "internal error; the server log has details",
         )
     }
@@ -98,11 +103,7 @@ impl From<crate::render::RenderError> for ApiError {
         };
         ApiError {
             position,
-            ..ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_template",
-                e.to_string(),
-            )
+            ..ApiError::code(ErrorCode::InvalidTemplate, e.to_string())
         }
     }
 }

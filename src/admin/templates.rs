@@ -6,7 +6,7 @@
 //! entry touching every device of the model.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,6 +16,7 @@ use super::extract::{Caller, Json, RawBody};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::{blocking, created, no_content};
 use crate::catalog::Model;
+use crate::domain::ErrorCode;
 use crate::SharedApp;
 
 pub(super) fn routes() -> OpenApiRouter<SharedApp> {
@@ -139,13 +140,8 @@ async fn put(
 ) -> ApiResult<Response> {
     caller.platform()?;
     let m = target(&app, &model, &file)?;
-    let body = String::from_utf8(body.to_vec()).map_err(|_| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_template",
-            "a template is UTF-8 text",
-        )
-    })?;
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::code(ErrorCode::InvalidTemplate, "a template is UTF-8 text"))?;
     let validated_renders = validate(&app, &m, &file, &body).await?;
     let actor = caller.actor();
     let (mm, ff) = (model.clone(), file.clone());

@@ -18,7 +18,7 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{Env, ModelCaps};
+use crate::domain::{ChangeKind, Env, ModelCaps};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
 
@@ -45,17 +45,18 @@ pub struct Notify {
     /// `Event:` that makes the phone reboot.
     pub reboot: String,
     /// Change kinds that need a reboot rather than a re-sync: `lines` (registrations or
-    /// appearances changed), `keys`, `settings`, `template`. Default: `lines`.
+    /// appearances changed), `keys`, `settings`, `template`. Default: `lines`. An unknown name
+    /// fails the model's loading with the list of valid ones.
     #[serde(default = "default_reboot_on")]
-    pub reboot_on: Vec<String>,
+    pub reboot_on: Vec<ChangeKind>,
 }
 
 fn default_sip_port() -> u16 {
     5060
 }
 
-fn default_reboot_on() -> Vec<String> {
-    vec!["lines".to_string()]
+fn default_reboot_on() -> Vec<ChangeKind> {
+    vec![ChangeKind::Lines]
 }
 
 /// One file a model requests.
@@ -250,17 +251,6 @@ fn parse_model(
     };
     let mut templates = family.clone();
     templates.extend(own);
-    const KINDS: [&str; 4] = ["lines", "keys", "settings", "template"];
-    if let Some(k) = f
-        .notify
-        .reboot_on
-        .iter()
-        .find(|k| !KINDS.contains(&k.as_str()))
-    {
-        return Err(invalid(format!(
-            "notify.reboot_on: unknown change kind '{k}' (one of {KINDS:?})"
-        )));
-    }
     for file in &f.files {
         if file.per_device != file.pattern.contains("{mac}") {
             return Err(invalid(format!(
@@ -692,6 +682,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn reboot_on_parses_into_change_kinds_and_refuses_unknown_names() {
+        let base = "vendor = \"V\"\nfamily = \"f\"\nname = \"N\"\nline_keys = 2\nmac_case = \"lower\"\n[notify]\nresync = \"r\"\nreboot = \"b\"\n";
+        let families = BTreeMap::from([("f".to_string(), Templates::new())]);
+        let m = parse_model("m", base, BTreeMap::new(), &families).unwrap();
+        assert_eq!(m.notify.reboot_on, vec![ChangeKind::Lines], "default");
+        let text = format!("{base}reboot_on = [\"keys\", \"template\"]\n");
+        let m = parse_model("m", &text, BTreeMap::new(), &families).unwrap();
+        assert_eq!(
+            m.notify.reboot_on,
+            vec![ChangeKind::Keys, ChangeKind::Template]
+        );
+        let text = format!("{base}reboot_on = [\"line\"]\n");
+        let e = parse_model("m", &text, BTreeMap::new(), &families)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("model m:"), "{e}");
+        assert!(
+            e.contains("unknown change kind 'line' (one of lines, keys, settings, template)"),
+            "{e}"
+        );
     }
 
     #[test]

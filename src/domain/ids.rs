@@ -10,7 +10,7 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::DomainError;
+use super::{DomainError, ErrorCode};
 
 /// Implements `Display`, `Serialize`, `Deserialize` (through `parse`) and `as_str` for a
 /// string-backed newtype.
@@ -274,7 +274,7 @@ pub(crate) fn invalid_line_port(s: &str, expected_prefix: Option<&str>) -> Domai
         None => "expected <phone_number>_sca<N> (e.g. 6035551212_sca1) or <group>_<extension>_sca<N> (e.g. ZZZ1900111-01_5555_sca1)".to_string(),
     };
     DomainError::unprocessable(
-        "invalid_line_port",
+        ErrorCode::InvalidLinePort,
         format!("'{s}' is not a valid line port: {hint}"),
     )
     .with_field("line_port")
@@ -318,7 +318,7 @@ mod tests {
             "../etc/passwd",
         ] {
             let e = Mac::parse(input).unwrap_err();
-            assert_eq!(e.code, "validation", "{input}");
+            assert_eq!(e.code, ErrorCode::Validation, "{input}");
         }
     }
 
@@ -395,7 +395,7 @@ mod tests {
             "foo",
         ] {
             let e = LinePort::parse(s).unwrap_err();
-            assert_eq!(e.code, "invalid_line_port", "{s}");
+            assert_eq!(e.code, ErrorCode::InvalidLinePort, "{s}");
         }
     }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::entities::*;
 use super::ids::*;
 use super::state::State;
-use super::{DomainError, ModelCaps};
+use super::{DomainError, ErrorCode, ModelCaps};
 
 /// What an appearance is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -82,7 +82,7 @@ impl Occupancy {
     fn take(&mut self, key: KeyNo, who: String) -> Result<(), DomainError> {
         if key == 0 || key > self.caps.line_keys {
             return Err(DomainError::unprocessable(
-                "key_unavailable",
+                ErrorCode::KeyUnavailable,
                 format!(
                     "line key {key} for {who} does not exist: model {} has line keys 1 to {}",
                     self.model, self.caps.line_keys
@@ -92,7 +92,7 @@ impl Occupancy {
         }
         if let Some(holder) = self.taken.get(&key) {
             return Err(DomainError::unprocessable(
-                "key_unavailable",
+                ErrorCode::KeyUnavailable,
                 format!("line key {key} is already used by {holder}"),
             )
             .with_field("key"));
@@ -112,7 +112,7 @@ impl Occupancy {
 
 fn no_free_key(model: &str, keys: KeyNo, who: &str) -> DomainError {
     DomainError::unprocessable(
-        "no_free_key",
+        ErrorCode::NoFreeKey,
         format!("no free line key for {who}: all {keys} line keys of model {model} are in use"),
     )
 }
@@ -205,7 +205,7 @@ pub fn layout(state: &State, device: &Device, caps: ModelCaps) -> Result<Layout,
     let registrations = appearances.len() + reserved_inactive;
     if registrations > caps.accounts as usize {
         return Err(DomainError::unprocessable(
-            "no_free_key",
+            ErrorCode::NoFreeKey,
             format!(
                 "model {} holds {} registrations (accounts); this device would need {registrations}",
                 device.model, caps.accounts

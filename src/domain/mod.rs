@@ -4,12 +4,16 @@
 //! - [`entities`]: groups, users, devices, SCA endpoints, shared lines, tokens.
 //! - [`state`]: the in-memory state and the undo-logged transaction the rules run in.
 //! - [`rules`]: every mutation, validated; each returns the [`Effect`] the change log records.
+//! - [`action`]: typed change-log [`Action`]s and the [`ChangeKind`] a change has.
+//! - [`error`]: [`DomainError`] and the stable [`ErrorCode`]s of the API.
 //! - [`layout`]: the derived key layout of a device, the one function the renderer uses.
 //!
 //! The store (`crate::store`) runs a rule inside a [`state::Tx`], persists exactly the records
 //! the transaction touched together with the change-log entry, and rolls back on any error.
 
+pub mod action;
 pub mod entities;
+pub mod error;
 pub mod ids;
 pub mod layout;
 pub mod rules;
@@ -17,78 +21,19 @@ pub mod state;
 
 use std::collections::BTreeSet;
 
+pub use action::{Action, ChangeKind};
 pub use entities::*;
+pub use error::{DomainError, ErrorCode, ErrorKind};
 pub use ids::*;
 
-/// Which HTTP-ish class an error belongs to; the admin API maps it to a status once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// 422: the input breaks a rule.
-    Unprocessable,
-    /// 404: the subject does not exist (or is not visible to the caller).
-    NotFound,
-    /// 409: the input conflicts with existing state.
-    Conflict,
-}
-
-/// A rule violation: a stable `code` (SPEC names), a human `detail`, the offending `field`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{detail}")]
-pub struct DomainError {
-    pub kind: ErrorKind,
-    pub code: &'static str,
-    pub detail: String,
-    pub field: Option<String>,
-}
-
-impl DomainError {
-    /// 422 `validation` on a field.
-    pub fn validation(field: &str, detail: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::Unprocessable,
-            code: "validation",
-            detail: detail.into(),
-            field: Some(field.to_string()),
-        }
-    }
-    /// 422 with a specific code.
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::Unprocessable,
-            code,
-            detail: detail.into(),
-            field: None,
-        }
-    }
-    /// 409 with a specific code.
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::Conflict,
-            code,
-            detail: detail.into(),
-            field: None,
-        }
-    }
-    /// 404 `not_found`.
-    pub fn not_found(detail: impl Into<String>) -> Self {
-        DomainError {
-            kind: ErrorKind::NotFound,
-            code: "not_found",
-            detail: detail.into(),
-            field: None,
-        }
-    }
-    pub fn with_field(mut self, field: &str) -> Self {
-        self.field = Some(field.to_string());
-        self
-    }
-}
-
 /// What a committed mutation did, as the change log records it (SPEC §1 "Change log").
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Effect {
     /// `<resource>.<verb>`, e.g. `sca.create`.
-    pub action: String,
+    pub action: Action,
+    /// What the change did to the touched phones, decided by the rule from what changed (the
+    /// sync dispatcher sends the reboot event when the model's `reboot_on` names it).
+    pub kind: ChangeKind,
     pub group: Option<GroupId>,
     /// The subject's id, e.g. the line port or the MAC.
     pub subject: String,
@@ -98,9 +43,15 @@ pub struct Effect {
 }
 
 impl Effect {
-    pub fn new(action: &str, group: Option<&GroupId>, subject: impl Into<String>) -> Self {
+    pub fn new(
+        action: Action,
+        kind: ChangeKind,
+        group: Option<&GroupId>,
+        subject: impl Into<String>,
+    ) -> Self {
         Effect {
-            action: action.to_string(),
+            action,
+            kind,
             group: group.cloned(),
             subject: subject.into(),
             devices: BTreeSet::new(),

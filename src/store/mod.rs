@@ -14,6 +14,7 @@
 //! - `ops`: the domain operations (one rule each).
 
 pub mod backend;
+mod change_entry;
 pub mod embedded;
 mod observations;
 mod ops;
@@ -199,6 +200,7 @@ impl Store {
             at: now(),
             actor: actor.to_string(),
             action: fx.action,
+            kind: fx.kind,
             group: fx.group,
             subject: fx.subject,
             devices: fx.devices.into_iter().collect(),

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{GroupId, Mac};
+use crate::domain::{Action, ChangeKind, GroupId, Mac};
 
 /// One change-log entry (SPEC §1 "Change log").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(from = "super::change_entry::StoredChange")]
 pub struct Change {
     /// Gapless, increasing.
     pub seq: u64,
@@ -16,7 +17,9 @@ pub struct Change {
     /// Who: `token:<id>` or `cli`.
     pub actor: String,
     /// `<resource>.<verb>`.
-    pub action: String,
+    pub action: Action,
+    /// What the change did to the touched phones; model.toml `reboot_on` names these.
+    pub kind: ChangeKind,
     #[schema(value_type = Option<String>)]
     pub group: Option<GroupId>,
     pub subject: String,

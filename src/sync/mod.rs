@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
-use crate::domain::{Device, Mac};
+use crate::domain::{ChangeKind, Device, Mac};
 use crate::store::{LastNotify, SyncPhase, SyncState};
 use crate::SharedApp;
 
@@ -36,20 +36,23 @@ fn rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// The change kind of a change-log action (model.toml `reboot_on` names these).
-pub fn change_kind(action: &str) -> &'static str {
-    match action {
-        a if a.starts_with("template.") => "template",
-        a if a.starts_with("sca.")
-            || a.starts_with("shared_line.")
-            || a.starts_with("device.hot_desk") =>
-        {
-            "lines"
-        }
-        "device.create" | "device.update" | "user.delete" | "user.sip_password"
-        | "group.delete" => "lines",
-        _ => "settings",
+/// Whether a change of `kind` needs the model's reboot event rather than its re-sync event.
+fn needs_reboot(model: Option<&crate::catalog::Model>, kind: ChangeKind) -> bool {
+    model.is_some_and(|m| m.notify.reboot_on.contains(&kind))
+}
+
+/// Takes change `seq` into a device's state: pending again, due at `due`. A new revision
+/// restarts the cycle; reboot needs accumulate until sent.
+fn take_in(st: &mut SyncState, seq: u64, reboot: bool, due: u64) {
+    if st.phase != SyncPhase::Pending {
+        st.reboot = false;
+        st.force = false;
     }
+    st.phase = SyncPhase::Pending;
+    st.revision = st.revision.max(seq);
+    st.reboot |= reboot;
+    st.due_ms = due;
+    st.attempts = 0;
 }
 
 /// Counts of devices per sync state.
@@ -205,7 +208,6 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
         {
             let mut states = d.states.lock().unwrap_or_else(|p| p.into_inner());
             for c in &changes {
-                let kind = change_kind(&c.action);
                 for mac in &c.devices {
                     let Some(dev) = state.devices.get(mac) else {
                         if states.remove(mac).is_some() {
@@ -213,11 +215,7 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                         }
                         continue;
                     };
-                    let reboot = app
-                        .renderer
-                        .catalog()
-                        .get(&dev.model)
-                        .is_some_and(|m| m.notify.reboot_on.iter().any(|k| k == kind));
+                    let reboot = needs_reboot(app.renderer.catalog().get(&dev.model), c.kind);
                     let due = now_ms() + debounce;
                     let st = states.entry(mac.clone()).or_insert(SyncState {
                         phase: SyncPhase::Pending,
@@ -228,16 +226,7 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                         force: false,
                         last_notify: None,
                     });
-                    // A new revision restarts the cycle; reboot needs accumulate until sent.
-                    if st.phase != SyncPhase::Pending {
-                        st.reboot = false;
-                        st.force = false;
-                    }
-                    st.phase = SyncPhase::Pending;
-                    st.revision = st.revision.max(c.seq);
-                    st.reboot |= reboot;
-                    st.due_ms = due;
-                    st.attempts = 0;
+                    take_in(st, c.seq, reboot, due);
                     touched.push((mac.clone(), Some(st.clone())));
                 }
             }
@@ -532,14 +521,68 @@ fn update(app: &SharedApp, mac: &Mac, f: impl FnOnce(&mut SyncState)) {
 mod tests {
     use super::*;
 
+    fn pending(phase: SyncPhase) -> SyncState {
+        SyncState {
+            phase,
+            revision: 3,
+            reboot: false,
+            due_ms: 0,
+            attempts: 2,
+            force: false,
+            last_notify: None,
+        }
+    }
+
     #[test]
-    fn change_kinds() {
-        assert_eq!(change_kind("sca.create"), "lines");
-        assert_eq!(change_kind("shared_line.members"), "lines");
-        assert_eq!(change_kind("device.hot_desk_login"), "lines");
-        assert_eq!(change_kind("template.update"), "template");
-        assert_eq!(change_kind("group.update"), "settings");
-        assert_eq!(change_kind("user.update"), "settings");
+    fn a_lines_change_on_a_model_that_reboots_on_lines_sets_reboot() {
+        let catalog = crate::catalog::Catalog::builtin().unwrap();
+        let model = catalog.get("polycom-vvx-450");
+        assert_eq!(model.unwrap().notify.reboot_on, vec![ChangeKind::Lines]);
+        let mut st = pending(SyncPhase::InSync);
+        take_in(&mut st, 7, needs_reboot(model, ChangeKind::Lines), 10);
+        assert!(st.reboot);
+        assert_eq!(
+            (st.phase, st.revision, st.attempts),
+            (SyncPhase::Pending, 7, 0)
+        );
+        // Settings, keys and templates re-sync on that model; a later settings change does not
+        // clear a pending reboot.
+        for k in [ChangeKind::Settings, ChangeKind::Keys, ChangeKind::Template] {
+            assert!(!needs_reboot(model, k), "{k}");
+        }
+        take_in(&mut st, 8, needs_reboot(model, ChangeKind::Settings), 20);
+        assert!(st.reboot, "reboot needs accumulate until sent");
+        let mut st = pending(SyncPhase::Notified);
+        take_in(&mut st, 9, needs_reboot(model, ChangeKind::Settings), 30);
+        assert!(!st.reboot);
+        assert!(!needs_reboot(None, ChangeKind::Lines), "unknown model");
+    }
+
+    #[test]
+    fn change_entries_stored_without_a_kind_get_the_kind_their_action_implied() {
+        let entry = |action: &str| {
+            serde_json::json!({
+                "seq": 1, "at": "2026-01-01T00:00:00Z", "actor": "cli", "action": action,
+                "group": "g1", "subject": "x", "devices": ["0004f2000001"], "detail": {}
+            })
+        };
+        let old: crate::store::Change = serde_json::from_value(entry("user.update")).unwrap();
+        assert_eq!(
+            (old.action, old.kind),
+            (crate::domain::Action::UserUpdate, ChangeKind::Settings)
+        );
+        let old: crate::store::Change = serde_json::from_value(entry("sca.create")).unwrap();
+        assert_eq!(old.kind, ChangeKind::Lines);
+        // A stored kind wins, and the entry round-trips with the same action string.
+        let mut new = entry("user.update");
+        new["kind"] = "lines".into();
+        let c: crate::store::Change = serde_json::from_value(new).unwrap();
+        assert_eq!(c.kind, ChangeKind::Lines);
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (back["action"].as_str(), back["kind"].as_str()),
+            (Some("user.update"), Some("lines"))
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::cell::Cell;
 
 use super::*;
 use crate::domain::layout::{layout, AppearanceKind};
-use crate::domain::{ErrorKind, ModelCaps};
+use crate::domain::{Action, ChangeKind, ErrorCode, ErrorKind, ModelCaps};
 
 struct TestEnv {
     max_sca: usize,
@@ -211,7 +211,7 @@ fn sca_line_port_of_another_form_is_invalid_line_port() {
         "6035551213_sca1",
     ] {
         let e = add_sca(&mut s, &env, "1001", sca_in("lobby", Some(bad), None)).unwrap_err();
-        assert_eq!(e.code, "invalid_line_port", "{bad}");
+        assert_eq!(e.code, ErrorCode::InvalidLinePort, "{bad}");
     }
 }
 
@@ -232,7 +232,10 @@ fn line_port_is_unique_across_the_platform() {
         sca_in("desk-b", Some("6035551212_sca1"), None),
     )
     .unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "line_port_in_use"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Conflict, ErrorCode::LinePortInUse)
+    );
     assert!(e
         .detail
         .contains("Line Port ID 6035551212_sca1 is already in use"));
@@ -240,7 +243,7 @@ fn line_port_is_unique_across_the_platform() {
     let mut u = user_in("4004", None, UserKind::Standard);
     u.sip.username = Some("6035551212_sca1".into());
     let e = run(&mut s, |tx| create_user(tx, &env, &g(G), u)).unwrap_err();
-    assert_eq!(e.code, "line_port_in_use");
+    assert_eq!(e.code, ErrorCode::LinePortInUse);
     // ...and the other way round: an SCA whose line port is someone's primary username.
     let mut u = user_in("4005", None, UserKind::Standard);
     u.sip.username = Some("ZZZ1900111-01_2002_sca1".into());
@@ -252,7 +255,7 @@ fn line_port_is_unique_across_the_platform() {
         sca_in("lobby", Some("ZZZ1900111-01_2002_sca1"), None),
     )
     .unwrap_err();
-    assert_eq!(e.code, "line_port_in_use");
+    assert_eq!(e.code, ErrorCode::LinePortInUse);
     // Auto-assignment skips it.
     let (_, x) = add_sca(&mut s, &env, "2002", sca_in("lobby", None, None)).unwrap();
     assert_eq!(x.line_port.as_str(), "ZZZ1900111-01_2002_sca2");
@@ -262,20 +265,26 @@ fn line_port_is_unique_across_the_platform() {
 fn a_line_cannot_be_shared_across_groups() {
     let (mut s, env) = fixture();
     let e = add_sca(&mut s, &env, "1001", sca_in("0004f2000009", None, None)).unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Unprocessable, "cross_group"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Unprocessable, ErrorCode::CrossGroup)
+    );
     // By name, a device of another group is simply not found in this group.
     let e = add_sca(&mut s, &env, "1001", sca_in("other", None, None)).unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
 }
 
 #[test]
 fn a_line_appears_once_on_a_device() {
     let (mut s, env) = fixture();
     let e = add_sca(&mut s, &env, "1001", sca_in("desk-a", None, None)).unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "already_on_device"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Conflict, ErrorCode::AlreadyOnDevice)
+    );
     add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap();
     let e = add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap_err();
-    assert_eq!(e.code, "already_on_device");
+    assert_eq!(e.code, ErrorCode::AlreadyOnDevice);
     // Making 1001 the owner of "lobby", where its line is already an SCA, is refused too.
     let e = run(&mut s, |tx| {
         update_device(
@@ -286,7 +295,7 @@ fn a_line_appears_once_on_a_device() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "already_on_device");
+    assert_eq!(e.code, ErrorCode::AlreadyOnDevice);
 }
 
 #[test]
@@ -295,13 +304,13 @@ fn sca_key_defaults_to_first_free_and_must_be_free_and_in_range() {
     let (_, a) = add_sca(&mut s, &env, "1001", sca_in("desk-b", None, None)).unwrap();
     assert_eq!(a.key, 2, "key 1 is the owner's primary line");
     let e = add_sca(&mut s, &env, "2002", sca_in("desk-b", None, Some(2))).unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     let e = add_sca(&mut s, &env, "2002", sca_in("desk-b", None, Some(1))).unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     let e = add_sca(&mut s, &env, "2002", sca_in("desk-b", None, Some(5))).unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     let e = add_sca(&mut s, &env, "2002", sca_in("desk-b", None, Some(0))).unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     let (_, b) = add_sca(&mut s, &env, "2002", sca_in("desk-b", None, Some(4))).unwrap();
     assert_eq!(b.key, 4);
     // An ownerless device's key 1 is free.
@@ -316,7 +325,7 @@ fn no_free_key_when_the_model_is_full() {
     add_sca(&mut s, &env, "1001", sca_in("desk-b", None, None)).unwrap();
     add_sca(&mut s, &env, "2002", sca_in("desk-b", None, None)).unwrap();
     let e = add_sca(&mut s, &env, "3003", sca_in("desk-b", None, None)).unwrap_err();
-    assert_eq!(e.code, "no_free_key");
+    assert_eq!(e.code, ErrorCode::NoFreeKey);
     assert!(e.detail.contains("registrations"), "{}", e.detail);
     // Keys: fill lobby's 12 keys with programmable keys, then no key is left.
     let mut d = device_in("0004f2000003", "lobby", "m12", None);
@@ -333,7 +342,7 @@ fn no_free_key_when_the_model_is_full() {
     })
     .unwrap();
     let e = add_sca(&mut s, &env, "3003", sca_in("lobby", None, None)).unwrap_err();
-    assert_eq!(e.code, "no_free_key");
+    assert_eq!(e.code, ErrorCode::NoFreeKey);
 }
 
 #[test]
@@ -343,7 +352,7 @@ fn sca_limit_per_user() {
     add_sca(&mut s, &env, "1001", sca_in("desk-b", None, None)).unwrap();
     add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap();
     let e = add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "sca_limit"));
+    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, ErrorCode::ScaLimit));
 }
 
 #[test]
@@ -385,7 +394,7 @@ fn editing_an_endpoint_moves_it_and_touches_both_devices() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
 }
 
 #[test]
@@ -426,7 +435,7 @@ fn a_failed_rule_leaves_the_state_untouched() {
         update_device(tx, &env, &mac("0004f2000002"), d)
     })
     .unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     assert_eq!(format!("{s:?}"), before);
 }
 
@@ -443,7 +452,7 @@ fn model_change_is_checked_against_the_new_key_count() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
     let e = run(&mut s, |tx| {
         update_device(
             tx,
@@ -453,7 +462,7 @@ fn model_change_is_checked_against_the_new_key_count() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
 }
 
 #[test]
@@ -478,7 +487,10 @@ fn shared_line_number_licences_and_members() {
         create_shared_line(tx, &env, &gg, line("5555", vec![]))
     })
     .unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "already_exists"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Conflict, ErrorCode::AlreadyExists)
+    );
     // Members must exist; hot-desk users may be members.
     let e = run(&mut s, |tx| {
         create_shared_line(
@@ -489,7 +501,7 @@ fn shared_line_number_licences_and_members() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
     let (fx, l) = run(&mut s, |tx| {
         create_shared_line(
             tx,
@@ -512,12 +524,12 @@ fn shared_line_number_licences_and_members() {
         create_shared_line(tx, &env, &gg, line("555", vec![]))
     })
     .unwrap_err();
-    assert_eq!(e.code, "already_exists");
+    assert_eq!(e.code, ErrorCode::AlreadyExists);
     let e = run(&mut s, |tx| {
         create_user(tx, &env, &gg, user_in("555", None, UserKind::Standard))
     })
     .unwrap_err();
-    assert_eq!(e.code, "already_exists");
+    assert_eq!(e.code, ErrorCode::AlreadyExists);
     // Licences.
     let mut grp = s.groups[&gg].clone();
     grp.shared_line_licenses = 2;
@@ -530,7 +542,10 @@ fn shared_line_number_licences_and_members() {
         create_shared_line(tx, &env, &gg, line("3000", vec![]))
     })
     .unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "no_license"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Conflict, ErrorCode::NoLicense)
+    );
     // A button that collides with a key on the member's phone.
     add_sca(&mut s, &env, "2002", sca_in("desk-a", None, Some(4))).unwrap();
     let e = run(&mut s, |tx| {
@@ -543,7 +558,7 @@ fn shared_line_number_licences_and_members() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "key_unavailable");
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
 }
 
 #[test]
@@ -611,7 +626,7 @@ fn hot_desk_guest_replaces_the_owner_and_logout_restores() {
     let lobby = mac("0004f2000003");
     // Only hot_desk users log in.
     let e = run(&mut s, |tx| hot_desk_login(tx, &env, &lobby, &ext("2002"))).unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
     run(&mut s, |tx| {
         create_shared_line(
             tx,
@@ -663,7 +678,7 @@ fn hot_desk_guest_replaces_the_owner_and_logout_restores() {
         )
     })
     .unwrap_err();
-    assert_eq!(e.code, "validation");
+    assert_eq!(e.code, ErrorCode::Validation);
 }
 
 #[test]
@@ -691,7 +706,7 @@ fn phone_numbers_are_unique_on_the_platform_and_passwords_are_generated() {
     .unwrap_err();
     assert_eq!(
         (e.code, e.field.as_deref()),
-        ("already_exists", Some("phone_number"))
+        (ErrorCode::AlreadyExists, Some("phone_number"))
     );
     let u = s.user(&g(G), &ext("5555")).unwrap();
     assert!(u.sip.password.expose().len() >= 16);
@@ -730,7 +745,10 @@ fn duplicate_copies_settings_with_fresh_credentials_and_no_appearances() {
         duplicate_user(tx, &env, &gg, &ext("2002"), input)
     })
     .unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "already_exists"));
+    assert_eq!(
+        (e.kind, e.code),
+        (ErrorKind::Conflict, ErrorCode::AlreadyExists)
+    );
 }
 
 #[test]
@@ -738,7 +756,7 @@ fn group_delete_needs_cascade_when_not_empty() {
     let (mut s, env) = fixture();
     add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap();
     let e = run(&mut s, |tx| delete_group(tx, &g(G), false)).unwrap_err();
-    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, "not_empty"));
+    assert_eq!((e.kind, e.code), (ErrorKind::Conflict, ErrorCode::NotEmpty));
     let fx = run(&mut s, |tx| delete_group(tx, &g(G), true)).unwrap();
     assert_eq!(fx.devices.len(), 3);
     assert!(s.scas.is_empty());
@@ -754,6 +772,343 @@ fn free_text_rejects_control_characters() {
     let e = run(&mut s, |tx| create_user(tx, &env, &g(G), u)).unwrap_err();
     assert_eq!(
         (e.code, e.field.as_deref()),
-        ("validation", Some("first_name"))
+        (ErrorCode::Validation, Some("first_name"))
+    );
+}
+
+// ---------------------------------------------------------------- change kinds
+
+/// `update_user` of 1001 with its fixture input changed by `f`.
+fn patch_1001(s: &mut State, env: &TestEnv, f: impl FnOnce(&mut UserInput)) -> Effect {
+    let mut u = user_in("1001", Some("6035551212"), UserKind::Standard);
+    f(&mut u);
+    run(s, |tx| update_user(tx, env, &g(G), &ext("1001"), u))
+        .unwrap()
+        .0
+}
+
+#[test]
+fn patch_of_what_a_user_registers_with_is_a_lines_change() {
+    let (mut s, env) = fixture();
+    let fx = patch_1001(&mut s, &env, |u| u.sip.username = Some("ada".into()));
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserUpdate, ChangeKind::Lines)
+    );
+    assert!(fx.devices.contains(&mac("0004f2000001")));
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.sip.auth_username = Some("ada-auth".into());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "auth username");
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.sip.password = Some("a-new-password-1".into());
+    });
+    assert_eq!(
+        fx.kind,
+        ChangeKind::Lines,
+        "password (auth username back to default)"
+    );
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.sip.username = Some("ada".into());
+        u.phone_number = Some(PhoneNumber::parse("6035550000").unwrap());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "phone number");
+    // Dropping the explicit username falls back to the phone number: a new identity.
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.phone_number = Some(PhoneNumber::parse("6035550000").unwrap())
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines);
+    assert_eq!(
+        s.user(&g(G), &ext("1001")).unwrap().sip_username(),
+        "6035550000"
+    );
+}
+
+#[test]
+fn patch_of_the_shown_name_is_lines_unless_a_display_name_hides_it() {
+    let (mut s, env) = fixture();
+    // first_name feeds the display name the line shows ("First 1001" → "Ada 1001").
+    let fx = patch_1001(&mut s, &env, |u| u.first_name = "Ada".into());
+    assert_eq!(fx.kind, ChangeKind::Lines);
+    let fx = patch_1001(&mut s, &env, |u| u.display_name = Some("Reception".into()));
+    assert_eq!(fx.kind, ChangeKind::Lines, "display_name override");
+    // With the override in place, first/last names change nothing any line shows.
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.display_name = Some("Reception".into());
+        u.first_name = "Ada".into();
+        u.last_name = "Lovelace".into();
+    });
+    assert_eq!(fx.kind, ChangeKind::Settings);
+}
+
+#[test]
+fn patch_of_user_features_is_settings_and_of_monitoring_is_keys() {
+    let (mut s, env) = fixture();
+    let fx = patch_1001(&mut s, &env, |u| u.features.call_waiting = Some(false));
+    assert_eq!(fx.kind, ChangeKind::Settings);
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.features.call_waiting = Some(false);
+        u.features.monitoring = vec![ext("2002")];
+    });
+    assert_eq!(fx.kind, ChangeKind::Keys);
+    let fx = patch_1001(&mut s, &env, |u| {
+        u.features.monitoring = vec![ext("2002")];
+        u.sip.username = Some("ada".into());
+    });
+    assert_eq!(fx.kind, ChangeKind::Lines, "the more disruptive kind wins");
+}
+
+#[test]
+fn user_rules_other_than_update_have_fixed_kinds() {
+    let (mut s, env) = fixture();
+    let gg = g(G);
+    let (fx, _) = run(&mut s, |tx| {
+        create_user(tx, &env, &gg, user_in("4004", None, UserKind::Standard))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserCreate, ChangeKind::Settings)
+    );
+    let input = DuplicateInput {
+        extension: ext("4005"),
+        first_name: None,
+        last_name: None,
+        phone_number: None,
+    };
+    let (fx, _) = run(&mut s, |tx| {
+        duplicate_user(tx, &env, &gg, &ext("4004"), input)
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserDuplicate, ChangeKind::Settings)
+    );
+    let (fx, _) = run(&mut s, |tx| {
+        rotate_sip_password(tx, &env, &gg, &ext("1001"))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserSipPassword, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_user(tx, &gg, &ext("1001"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::UserDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn device_kinds_follow_what_changed() {
+    let (mut s, env) = fixture();
+    let a = mac("0004f2000001");
+    let patch = |s: &mut State, f: &dyn Fn(&mut DeviceInput)| {
+        let mut d = device_in("0004f2000001", "desk-a", "m12", Some("1001"));
+        f(&mut d);
+        run(s, |tx| update_device(tx, &env, &a, d)).unwrap().0
+    };
+    let fx = patch(&mut s, &|d| {
+        d.settings.insert("tz".into(), "UTC".into());
+    });
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceUpdate, ChangeKind::Settings)
+    );
+    let fx = patch(&mut s, &|d| d.name = Some("desk-a2".into()));
+    assert_eq!(fx.kind, ChangeKind::Settings, "name");
+    let fx = patch(&mut s, &|d| {
+        d.keys = vec![ProgKey {
+            key: 12,
+            kind: KeyType::SpeedDial,
+            value: "100".into(),
+            label: None,
+        }]
+    });
+    assert_eq!(fx.kind, ChangeKind::Keys);
+    let fx = patch(&mut s, &|d| d.owner = Some(ext("2002")));
+    assert_eq!(fx.kind, ChangeKind::Lines, "owner");
+    let fx = patch(&mut s, &|d| d.model = "m4".into());
+    assert_eq!(fx.kind, ChangeKind::Lines, "model");
+    let (fx, _) = run(&mut s, |tx| {
+        create_device(
+            tx,
+            &env,
+            &g(G),
+            device_in("0004f2000004", "desk-c", "m12", None),
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceCreate, ChangeKind::Lines)
+    );
+    let (fx, _) = run(&mut s, |tx| rotate_device_credentials(tx, &env, &a)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceCredentials, ChangeKind::Settings)
+    );
+    let lobby = mac("0004f2000003");
+    let fx = run(&mut s, |tx| hot_desk_login(tx, &env, &lobby, &ext("0901"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceHotDeskLogin, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| hot_desk_logout(tx, &lobby)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceHotDeskLogout, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_device(tx, &lobby)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::DeviceDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn sca_changes_are_lines_changes() {
+    let (mut s, env) = fixture();
+    let (fx, x) = add_sca(&mut s, &env, "1001", sca_in("lobby", None, None)).unwrap();
+    assert_eq!((fx.action, fx.kind), (Action::ScaCreate, ChangeKind::Lines));
+    let port = x.line_port.to_string();
+    let update = |s: &mut State, input: ScaInput| {
+        run(s, |tx| {
+            update_sca(tx, &env, &g(G), &ext("1001"), &port, input)
+        })
+        .unwrap()
+        .0
+    };
+    let fx = update(&mut s, sca_in("lobby", None, None));
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::ScaUpdate, ChangeKind::Settings),
+        "no change"
+    );
+    let mut input = sca_in("lobby", None, None);
+    input.label = Some("Boss".into());
+    assert_eq!(update(&mut s, input).kind, ChangeKind::Lines, "label");
+    let mut input = sca_in("lobby", None, None);
+    input.label = Some("Boss".into());
+    input.active = false;
+    assert_eq!(update(&mut s, input).kind, ChangeKind::Lines, "active");
+    let fx = run(&mut s, |tx| delete_sca(tx, &g(G), &ext("1001"), &port)).unwrap();
+    assert_eq!((fx.action, fx.kind), (Action::ScaDelete, ChangeKind::Lines));
+}
+
+#[test]
+fn shared_line_changes_are_lines_changes() {
+    let (mut s, env) = fixture();
+    let gg = g(G);
+    let n = SharedNumber::parse("555").unwrap();
+    let line = |description: &str| SharedLineInput {
+        number: n.clone(),
+        direct_dial: None,
+        description: description.into(),
+        forward_to_voicemail: false,
+        autodial_digits: None,
+        members: vec![Member {
+            extension: ext("1001"),
+            button: None,
+            ring: Ring::Ring,
+        }],
+    };
+    let (fx, _) = run(&mut s, |tx| create_shared_line(tx, &env, &gg, line(""))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineCreate, ChangeKind::Lines)
+    );
+    let (fx, _) = run(&mut s, |tx| update_shared_line(tx, &env, &gg, &n, line(""))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineUpdate, ChangeKind::Settings),
+        "no change"
+    );
+    let (fx, _) = run(&mut s, |tx| {
+        update_shared_line(tx, &env, &gg, &n, line("Sales"))
+    })
+    .unwrap();
+    assert_eq!(fx.kind, ChangeKind::Lines, "description is the line's name");
+    let (fx, _) = run(&mut s, |tx| set_members(tx, &env, &gg, &n, vec![])).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineMembers, ChangeKind::Lines)
+    );
+    let fx = run(&mut s, |tx| delete_shared_line(tx, &gg, &n)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::SharedLineDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn group_kinds_follow_what_changed() {
+    let (mut s, _env) = fixture();
+    let gg = g(G);
+    let mut grp = s.groups[&gg].clone();
+    grp.settings.insert("ntp".into(), "pool.ntp.org".into());
+    let fx = run(&mut s, |tx| update_group(tx, &gg, grp.clone())).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupUpdate, ChangeKind::Settings)
+    );
+    grp.sip.proxy = Some("proxy.example.net".into());
+    let fx = run(&mut s, |tx| update_group(tx, &gg, grp.clone())).unwrap();
+    assert_eq!(fx.kind, ChangeKind::Lines, "the registrar");
+    let fx = run(&mut s, |tx| create_group(tx, group_of("NEW"))).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupCreate, ChangeKind::Settings)
+    );
+    let fx = run(&mut s, |tx| delete_group(tx, &gg, true)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::GroupDelete, ChangeKind::Lines)
+    );
+}
+
+#[test]
+fn template_and_token_kinds() {
+    let (mut s, _env) = fixture();
+    let (fx, _) = run(&mut s, |tx| {
+        put_template(tx, "m12", "mac.cfg", "x".into(), "now".into(), "t")
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateUpdate, ChangeKind::Template)
+    );
+    assert_eq!(fx.devices.len(), 3, "every device of the model");
+    let fx = run(&mut s, |tx| {
+        activate_template(tx, "m12", "mac.cfg", Some(1))
+    })
+    .unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateRollback, ChangeKind::Template)
+    );
+    let fx = run(&mut s, |tx| activate_template(tx, "m12", "mac.cfg", None)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TemplateReset, ChangeKind::Template)
+    );
+    let t = Token {
+        id: "t1".into(),
+        name: "ci".into(),
+        group: None,
+        secret_sha256: Secret("00".into()),
+        created_at: "now".into(),
+    };
+    let fx = run(&mut s, |tx| create_token(tx, t)).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TokenCreate, ChangeKind::Settings)
+    );
+    let fx = run(&mut s, |tx| delete_token(tx, "t1")).unwrap();
+    assert_eq!(
+        (fx.action, fx.kind),
+        (Action::TokenDelete, ChangeKind::Settings)
     );
 }

@@ -1,0 +1,196 @@
+//! Devices (SPEC §1 "Device"): create, update, delete, rotate provisioning credentials.
+
+use super::*;
+
+/// Body of `POST .../devices` (and the shape `PATCH` merges into).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInput {
+    pub mac: Mac,
+    /// The Device Name, unique in the group; default: the MAC.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A model id from `GET /api/v1/models`.
+    pub model: String,
+    /// Extension whose line is the primary appearance.
+    #[serde(default)]
+    pub owner: Option<Extension>,
+    #[serde(default)]
+    pub keys: Vec<ProgKey>,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// `udp:host:port` or `tcp:host:port`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub notify_target: Option<NotifyTarget>,
+}
+
+fn build_device(
+    s: &State,
+    env: &dyn Env,
+    g: &GroupId,
+    input: DeviceInput,
+    old: Option<&Device>,
+) -> Result<Device, DomainError> {
+    group(s, g)?;
+    let name = input.name.unwrap_or_else(|| input.mac.to_string());
+    if name.is_empty() {
+        return Err(DomainError::validation("name", "name must not be empty"));
+    }
+    text("name", &name, 64)?;
+    env.model(&input.model)
+        .ok_or_else(|| unknown_model(&input.model))?;
+    if let Some(other) = s.device_by_name(g, &name) {
+        if other.mac != input.mac {
+            return Err(exists(&format!("a device named '{name}' in group {g}")).with_field("name"));
+        }
+    }
+    if let Some(o) = &input.owner {
+        let u = s.user(g, o).ok_or_else(|| {
+            DomainError::validation("owner", format!("owner {o} does not exist in group {g}"))
+        })?;
+        if u.kind == UserKind::HotDesk {
+            return Err(DomainError::validation(
+                "owner",
+                format!("{o} is a hot_desk user: it logs in to devices instead of owning one"),
+            ));
+        }
+    }
+    for k in &input.keys {
+        if let Some(l) = &k.label {
+            text("keys.label", l, 32)?;
+        }
+        text("keys.value", &k.value, 64)?;
+    }
+    settings("settings", &input.settings)?;
+    let mut d = Device {
+        mac: input.mac,
+        group: g.clone(),
+        name: name.into(),
+        model: input.model.into(),
+        owner: input.owner,
+        keys: input.keys,
+        settings: input.settings,
+        notify_target: input.notify_target,
+        prov_password: Secret::default(),
+        hot_desk: None,
+        revision: 0,
+    };
+    match old {
+        Some(o) => {
+            d.prov_password = o.prov_password.clone();
+            d.hot_desk = o.hot_desk.clone();
+            d.revision = o.revision;
+        }
+        None => d.prov_password = Secret(env.new_secret().into()),
+    }
+    Ok(d)
+}
+
+/// The kind of a device update, by what changed:
+///
+/// | field | kind | why |
+/// |---|---|---|
+/// | `owner` | `lines` | the primary line (and every appearance after it) |
+/// | `model` | `lines` | the key space and registrations the layout is built for |
+/// | `keys` | `keys` | programmable keys only |
+/// | `name`, `settings`, `notify_target` | `settings` | rendered values, or server-side only |
+fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
+    ChangeKind::when(
+        old.owner != new.owner || old.model != new.model,
+        ChangeKind::Lines,
+    )
+    .and(ChangeKind::when(old.keys != new.keys, ChangeKind::Keys))
+}
+
+pub fn create_device(
+    tx: &mut Tx,
+    env: &dyn Env,
+    g: &GroupId,
+    input: DeviceInput,
+) -> Result<(Effect, Device), DomainError> {
+    if let Some(d) = tx.state().devices.get(&input.mac) {
+        return Err(exists(&format!("device {} (in group {})", d.mac, d.group)).with_field("mac"));
+    }
+    let d = build_device(tx.state(), env, g, input, None)?;
+    let mut fx = Effect::new(
+        Action::DeviceCreate,
+        ChangeKind::Lines,
+        Some(g),
+        d.mac.as_str(),
+    );
+    fx.devices.insert(d.mac.clone());
+    tx.put(Record::Device(d.clone()));
+    check_layouts(tx.state(), env, &fx.devices)?;
+    Ok((fx, d))
+}
+
+pub fn update_device(
+    tx: &mut Tx,
+    env: &dyn Env,
+    mac: &Mac,
+    input: DeviceInput,
+) -> Result<(Effect, Device), DomainError> {
+    let old = device(tx.state(), mac)?.clone();
+    if &input.mac != mac {
+        return Err(DomainError::validation(
+            "mac",
+            "a device's MAC cannot be changed",
+        ));
+    }
+    let d = build_device(tx.state(), env, &old.group, input, Some(&old))?;
+    check_once_on_device(tx.state(), &d)?;
+    let mut fx = Effect::new(
+        Action::DeviceUpdate,
+        device_change_kind(&old, &d),
+        Some(&old.group),
+        mac.as_str(),
+    );
+    fx.devices.insert(mac.clone());
+    tx.put(Record::Device(d.clone()));
+    check_layouts(tx.state(), env, &fx.devices)?;
+    Ok((fx, d))
+}
+
+pub fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
+    let d = device(tx.state(), mac)?.clone();
+    let scas: Vec<_> = tx
+        .state()
+        .scas_on(mac)
+        .map(|x| x.line_port.clone())
+        .collect();
+    let mut fx = Effect::new(
+        Action::DeviceDelete,
+        ChangeKind::Lines,
+        Some(&d.group),
+        mac.as_str(),
+    )
+    .detail(
+        json!({ "sca_endpoints_deleted": scas.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
+    );
+    fx.devices.insert(mac.clone());
+    for p in scas {
+        tx.delete(RecordKey::Sca(p));
+    }
+    tx.delete(RecordKey::Device(mac.clone()));
+    Ok(fx)
+}
+
+pub fn rotate_device_credentials(
+    tx: &mut Tx,
+    env: &dyn Env,
+    mac: &Mac,
+) -> Result<(Effect, String), DomainError> {
+    let mut d = device(tx.state(), mac)?.clone();
+    let pw = env.new_secret();
+    d.prov_password = Secret(pw.as_str().into());
+    // Credentials are not part of the rendered files: no device is touched.
+    let fx = Effect::new(
+        Action::DeviceCredentials,
+        ChangeKind::Settings,
+        Some(&d.group),
+        mac.as_str(),
+    );
+    tx.put(Record::Device(d));
+    Ok((fx, pw))
+}
