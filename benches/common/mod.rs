@@ -1,0 +1,316 @@
+//! Shared by the benchmarks that drive a deskprov process over the phone listener: seeding the
+//! store, starting `deskprov serve` on loopback, a phone's HTTP/1.1-over-TLS connection with
+//! digest auth, and percentiles.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deskprov::config::Config;
+use deskprov::store::Store;
+use md5::Digest as _;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+pub const MODEL: &str = "yealink-t54w";
+pub const BASE_URL: &str = "https://prov.bench:8443";
+
+pub struct Device {
+    pub mac: String,
+    pub password: String,
+}
+
+/// The benchmark's numeric command-line arguments (what `cargo bench` passes after `--`; the
+/// flags it adds itself are skipped).
+pub fn numeric_args() -> Vec<usize> {
+    std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+/// The config `deskprov serve` gets in [`spawn_deskprov`], for opening the store beforehand.
+pub fn config(data: &Path, phones_port: u16) -> Config {
+    let mut config = Config {
+        data_dir: data.to_path_buf(),
+        ..Config::default()
+    };
+    config.listen.phones = format!("127.0.0.1:{phones_port}");
+    config.listen.admin = "127.0.0.1:0".into();
+    config.sync.sip_bind = "127.0.0.1:0".into();
+    config.phones.base_url = BASE_URL.into();
+    config.phones.auth_fail_limit = u32::MAX;
+    config
+}
+
+/// Creates `n` [`MODEL`] devices through the domain rules, 100 per group (`g0000`, ...), each
+/// owned by its own user (extensions 1000-1099 in every group). Returns their credentials.
+pub fn seed_devices(store: &Store, n: usize) -> Vec<Device> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let g = deskprov::domain::GroupId::parse(&format!("g{:04}", i / 100)).unwrap();
+        if i % 100 == 0 {
+            let grp = serde_json::from_value(
+                serde_json::json!({"id": g.to_string(), "sip": {"domain": "sip.example.net"}}),
+            )
+            .unwrap();
+            store.create_group("bench", grp).unwrap();
+        }
+        let ext = format!("{}", 1000 + i % 100);
+        let u = serde_json::from_value(serde_json::json!({"extension": ext, "first_name": "User", "last_name": format!("{i}")})).unwrap();
+        store.create_user("bench", &g, u).unwrap();
+        let mac = format!("805ec0{i:06x}");
+        let d =
+            serde_json::from_value(serde_json::json!({"mac": mac, "model": MODEL, "owner": ext}))
+                .unwrap();
+        let d = store.create_device("bench", &g, d).unwrap();
+        out.push(Device {
+            mac,
+            password: d.prov_password.expose().to_string(),
+        });
+    }
+    out
+}
+
+/// Starts `deskprov serve` (its own process, errors only) on `data`, phones on `phones_port`
+/// and admin on `admin_port` (0: any), loopback only, and waits for the phone port. The
+/// process is killed when the returned guard drops.
+pub fn spawn_deskprov(dir: &Path, data: &Path, phones_port: u16, admin_port: u16) -> Kill {
+    let conf = dir.join("deskprov.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "data_dir = {:?}\n[listen]\nphones = \"127.0.0.1:{phones_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[phones]\nbase_url = \"{BASE_URL}\"\nauth_fail_limit = 4000000000\n[sync]\nsip_bind = \"127.0.0.1:0\"\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let server = Kill(
+        Command::new(env!("CARGO_BIN_EXE_deskprov"))
+            .args(["serve", "--config"])
+            .arg(&conf)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(SocketAddr::from(([127, 0, 0, 1], phones_port)));
+    if admin_port != 0 {
+        wait_port(SocketAddr::from(([127, 0, 0, 1], admin_port)));
+    }
+    server
+}
+
+/// A TLS client trusting `ca_pem`, with session resumption off (every connection does a full
+/// handshake, as a booting phone does).
+pub fn connector(ca_pem: &Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in deskprov::tls::read_certs(ca_pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(tls))
+}
+
+/// One HTTP/1.1 connection over TLS, with leftover bytes kept between responses.
+pub struct Conn {
+    tls: TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub www_authenticate: Vec<String>,
+}
+
+impl Conn {
+    pub async fn open(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await?;
+        Ok(Conn {
+            tls,
+            buf: Vec::with_capacity(8192),
+        })
+    }
+
+    pub async fn get(&mut self, path: &str, authorization: Option<&str>) -> std::io::Result<Resp> {
+        let mut req = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: Yealink SIP-T54W 96.86.0.70\r\n"
+        );
+        if let Some(a) = authorization {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.tls.write_all(req.as_bytes()).await?;
+        let mut chunk = [0u8; 16384];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let mut lines = head.split("\r\n");
+                let status = lines
+                    .next()
+                    .and_then(|l| l.split(' ').nth(1))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let mut len = 0usize;
+                let mut www = Vec::new();
+                for l in lines {
+                    if let Some((k, v)) = l.split_once(':') {
+                        match k.trim().to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap_or(0),
+                            "www-authenticate" => www.push(v.trim().to_string()),
+                            _ => {}
+                        }
+                    }
+                }
+                while self.buf.len() < end + 4 + len {
+                    let n = self.tls.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                self.buf.drain(..end + 4 + len);
+                return Ok(Resp {
+                    status,
+                    www_authenticate: www,
+                });
+            }
+            let n = self.tls.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn md5(s: &str) -> String {
+    hex::encode(md5::Md5::digest(s.as_bytes()))
+}
+
+/// (realm, nonce) of the MD5 challenge among the WWW-Authenticate values.
+pub fn md5_challenge(challenges: &[String]) -> Option<(String, String)> {
+    let c = challenges.iter().find(|c| c.contains("algorithm=MD5"))?;
+    let get = |k: &str| {
+        let i = c.find(&format!("{k}=\""))? + k.len() + 2;
+        c[i..].split('"').next().map(str::to_string)
+    };
+    Some((get("realm")?, get("nonce")?))
+}
+
+/// The MD5 digest Authorization for `path`, from the MD5 challenge, with count `nc`.
+pub fn authorization(challenges: &[String], d: &Device, path: &str, nc: u32) -> Option<String> {
+    let (realm, nonce) = md5_challenge(challenges)?;
+    Some(digest_header(&realm, &nonce, d, path, nc))
+}
+
+pub fn digest_header(realm: &str, nonce: &str, d: &Device, path: &str, nc: u32) -> String {
+    let nc = format!("{nc:08x}");
+    let ha1 = md5(&format!("{}:{realm}:{}", d.mac, d.password));
+    let ha2 = md5(&format!("GET:{path}"));
+    let resp = md5(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
+    format!("Digest username=\"{}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{path}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c0ffee\", response=\"{resp}\"", d.mac)
+}
+
+/// A phone on one keep-alive connection fetching its per-MAC file again and again: with digest
+/// auth (`auth`), it answers the first challenge and then reuses the nonce with a rising `nc`,
+/// answering a new challenge whenever one comes.
+pub struct Phone<'a> {
+    conn: Conn,
+    device: &'a Device,
+    path: String,
+    auth: bool,
+    challenge: Option<(String, String)>,
+    nc: u32,
+}
+
+impl<'a> Phone<'a> {
+    pub async fn connect(
+        connector: &TlsConnector,
+        addr: SocketAddr,
+        device: &'a Device,
+        auth: bool,
+    ) -> std::io::Result<Phone<'a>> {
+        Ok(Phone {
+            conn: Conn::open(connector, addr).await?,
+            path: format!("/{}.cfg", device.mac),
+            device,
+            auth,
+            challenge: None,
+            nc: 0,
+        })
+    }
+
+    /// One fetch of the per-MAC file, ending with a 200 (panics on anything else).
+    pub async fn fetch(&mut self) -> std::io::Result<()> {
+        self.nc += 1;
+        let (d, path, nc) = (self.device, self.path.as_str(), self.nc);
+        let header = match (&self.challenge, self.auth) {
+            (Some((realm, nonce)), true) => Some(digest_header(realm, nonce, d, path, nc)),
+            _ => None,
+        };
+        let r = self.conn.get(path, header.as_deref()).await?;
+        if r.status == 401 && self.auth {
+            let (realm, nonce) = md5_challenge(&r.www_authenticate).expect("challenge");
+            let r = self
+                .conn
+                .get(path, Some(&digest_header(&realm, &nonce, d, path, nc)))
+                .await?;
+            assert_eq!(r.status, 200, "{path} with digest");
+            self.challenge = Some((realm, nonce));
+        } else {
+            assert_eq!(r.status, 200, "{path}");
+        }
+        Ok(())
+    }
+}
+
+/// The `per_mille`-th per-mille of `sorted` (990: p99), as index `len * per_mille / 1000`.
+pub fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
+    sorted[(sorted.len() * per_mille / 1000).min(sorted.len() - 1)]
+}
+
+pub fn wait_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills (and reaps) the child process when dropped.
+pub struct Kill(pub Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
