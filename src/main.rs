@@ -108,7 +108,13 @@ enum TokenCommand {
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // Whatever RUST_LOG says: the storage engine's debug output holds record bytes.
+        .add_directive(
+            deskprov::store::ENGINE_LOG_DIRECTIVE
+                .parse()
+                .expect("a valid directive"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -18,7 +18,7 @@ use super::DomainError;
 /// reach a log line through `{:?}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]
-pub struct Secret(pub CompactString);
+pub struct Secret(CompactString);
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -27,6 +27,9 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
+    pub fn new(s: impl Into<CompactString>) -> Secret {
+        Secret(s.into())
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -194,6 +194,6 @@ pub fn primary_identity(ctx: &Value) -> Option<crate::domain::SipIdentity> {
     Some(crate::domain::SipIdentity {
         user: line["line_port"].as_str()?.to_string(),
         auth_username: line["auth_username"].as_str()?.to_string(),
-        password: crate::domain::Secret(line["password"].as_str()?.into()),
+        password: crate::domain::Secret::new(line["password"].as_str()?),
     })
 }

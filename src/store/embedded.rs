@@ -15,6 +15,9 @@ use super::{Change, CheckIn, StoreError, SyncState, UploadMeta, FORMAT_VERSION};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
+/// sled logs record bytes at debug and trace: never more than warnings from it.
+pub(super) const LOG_DIRECTIVE: &str = "sled=warn";
+
 /// The sled engine's trees.
 pub struct Embedded {
     db: sled::Db,

@@ -34,6 +34,10 @@ use crate::catalog::RulesEnv;
 use crate::domain::state::{Record, State, Tx};
 use crate::domain::*;
 
+/// A log filter directive that keeps the storage engine to warnings: at debug and trace it
+/// prints records (passwords included) as bytes, whatever the rest of the filter allows.
+pub const ENGINE_LOG_DIRECTIVE: &str = embedded::LOG_DIRECTIVE;
+
 /// The on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u64 = 1;
 

@@ -266,7 +266,7 @@ impl Store {
             id: id.clone(),
             name: name.to_string(),
             group,
-            secret_sha256: Secret(crate::secrets::sha256_hex(secret.as_bytes()).into()),
+            secret_sha256: Secret::new(crate::secrets::sha256_hex(secret.as_bytes())),
             created_at: now(),
         };
         let stored = t.clone();

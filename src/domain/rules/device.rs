@@ -82,7 +82,7 @@ fn build_device(
             d.hot_desk = o.hot_desk.clone();
             d.revision = o.revision;
         }
-        None => d.prov_password = Secret(env.new_secret().into()),
+        None => d.prov_password = Secret::new(env.new_secret()),
     }
     Ok(d)
 }
@@ -183,7 +183,7 @@ pub fn rotate_device_credentials(
 ) -> Result<(Effect, String), DomainError> {
     let mut d = device(tx.state(), mac)?.clone();
     let pw = env.new_secret();
-    d.prov_password = Secret(pw.as_str().into());
+    d.prov_password = Secret::new(pw.as_str());
     // Credentials are not part of the rendered files: no device is touched.
     let fx = Effect::new(
         Action::DeviceCredentials,

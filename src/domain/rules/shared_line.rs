@@ -45,7 +45,7 @@ fn build_shared_line(
         members: input.members,
         password: match old {
             Some(o) => o.password.clone(),
-            None => Secret(env.new_secret().into()),
+            None => Secret::new(env.new_secret()),
         },
     })
 }

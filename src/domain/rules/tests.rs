@@ -1098,7 +1098,7 @@ fn template_and_token_kinds() {
         id: "t1".into(),
         name: "ci".into(),
         group: None,
-        secret_sha256: Secret("00".into()),
+        secret_sha256: Secret::new("00"),
         created_at: "now".into(),
     };
     let fx = run(&mut s, |tx| create_token(tx, t)).unwrap();

@@ -123,10 +123,10 @@ fn build_user(
     let pw = match (input.sip.password, old) {
         (Some(p), _) => {
             password("sip.password", &p)?;
-            Secret(p.into())
+            Secret::new(p)
         }
         (None, Some(o)) => o.sip.password.clone(),
-        (None, None) => Secret(env.new_secret().into()),
+        (None, None) => Secret::new(env.new_secret()),
     };
     check_features(s, g, &input.extension, &input.features)?;
     let u = User {
@@ -361,7 +361,7 @@ pub fn rotate_sip_password(
 ) -> Result<(Effect, String), DomainError> {
     let mut u = user(tx.state(), g, e)?.clone();
     let pw = env.new_secret();
-    u.sip.password = Secret(pw.as_str().into());
+    u.sip.password = Secret::new(pw.as_str());
     let mut fx = Effect::new(
         Action::UserSipPassword,
         ChangeKind::Lines,
