@@ -39,7 +39,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 pub(crate) struct DevPki {
     /// The CA to install on phones (and to trust in admin clients).
     pub(crate) ca_pem: PathBuf,
-    pub(crate) ca_key: PathBuf,
+    ca_key: PathBuf,
     pub(crate) server_pem: PathBuf,
     pub(crate) server_key: PathBuf,
 }

@@ -16,7 +16,7 @@ use crate::SharedApp;
 /// The authenticated caller: a platform token, or a token scoped to one group.
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
-    pub(crate) token_id: String,
+    token_id: String,
     pub(crate) group: Option<GroupId>,
 }
 

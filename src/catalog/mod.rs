@@ -23,7 +23,7 @@ use crate::domain::{ChangeKind, Env, ModelCaps};
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
 
 /// The folder (beside the model folders) that holds one template folder per family.
-pub(crate) const FAMILIES_DIR: &str = "_families";
+const FAMILIES_DIR: &str = "_families";
 
 /// Template sources by file name.
 type Templates = BTreeMap<String, String>;

@@ -223,9 +223,9 @@ pub(crate) struct Features {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) call_waiting: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) dnd: Option<bool>,
+    dnd: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) anonymous_outgoing: Option<bool>,
+    anonymous_outgoing: Option<bool>,
     // Boxed: most users set neither, and 100,000 users carry these inline otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Voicemail>)]
@@ -238,7 +238,7 @@ pub(crate) struct Features {
     pub(crate) monitoring: Vec<Extension>,
     /// Whether others may monitor this user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) presence: Option<bool>,
+    presence: Option<bool>,
 }
 
 /// A user's SIP identity as stored: explicit values or `None` for "derive the default".

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use md5::Digest as _;
 use ring::hmac;
 
-pub(crate) const REALM: &str = "deskprov";
+const REALM: &str = "deskprov";
 /// How long a nonce is accepted.
-pub(crate) const NONCE_TTL: Duration = Duration::from_secs(300);
+const NONCE_TTL: Duration = Duration::from_secs(300);
 /// Most nonces tracked for replay; beyond it the oldest are forgotten (they then fail as stale).
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Algorithm {
+enum Algorithm {
     Md5,
     Sha256,
 }

@@ -26,7 +26,7 @@ pub const BASE_URL: &str = "https://prov.example.net:8443";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FixtureInput {
+struct FixtureInput {
     /// What the scenario shows (for humans). Never read by code, but declared so that
     /// `deny_unknown_fields` accepts it in fixture files.
     #[expect(
@@ -52,7 +52,7 @@ pub(crate) struct FixtureInput {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FixtureSca {
+struct FixtureSca {
     /// Whose line is shared.
     pub(crate) extension: Extension,
     #[serde(flatten)]
@@ -61,7 +61,7 @@ pub(crate) struct FixtureSca {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FixtureHotDesk {
+struct FixtureHotDesk {
     pub(crate) mac: Mac,
     pub(crate) extension: Extension,
 }
@@ -86,7 +86,7 @@ impl Env for FixtureEnv<'_> {
 }
 
 /// Builds the state a fixture input describes.
-pub(crate) fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainError> {
+fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainError> {
     let env = FixtureEnv {
         catalog,
         n: Cell::new(0),
@@ -173,13 +173,13 @@ fn check_sample(catalog: &Catalog, engine: &Engine, model: &crate::catalog::Mode
 }
 
 /// What rendering one scenario produced: file name → bytes, and the problems found.
-pub(crate) struct ScenarioResult {
+struct ScenarioResult {
     pub(crate) files: BTreeMap<String, String>,
-    pub(crate) problems: Vec<String>,
+    problems: Vec<String>,
 }
 
 /// Renders a scenario with `engine` and runs the semantic checks.
-pub(crate) fn render_scenario(
+fn render_scenario(
     catalog: &Catalog,
     engine: &Engine,
     input: &FixtureInput,
@@ -293,7 +293,7 @@ pub(crate) fn render_scenario(
 }
 
 /// A short line diff: the first differing lines with their numbers.
-pub(crate) fn diff(expected: &str, got: &str) -> String {
+fn diff(expected: &str, got: &str) -> String {
     let (e, g): (Vec<_>, Vec<_>) = (expected.lines().collect(), got.lines().collect());
     let mut out = String::new();
     let mut shown = 0;

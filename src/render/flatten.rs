@@ -82,7 +82,7 @@ fn line_col(text: &str, byte: usize) -> (usize, usize) {
 }
 
 /// Facts of an XML file.
-pub(crate) fn flatten_xml(text: &str) -> Result<Facts, String> {
+fn flatten_xml(text: &str) -> Result<Facts, String> {
     let mut r = Reader::from_str(text);
     r.config_mut().check_end_names = true;
     let mut path: Vec<String> = Vec::new();
@@ -165,7 +165,7 @@ fn attrs(
 }
 
 /// Facts of a `key = value` / `key: value` file.
-pub(crate) fn flatten_kv(text: &str) -> Facts {
+fn flatten_kv(text: &str) -> Facts {
     text.lines()
         .map(str::trim)
         .filter(|l| {

@@ -48,7 +48,7 @@ pub enum RenderError {
 pub(crate) struct Engine {
     tera: tera::Tera,
     /// Bumped on every rebuild; part of every cache tag.
-    pub(crate) generation: u64,
+    generation: u64,
 }
 
 /// The Tera name of a file's template: XML types get an `.xml` suffix, which turns on escaping.
@@ -240,7 +240,7 @@ pub(crate) fn resolve<'a>(
 }
 
 /// Default bound of the render cache, in bytes of rendered files (`[render] cache_mb`).
-pub(crate) const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// (device, or None for a common file; hash of (model, file pattern)): no allocation per lookup.
 type CacheKey = (Option<Mac>, u64);

@@ -120,7 +120,7 @@ impl Store {
     }
 
     /// Loads the state from `backend` and serves from it.
-    pub(crate) fn with_backend(
+    fn with_backend(
         backend: Arc<dyn Backend>,
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
