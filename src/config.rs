@@ -26,18 +26,18 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct Listen {
     pub phones: String,
-    pub phones_http: String,
+    pub(crate) phones_http: String,
     pub admin: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tls {
-    pub cert: String,
-    pub key: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
     pub client_ca: Vec<String>,
     /// Extra names for the generated server certificate (besides localhost and the host name).
-    pub server_names: Vec<String>,
+    pub(crate) server_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -46,8 +46,8 @@ pub struct Phones {
     /// The URL phones reach this server at (templates use it); empty = `https://<host name>:<port>`.
     pub base_url: String,
     pub auth_fail_limit: u32,
-    pub auth_lockout_s: u64,
-    pub upload_max_bytes: u64,
+    pub(crate) auth_lockout_s: u64,
+    pub(crate) upload_max_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -73,14 +73,14 @@ pub struct Store {
     /// Page cache of the storage engine, MiB.
     pub cache_mb: u64,
     /// Change-log entries kept; older ones are compacted away.
-    pub changes_keep: u64,
+    pub(crate) changes_keep: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Render {
     /// Rendered files kept in memory, MiB (the least fetched are evicted first).
-    pub cache_mb: u64,
+    pub(crate) cache_mb: u64,
 }
 
 impl Default for Render {
@@ -172,7 +172,7 @@ impl Config {
         Ok(c)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.rules.max_sca_per_user == 0 {
             return Err(ConfigError::Invalid(
                 "rules.max_sca_per_user must be at least 1".into(),

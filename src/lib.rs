@@ -4,16 +4,16 @@
 //! [`domain`], persisted with its change log) ; phones fetch files from [`phone`]. [`server`]
 //! wires the listeners; [`tls`] owns certificates; [`catalog`] the phone models.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod catalog;
 pub mod config;
 pub mod domain;
-pub mod phone;
+pub(crate) mod phone;
 pub mod render;
-pub mod secrets;
+pub(crate) mod secrets;
 pub mod server;
 pub mod store;
-pub mod sync;
+pub(crate) mod sync;
 pub mod tls;
 
 use std::sync::Arc;
@@ -22,9 +22,9 @@ use std::sync::Arc;
 pub struct App {
     pub config: config::Config,
     pub store: store::Store,
-    pub renderer: render::Renderer,
-    pub phone_auth: phone::PhoneAuth,
-    pub sync: sync::Dispatcher,
+    pub(crate) renderer: render::Renderer,
+    pub(crate) phone_auth: phone::PhoneAuth,
+    pub(crate) sync: sync::Dispatcher,
 }
 
-pub type SharedApp = Arc<App>;
+pub(crate) type SharedApp = Arc<App>;

@@ -13,7 +13,7 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// A 20-character password from an unambiguous alphabet (~115 bits).
-pub fn password() -> String {
+pub(crate) fn password() -> String {
     // Rejection sampling keeps every character equally likely.
     let limit = 256 - (256 % ALPHABET.len());
     let mut out = String::with_capacity(20);
@@ -28,17 +28,17 @@ pub fn password() -> String {
 }
 
 /// `n` random bytes as lowercase hex.
-pub fn hex_token<const N: usize>() -> String {
+pub(crate) fn hex_token<const N: usize>() -> String {
     hex::encode(random_bytes::<N>())
 }
 
 /// SHA-256 as lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, data))
 }
 
 /// Constant-time equality of two byte strings of equal length.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

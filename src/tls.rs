@@ -36,16 +36,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 
 /// Paths of the generated development PKI under `<data_dir>/tls/`.
 #[derive(Clone, Debug)]
-pub struct DevPki {
+pub(crate) struct DevPki {
     /// The CA to install on phones (and to trust in admin clients).
-    pub ca_pem: PathBuf,
-    pub ca_key: PathBuf,
-    pub server_pem: PathBuf,
-    pub server_key: PathBuf,
+    pub(crate) ca_pem: PathBuf,
+    ca_key: PathBuf,
+    pub(crate) server_pem: PathBuf,
+    pub(crate) server_key: PathBuf,
 }
 
 impl DevPki {
-    pub fn at(data_dir: &Path) -> DevPki {
+    pub(crate) fn at(data_dir: &Path) -> DevPki {
         let d = data_dir.join("tls");
         DevPki {
             ca_pem: d.join("ca.pem"),
@@ -57,7 +57,7 @@ impl DevPki {
 }
 
 /// Writes `contents` to `path` with mode 0600 (created fresh, then renamed into place).
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     let tmp = path.with_extension("tmp");
     {
         let mut opts = std::fs::OpenOptions::new();
@@ -88,7 +88,7 @@ fn ca_params() -> CertificateParams {
 }
 
 /// This machine's host name, if it has a usable one.
-pub fn host_name() -> Option<String> {
+pub(crate) fn host_name() -> Option<String> {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -98,7 +98,7 @@ pub fn host_name() -> Option<String> {
 /// Generates the development CA and server certificate where missing. Returns true when
 /// anything was created. An existing CA is kept (phones already trust it); a missing server
 /// certificate is re-issued under it.
-pub fn ensure_dev_pki(data_dir: &Path, extra_names: &[String]) -> Result<bool, TlsError> {
+pub(crate) fn ensure_dev_pki(data_dir: &Path, extra_names: &[String]) -> Result<bool, TlsError> {
     let pki = DevPki::at(data_dir);
     if pki.server_pem.exists() && pki.server_key.exists() && pki.ca_pem.exists() {
         return Ok(false);
@@ -181,13 +181,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The rustls server configuration for a certificate chain and key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     phone_server_config(cert, key, &[])
 }
 
 /// Like [`server_config`], and when vendor CA bundles are given, client certificates are
 /// requested (optional: phones without one use digest) and verified against them.
-pub fn phone_server_config(
+pub(crate) fn phone_server_config(
     cert: &Path,
     key: &Path,
     client_ca: &[String],

@@ -15,19 +15,19 @@ use crate::SharedApp;
 
 /// The authenticated caller: a platform token, or a token scoped to one group.
 #[derive(Clone, Debug)]
-pub struct Caller {
-    pub token_id: String,
-    pub group: Option<GroupId>,
+pub(crate) struct Caller {
+    token_id: String,
+    pub(crate) group: Option<GroupId>,
 }
 
 impl Caller {
     /// The actor recorded in the change log.
-    pub fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         format!("token:{}", self.token_id)
     }
 
     /// A group token sees only its group: anything else is "not found".
-    pub fn see(&self, g: &GroupId) -> ApiResult<()> {
+    pub(crate) fn see(&self, g: &GroupId) -> ApiResult<()> {
         match &self.group {
             Some(own) if own != g => Err(ApiError::not_found(format!("group {g} does not exist"))),
             _ => Ok(()),
@@ -35,7 +35,7 @@ impl Caller {
     }
 
     /// Operations outside any single group need a platform token.
-    pub fn platform(&self) -> ApiResult<()> {
+    pub(crate) fn platform(&self) -> ApiResult<()> {
         match &self.group {
             None => Ok(()),
             Some(_) => Err(ApiError::code(
@@ -78,7 +78,7 @@ impl FromRequestParts<SharedApp> for Caller {
 
 /// A JSON body: 415 without a JSON content type, 413 over the limit, 400 when it is not JSON,
 /// 422 `validation` (with the field path) when it does not fit the schema — unknown fields too.
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub(crate) T);
 
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -112,7 +112,7 @@ async fn body_bytes(req: Request, app: &SharedApp) -> ApiResult<Bytes> {
 }
 
 /// A raw body (a template upload), with the same limit and problem+json errors.
-pub struct RawBody(pub Bytes);
+pub(crate) struct RawBody(pub(crate) Bytes);
 
 impl FromRequest<SharedApp> for RawBody {
     type Rejection = ApiError;
@@ -123,7 +123,7 @@ impl FromRequest<SharedApp> for RawBody {
 }
 
 /// A JSON body not yet bound to a type (for merge patch).
-pub struct RawJson(pub serde_json::Value);
+pub(crate) struct RawJson(pub(crate) serde_json::Value);
 
 impl FromRequest<SharedApp> for RawJson {
     type Rejection = ApiError;
@@ -158,7 +158,7 @@ impl FromRequest<SharedApp> for RawJson {
 
 /// Applies an RFC 7396 merge patch to the input form of the current resource and binds the
 /// result (so unknown fields are refused, and `null` clears an optional field).
-pub fn merge<T: Serialize + DeserializeOwned>(
+pub(crate) fn merge<T: Serialize + DeserializeOwned>(
     current: &T,
     patch: serde_json::Value,
 ) -> ApiResult<T> {
@@ -193,20 +193,20 @@ fn merge_value(target: &mut serde_json::Value, patch: serde_json::Value) {
 /// `?limit=&after=`: at most `limit` items (default 100, max 1000) after the key `after`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    pub limit: Option<usize>,
-    pub after: Option<String>,
+pub(crate) struct PageQuery {
+    pub(crate) limit: Option<usize>,
+    pub(crate) after: Option<String>,
 }
 
 /// One page of a list, in key order; `next` is the `after` of the following page.
 #[derive(Serialize, ToSchema)]
-pub struct Page<T: ToSchema> {
-    pub items: Vec<T>,
-    pub next: Option<String>,
+pub(crate) struct Page<T: ToSchema> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next: Option<String>,
 }
 
 impl PageQuery {
-    pub fn limit(&self) -> ApiResult<usize> {
+    pub(crate) fn limit(&self) -> ApiResult<usize> {
         match self.limit {
             None => Ok(100),
             Some(n) if (1..=1000).contains(&n) => Ok(n),
@@ -218,7 +218,11 @@ impl PageQuery {
     }
 
     /// Pages `items` (already in key order) by `key`.
-    pub fn page<T: ToSchema, I>(&self, items: I, key: impl Fn(&T) -> String) -> ApiResult<Page<T>>
+    pub(crate) fn page<T: ToSchema, I>(
+        &self,
+        items: I,
+        key: impl Fn(&T) -> String,
+    ) -> ApiResult<Page<T>>
     where
         I: IntoIterator<Item = T>,
     {
@@ -239,7 +243,7 @@ impl PageQuery {
 }
 
 /// Parses a path identifier; a malformed one names nothing, so it is a 404.
-pub fn id<T>(
+pub(crate) fn id<T>(
     s: &str,
     what: &str,
     parse: impl Fn(&str) -> Result<T, crate::domain::DomainError>,
@@ -248,7 +252,7 @@ pub fn id<T>(
 }
 
 /// Query parameters, with bad ones reported as problem+json 422 (axum's own is plain text).
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;

@@ -5,16 +5,16 @@
 
 mod changes;
 mod devices;
-pub mod extract;
+pub(crate) mod extract;
 mod groups;
 mod models;
-pub mod problem;
+pub(crate) mod problem;
 mod sca;
 mod shared_lines;
 mod templates;
 mod tokens;
 mod users;
-pub mod views;
+pub(crate) mod views;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
@@ -32,7 +32,7 @@ use crate::SharedApp;
 use problem::{ApiError, ApiResult};
 
 /// Largest request body the admin API reads.
-pub const BODY_LIMIT: usize = 1 << 20;
+pub(crate) const BODY_LIMIT: usize = 1 << 20;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,7 +73,7 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
 }
 
 /// The admin router: `/api/v1/...`, `/api/v1/openapi.json` and `/healthz`.
-pub fn router(app: SharedApp) -> Router {
+pub(crate) fn router(app: SharedApp) -> Router {
     let (api, doc) = api();
     let doc = std::sync::Arc::new(doc);
     api.route(

@@ -10,45 +10,45 @@ use crate::store::StoreError;
 
 /// An error as the admin API reports it.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: ErrorCode,
-    pub detail: String,
-    pub field: Option<String>,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: ErrorCode,
+    pub(crate) detail: String,
+    pub(crate) field: Option<String>,
     /// Where in an uploaded template the problem is (1-based), for `invalid_template`.
-    pub position: Option<(usize, usize)>,
+    pub(crate) position: Option<(usize, usize)>,
 }
 
 /// `application/problem+json` body (RFC 9457) with the extra `code` member.
 #[derive(Serialize, ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Always `about:blank`: `code` identifies the problem.
     #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
+    pub(crate) kind: &'static str,
+    pub(crate) title: String,
+    pub(crate) status: u16,
+    pub(crate) detail: String,
     /// Stable machine-readable code, e.g. `line_port_in_use`.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// The offending input field, where one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
     /// Line of the problem in an uploaded template.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// Column of the problem in an uploaded template.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<usize>,
+    pub(crate) column: Option<usize>,
 }
 
 impl ApiError {
     /// An error with the code's default status.
-    pub fn code(code: ErrorCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn code(code: ErrorCode, detail: impl Into<String>) -> Self {
         let status =
             StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         Self::new(status, code, detail)
     }
-    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -57,16 +57,16 @@ impl ApiError {
             position: None,
         }
     }
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         Self::code(ErrorCode::NotFound, detail)
     }
-    pub fn validation(field: Option<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn validation(field: Option<String>, detail: impl Into<String>) -> Self {
         ApiError {
             field,
             ..Self::code(ErrorCode::Validation, detail)
         }
     }
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
         Self::code(
             ErrorCode::Internal,
@@ -148,4 +148,4 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;

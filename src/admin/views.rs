@@ -13,33 +13,33 @@ use crate::domain::*;
 
 /// A user's SIP identity as shown: effective values; `password` only on create.
 #[derive(Serialize, ToSchema)]
-pub struct SipView {
-    pub username: String,
-    pub auth_username: String,
+pub(crate) struct SipView {
+    pub(crate) username: String,
+    pub(crate) auth_username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct UserView {
+pub(crate) struct UserView {
     #[schema(value_type = String)]
-    pub group: GroupId,
-    pub extension: Extension,
-    pub phone_number: Option<PhoneNumber>,
-    pub first_name: String,
-    pub last_name: String,
+    pub(crate) group: GroupId,
+    pub(crate) extension: Extension,
+    pub(crate) phone_number: Option<PhoneNumber>,
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
     /// What the phone shows: the override, else "first last".
-    pub display_name: String,
-    pub kind: UserKind,
-    pub sip: SipView,
-    pub features: Features,
+    pub(crate) display_name: String,
+    pub(crate) kind: UserKind,
+    pub(crate) sip: SipView,
+    pub(crate) features: Features,
     /// Prefix of this user's SCA line ports (`<phone_number>` or `<group>_<extension>`).
-    pub line_port_prefix: String,
-    pub sca_endpoints: usize,
+    pub(crate) line_port_prefix: String,
+    pub(crate) sca_endpoints: usize,
 }
 
 impl UserView {
-    pub fn of(s: &State, u: &User) -> UserView {
+    pub(crate) fn of(s: &State, u: &User) -> UserView {
         UserView {
             group: u.group.clone(),
             extension: u.extension.clone(),
@@ -58,14 +58,14 @@ impl UserView {
             sca_endpoints: s.scas_of_user(&u.group, &u.extension).count(),
         }
     }
-    pub fn with_password(mut self, u: &User) -> Self {
+    pub(crate) fn with_password(mut self, u: &User) -> Self {
         self.sip.password = Some(u.sip.password.expose().to_string());
         self
     }
 }
 
 /// The input form of a stored user (what a PATCH merges into); the password stays out.
-pub fn user_input(u: &User) -> UserInput {
+pub(crate) fn user_input(u: &User) -> UserInput {
     UserInput {
         extension: u.extension.clone(),
         phone_number: u.phone_number.clone(),
@@ -84,45 +84,45 @@ pub fn user_input(u: &User) -> UserInput {
 
 /// Provisioning credentials, shown on create and rotate only.
 #[derive(Serialize, ToSchema)]
-pub struct CredentialsView {
-    pub username: String,
-    pub password: String,
+pub(crate) struct CredentialsView {
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct DeviceView {
-    pub mac: Mac,
+pub(crate) struct DeviceView {
+    pub(crate) mac: Mac,
     #[schema(value_type = String)]
-    pub group: GroupId,
-    pub name: String,
-    pub model: String,
-    pub owner: Option<Extension>,
+    pub(crate) group: GroupId,
+    pub(crate) name: String,
+    pub(crate) model: String,
+    pub(crate) owner: Option<Extension>,
     /// The hot-desk user logged in, if any.
-    pub hot_desk: Option<Extension>,
-    pub keys: Vec<ProgKey>,
-    pub settings: BTreeMap<String, String>,
-    pub notify_target: Option<String>,
+    pub(crate) hot_desk: Option<Extension>,
+    pub(crate) keys: Vec<ProgKey>,
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) notify_target: Option<String>,
     /// The last change-log seq that touched this device.
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// The revision of the last main-file fetch (the phone has applied it).
-    pub applied_revision: u64,
+    pub(crate) applied_revision: u64,
     /// `in_sync`, `pending`, `notified` or `failed`.
-    pub state: crate::store::SyncPhase,
+    pub(crate) state: crate::store::SyncPhase,
     /// The last NOTIFY: time, event, result, attempts.
-    pub last_notify: Option<crate::store::LastNotify>,
+    pub(crate) last_notify: Option<crate::store::LastNotify>,
     /// The last fetch: time, address, User-Agent, firmware.
-    pub last_seen: Option<crate::store::CheckIn>,
+    pub(crate) last_seen: Option<crate::store::CheckIn>,
     /// The files this device requests, in order.
-    pub files: Vec<String>,
+    pub(crate) files: Vec<String>,
     /// The derived registrations and line keys.
     #[schema(value_type = Object)]
-    pub layout: Option<Layout>,
+    pub(crate) layout: Option<Layout>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialsView>,
+    pub(crate) credentials: Option<CredentialsView>,
 }
 
 impl DeviceView {
-    pub fn of(s: &State, app: &crate::App, d: &Device) -> DeviceView {
+    pub(crate) fn of(s: &State, app: &crate::App, d: &Device) -> DeviceView {
         let store = &app.store;
         let catalog = store.catalog();
         let last_seen = store.checkin(&d.mac).map(|mut c| {
@@ -160,7 +160,7 @@ impl DeviceView {
             credentials: None,
         }
     }
-    pub fn with_credentials(mut self, d: &Device) -> Self {
+    pub(crate) fn with_credentials(mut self, d: &Device) -> Self {
         self.credentials = Some(CredentialsView {
             username: d.mac.to_string(),
             password: d.prov_password.expose().to_string(),
@@ -169,7 +169,7 @@ impl DeviceView {
     }
 }
 
-pub fn device_input(d: &Device) -> DeviceInput {
+pub(crate) fn device_input(d: &Device) -> DeviceInput {
     DeviceInput {
         mac: d.mac.clone(),
         name: Some(d.name.to_string()),
@@ -182,24 +182,24 @@ pub fn device_input(d: &Device) -> DeviceInput {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ScaView {
-    pub line_port: LinePort,
+pub(crate) struct ScaView {
+    pub(crate) line_port: LinePort,
     #[schema(value_type = String)]
-    pub group: GroupId,
+    pub(crate) group: GroupId,
     /// The user whose line is shared.
-    pub extension: Extension,
+    pub(crate) extension: Extension,
     /// The device's name.
-    pub device: String,
-    pub mac: Mac,
-    pub key: KeyNo,
-    pub label: Option<String>,
-    pub active: bool,
-    pub allow_origination: bool,
-    pub allow_termination: bool,
+    pub(crate) device: String,
+    pub(crate) mac: Mac,
+    pub(crate) key: KeyNo,
+    pub(crate) label: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) allow_origination: bool,
+    pub(crate) allow_termination: bool,
 }
 
 impl ScaView {
-    pub fn of(s: &State, x: &ScaEndpoint) -> ScaView {
+    pub(crate) fn of(s: &State, x: &ScaEndpoint) -> ScaView {
         ScaView {
             line_port: x.line_port.clone(),
             group: x.group.clone(),
@@ -219,7 +219,7 @@ impl ScaView {
     }
 }
 
-pub fn sca_input(x: &ScaEndpoint) -> ScaInput {
+pub(crate) fn sca_input(x: &ScaEndpoint) -> ScaInput {
     ScaInput {
         line_port: Some(x.line_port.to_string()),
         device: x.device.to_string(),
@@ -232,24 +232,24 @@ pub fn sca_input(x: &ScaEndpoint) -> ScaInput {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SharedLineView {
+pub(crate) struct SharedLineView {
     #[schema(value_type = String)]
-    pub group: GroupId,
-    pub number: SharedNumber,
+    pub(crate) group: GroupId,
+    pub(crate) number: SharedNumber,
     /// Its SIP user: `<group>_<number>`.
-    pub line_port: String,
-    pub direct_dial: Option<String>,
-    pub description: String,
-    pub forward_to_voicemail: bool,
-    pub autodial_digits: Option<String>,
-    pub members: Vec<Member>,
+    pub(crate) line_port: String,
+    pub(crate) direct_dial: Option<String>,
+    pub(crate) description: String,
+    pub(crate) forward_to_voicemail: bool,
+    pub(crate) autodial_digits: Option<String>,
+    pub(crate) members: Vec<Member>,
     /// The SIP password, on create only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 impl SharedLineView {
-    pub fn of(l: &SharedLine) -> SharedLineView {
+    pub(crate) fn of(l: &SharedLine) -> SharedLineView {
         SharedLineView {
             group: l.group.clone(),
             number: l.number.clone(),
@@ -264,7 +264,7 @@ impl SharedLineView {
     }
 }
 
-pub fn shared_line_input(l: &SharedLine) -> SharedLineInput {
+pub(crate) fn shared_line_input(l: &SharedLine) -> SharedLineInput {
     SharedLineInput {
         number: l.number.clone(),
         direct_dial: l.direct_dial.clone(),
@@ -276,19 +276,19 @@ pub fn shared_line_input(l: &SharedLine) -> SharedLineInput {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct TokenView {
-    pub id: String,
-    pub name: String,
+pub(crate) struct TokenView {
+    pub(crate) id: String,
+    pub(crate) name: String,
     #[schema(value_type = Option<String>)]
-    pub group: Option<GroupId>,
-    pub created_at: String,
+    pub(crate) group: Option<GroupId>,
+    pub(crate) created_at: String,
     /// The bearer secret, on create only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl TokenView {
-    pub fn of(t: &Token) -> TokenView {
+    pub(crate) fn of(t: &Token) -> TokenView {
         TokenView {
             id: t.id.clone(),
             name: t.name.clone(),
@@ -301,15 +301,15 @@ impl TokenView {
 
 /// A group with the sync state of its devices.
 #[derive(Serialize, ToSchema)]
-pub struct GroupView {
+pub(crate) struct GroupView {
     #[serde(flatten)]
-    pub group: Group,
+    pub(crate) group: Group,
     /// Devices per sync state.
-    pub sync: crate::sync::Counts,
+    pub(crate) sync: crate::sync::Counts,
 }
 
 impl GroupView {
-    pub fn of(s: &State, app: &crate::App, g: &Group) -> GroupView {
+    pub(crate) fn of(s: &State, app: &crate::App, g: &Group) -> GroupView {
         let devices = s.devices_of(&g.id).map(|d| {
             let applied = app
                 .store

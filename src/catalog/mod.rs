@@ -23,7 +23,7 @@ use crate::domain::{ChangeKind, Env, ModelCaps};
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
 
 /// The folder (beside the model folders) that holds one template folder per family.
-pub const FAMILIES_DIR: &str = "_families";
+const FAMILIES_DIR: &str = "_families";
 
 /// Template sources by file name.
 type Templates = BTreeMap<String, String>;
@@ -39,16 +39,16 @@ pub enum MacCase {
 /// SIP NOTIFY events a model understands.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Notify {
+pub(crate) struct Notify {
     /// `Event:` that makes the phone re-fetch its files.
-    pub resync: String,
+    pub(crate) resync: String,
     /// `Event:` that makes the phone reboot.
-    pub reboot: String,
+    pub(crate) reboot: String,
     /// Change kinds that need a reboot rather than a re-sync: `lines` (registrations or
     /// appearances changed), `keys`, `settings`, `template`. Default: `lines`. An unknown name
     /// fails the model's loading with the list of valid ones.
     #[serde(default = "default_reboot_on")]
-    pub reboot_on: Vec<ChangeKind>,
+    pub(crate) reboot_on: Vec<ChangeKind>,
 }
 
 fn default_sip_port() -> u16 {
@@ -67,13 +67,13 @@ pub struct FileSpec {
     pub pattern: String,
     /// Template file: the model folder's own, else its family's (`_families/<family>/`).
     pub template: String,
-    pub content_type: String,
+    pub(crate) content_type: String,
     /// Rendered per device (may hold secrets, needs device auth) or common to the model.
     pub per_device: bool,
     /// The device's main file: fetching it marks the revision as applied. Default: the first
     /// per-device file.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub main: bool,
+    pub(crate) main: bool,
 }
 
 impl FileSpec {
@@ -85,7 +85,7 @@ impl FileSpec {
 
     /// The MAC in `name` if it matches this (per-device) pattern. The MAC's hex digits may be
     /// in either case; the rest must match exactly.
-    pub fn match_mac(&self, name: &str) -> Option<crate::domain::Mac> {
+    pub(crate) fn match_mac(&self, name: &str) -> Option<crate::domain::Mac> {
         let (pre, post) = self.pattern.split_once("{mac}")?;
         let hex = name.strip_prefix(pre)?.strip_suffix(post)?;
         if hex.len() != 12 {
@@ -111,13 +111,13 @@ impl FileSpec {
 /// for how files become key=value facts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Checks {
+pub(crate) struct Checks {
     /// Facts that mark registration `{index}` as a shared appearance.
     #[serde(default)]
-    pub shared: Vec<String>,
+    pub(crate) shared: Vec<String>,
     /// Facts that put registration `{index}` on line key `{key}`.
     #[serde(default)]
-    pub line_key: Vec<String>,
+    pub(crate) line_key: Vec<String>,
 }
 
 /// `model.toml` as written on disk (the id is the folder name).
@@ -148,29 +148,29 @@ struct ModelFile {
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Model {
     pub id: String,
-    pub vendor: String,
+    pub(crate) vendor: String,
     /// Also the template folder `_families/<family>/`.
-    pub family: String,
-    pub name: String,
-    pub line_keys: u16,
-    pub accounts: u16,
+    pub(crate) family: String,
+    pub(crate) name: String,
+    pub(crate) line_keys: u16,
+    pub(crate) accounts: u16,
     pub mac_case: MacCase,
     /// Substrings of the User-Agent that identify this model.
-    pub user_agents: Vec<String>,
-    pub notify: Notify,
+    pub(crate) user_agents: Vec<String>,
+    pub(crate) notify: Notify,
     /// Where the phone listens for SIP (NOTIFYs to its last-seen address go here).
-    pub sip_port: u16,
+    pub(crate) sip_port: u16,
     pub files: Vec<FileSpec>,
     #[serde(skip)]
-    pub checks: Checks,
+    pub(crate) checks: Checks,
     /// Built-in template sources by template file name: the family's, overridden by the model
     /// folder's own.
     #[serde(skip)]
-    pub templates: BTreeMap<String, String>,
+    pub(crate) templates: BTreeMap<String, String>,
     /// `[vars]` of model.toml: what the family templates need to know of this model beyond the
     /// fields above (templates read `model.vars.<name>`).
     #[serde(skip)]
-    pub vars: BTreeMap<String, String>,
+    pub(crate) vars: BTreeMap<String, String>,
 }
 
 impl Model {
@@ -201,7 +201,7 @@ pub struct Catalog {
 }
 
 /// A file name phones may request: no path separators, no dot-dot, bounded.
-pub fn valid_file_name(name: &str) -> bool {
+pub(crate) fn valid_file_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && !name.starts_with('.')
         && name
@@ -441,7 +441,7 @@ impl Catalog {
     }
 
     /// Models whose file patterns could name `file`, with the matching spec.
-    pub fn files_matching<'a>(
+    pub(crate) fn files_matching<'a>(
         &'a self,
         file: &'a str,
     ) -> impl Iterator<Item = (&'a Model, &'a FileSpec)> + 'a {
@@ -458,7 +458,7 @@ impl Catalog {
     }
 
     /// The model a User-Agent names, if any.
-    pub fn model_for_user_agent(&self, ua: &str) -> Option<&Model> {
+    pub(crate) fn model_for_user_agent(&self, ua: &str) -> Option<&Model> {
         self.models.values().find(|m| {
             m.user_agents
                 .iter()
@@ -466,7 +466,7 @@ impl Catalog {
         })
     }
 
-    pub fn caps(&self, id: &str) -> Option<ModelCaps> {
+    pub(crate) fn caps(&self, id: &str) -> Option<ModelCaps> {
         self.get(id).map(|m| ModelCaps {
             line_keys: m.line_keys,
             accounts: m.accounts,
@@ -475,9 +475,9 @@ impl Catalog {
 }
 
 /// The rules' view of the outside world: catalogue, limits, and random secrets.
-pub struct RulesEnv {
-    pub catalog: std::sync::Arc<Catalog>,
-    pub max_sca_per_user: usize,
+pub(crate) struct RulesEnv {
+    pub(crate) catalog: std::sync::Arc<Catalog>,
+    pub(crate) max_sca_per_user: usize,
 }
 
 impl Env for RulesEnv {

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 /// the reboot event rather than the re-sync event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
+pub(crate) enum ChangeKind {
     /// What a phone registers or shows as a line changed: a registration (identity, credentials,
     /// registrar), an appearance (primary, SCA, shared line, hot-desk guest) or its place.
     Lines,
@@ -28,7 +28,7 @@ pub enum ChangeKind {
 
 impl ChangeKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ChangeKind; 4] = [
+    pub(crate) const ALL: [ChangeKind; 4] = [
         ChangeKind::Lines,
         ChangeKind::Keys,
         ChangeKind::Settings,
@@ -36,7 +36,7 @@ impl ChangeKind {
     ];
 
     /// The kind as model.toml and the API spell it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Lines => "lines",
             ChangeKind::Keys => "keys",
@@ -47,7 +47,7 @@ impl ChangeKind {
 
     /// The kind of a change that did both: the more disruptive one
     /// (`template` > `lines` > `keys` > `settings`).
-    pub fn and(self, other: ChangeKind) -> ChangeKind {
+    pub(crate) fn and(self, other: ChangeKind) -> ChangeKind {
         fn rank(k: ChangeKind) -> u8 {
             match k {
                 ChangeKind::Settings => 0,
@@ -64,7 +64,7 @@ impl ChangeKind {
     }
 
     /// `kind` if `changed`, else `settings`: for comparing one field of an old and new record.
-    pub fn when(changed: bool, kind: ChangeKind) -> ChangeKind {
+    pub(crate) fn when(changed: bool, kind: ChangeKind) -> ChangeKind {
         if changed {
             kind
         } else {
@@ -104,7 +104,7 @@ macro_rules! actions {
     ($($variant:ident = $name:literal => $legacy:ident,)*) => {
         /// A change-log action, `<resource>.<verb>`; serialised as that string.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum Action {
+        pub(crate) enum Action {
             $(
                 #[serde(rename = $name)]
                 $variant,
@@ -113,10 +113,10 @@ macro_rules! actions {
 
         impl Action {
             /// Every action, in declaration order.
-            pub const ALL: &'static [Action] = &[$(Action::$variant),*];
+            pub(crate) const ALL: &'static [Action] = &[$(Action::$variant),*];
 
             /// The action as the change log spells it.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $(Action::$variant => $name,)*
                 }
@@ -125,7 +125,7 @@ macro_rules! actions {
             /// The kind a change-log entry written before kinds were stored is given: what the
             /// dispatcher used to derive from the action alone. New entries carry the kind their
             /// rule decided.
-            pub fn legacy_kind(self) -> ChangeKind {
+            pub(crate) fn legacy_kind(self) -> ChangeKind {
                 match self {
                     $(Action::$variant => ChangeKind::$legacy,)*
                 }

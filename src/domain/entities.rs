@@ -27,7 +27,7 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    pub fn new(s: impl Into<CompactString>) -> Secret {
+    pub(crate) fn new(s: impl Into<CompactString>) -> Secret {
         Secret(s.into())
     }
     pub fn expose(&self) -> &str {
@@ -37,16 +37,16 @@ impl Secret {
 
 /// A SIP identity as a phone holds it: user, auth user, password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SipIdentity {
-    pub user: String,
-    pub auth_username: String,
-    pub password: Secret,
+pub(crate) struct SipIdentity {
+    pub(crate) user: String,
+    pub(crate) auth_username: String,
+    pub(crate) password: Secret,
 }
 
 /// SIP transport of a group's service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Transport {
+pub(crate) enum Transport {
     #[default]
     Udp,
     Tcp,
@@ -56,7 +56,7 @@ pub enum Transport {
 /// How phones of a group must authenticate when fetching files that hold secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ProvAuth {
+pub(crate) enum ProvAuth {
     Digest,
     Mtls,
     #[default]
@@ -65,13 +65,13 @@ pub enum ProvAuth {
 
 /// An IPv4/IPv6 network, `addr/prefix` (a bare address means a single host).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
+pub(crate) struct Cidr {
+    pub(crate) addr: IpAddr,
+    pub(crate) prefix: u8,
 }
 
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, DomainError> {
+    pub(crate) fn parse(s: &str) -> Result<Cidr, DomainError> {
         let bad = || {
             DomainError::validation(
                 "provisioning.allowed_cidrs",
@@ -91,7 +91,7 @@ impl Cidr {
         Ok(Cidr { addr, prefix })
     }
 
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
@@ -140,28 +140,28 @@ fn yes() -> bool {
 /// The SIP service of a group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct GroupSip {
+pub(crate) struct GroupSip {
     /// SIP domain / registrar, required.
-    pub domain: String,
+    pub(crate) domain: String,
     /// Outbound proxy; also where NOTIFYs are routed when a device has no `notify_target`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<String>,
+    pub(crate) proxy: Option<String>,
     #[serde(default = "default_port")]
-    pub port: u16,
+    pub(crate) port: u16,
     #[serde(default)]
-    pub transport: Transport,
+    pub(crate) transport: Transport,
 }
 
 /// Provisioning policy of a group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Provisioning {
+pub(crate) struct Provisioning {
     #[serde(default)]
-    pub auth: ProvAuth,
+    pub(crate) auth: ProvAuth,
     /// Networks phones may fetch from; empty = any.
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
-    pub allowed_cidrs: Vec<Cidr>,
+    pub(crate) allowed_cidrs: Vec<Cidr>,
 }
 
 /// A group (tenant/site). Its stored form is also its API form: it holds no secrets.
@@ -170,21 +170,21 @@ pub struct Provisioning {
 pub struct Group {
     pub id: GroupId,
     #[serde(default)]
-    pub name: String,
-    pub sip: GroupSip,
+    pub(crate) name: String,
+    pub(crate) sip: GroupSip,
     /// Free key/value strings for templates (time zone, NTP, language, ...).
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    pub(crate) settings: BTreeMap<String, String>,
     #[serde(default = "default_licenses")]
-    pub shared_line_licenses: u32,
+    pub(crate) shared_line_licenses: u32,
     #[serde(default)]
-    pub provisioning: Provisioning,
+    pub(crate) provisioning: Provisioning,
 }
 
 /// `standard` users have their own phone; `hot_desk` users are virtual and log in to one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum UserKind {
+pub(crate) enum UserKind {
     #[default]
     Standard,
     HotDesk,
@@ -193,94 +193,94 @@ pub enum UserKind {
 /// Voicemail settings of a user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Voicemail {
+pub(crate) struct Voicemail {
     #[serde(default)]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_number: Option<String>,
+    pub(crate) access_number: Option<String>,
 }
 
 /// Call forwarding destinations of a user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Forwarding {
+pub(crate) struct Forwarding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub always: Option<String>,
+    pub(crate) always: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub busy: Option<String>,
+    pub(crate) busy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub no_answer: Option<String>,
+    pub(crate) no_answer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub no_answer_ring_seconds: Option<u16>,
+    pub(crate) no_answer_ring_seconds: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_reachable: Option<String>,
+    pub(crate) not_reachable: Option<String>,
 }
 
 /// User features, rendered where the model supports them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Features {
+pub(crate) struct Features {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_waiting: Option<bool>,
+    pub(crate) call_waiting: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dnd: Option<bool>,
+    dnd: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anonymous_outgoing: Option<bool>,
+    anonymous_outgoing: Option<bool>,
     // Boxed: most users set neither, and 100,000 users carry these inline otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Voicemail>)]
-    pub voicemail: Option<Box<Voicemail>>,
+    pub(crate) voicemail: Option<Box<Voicemail>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Forwarding>)]
-    pub forwarding: Option<Box<Forwarding>>,
+    pub(crate) forwarding: Option<Box<Forwarding>>,
     /// Extensions shown as BLF keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub monitoring: Vec<Extension>,
+    pub(crate) monitoring: Vec<Extension>,
     /// Whether others may monitor this user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence: Option<bool>,
+    presence: Option<bool>,
 }
 
 /// A user's SIP identity as stored: explicit values or `None` for "derive the default".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UserSip {
-    pub username: Option<String>,
-    pub auth_username: Option<String>,
-    pub password: Secret,
+pub(crate) struct UserSip {
+    pub(crate) username: Option<String>,
+    pub(crate) auth_username: Option<String>,
+    pub(crate) password: Secret,
 }
 
 /// A user: an extension in a group.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct User {
-    pub group: GroupId,
-    pub extension: Extension,
-    pub phone_number: Option<PhoneNumber>,
-    pub first_name: CompactString,
-    pub last_name: CompactString,
-    pub display_name: Option<CompactString>,
-    pub kind: UserKind,
-    pub sip: UserSip,
-    pub features: Features,
+    pub(crate) group: GroupId,
+    pub(crate) extension: Extension,
+    pub(crate) phone_number: Option<PhoneNumber>,
+    pub(crate) first_name: CompactString,
+    pub(crate) last_name: CompactString,
+    pub(crate) display_name: Option<CompactString>,
+    pub(crate) kind: UserKind,
+    pub(crate) sip: UserSip,
+    pub(crate) features: Features,
 }
 
 impl User {
     /// The primary line port: explicit `sip.username`, else the phone number, else
     /// `<group>_<extension>`.
-    pub fn sip_username(&self) -> String {
+    pub(crate) fn sip_username(&self) -> String {
         match (&self.sip.username, &self.phone_number) {
             (Some(u), _) => u.clone(),
             (None, Some(p)) => p.to_string(),
             (None, None) => format!("{}_{}", self.group, self.extension),
         }
     }
-    pub fn auth_username(&self) -> String {
+    pub(crate) fn auth_username(&self) -> String {
         self.sip
             .auth_username
             .clone()
             .unwrap_or_else(|| self.sip_username())
     }
     /// What the phone shows: `display_name`, else "first last".
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match &self.display_name {
             Some(d) => d.to_string(),
             None => format!("{} {}", self.first_name, self.last_name)
@@ -289,7 +289,7 @@ impl User {
         }
     }
     /// The prefix of this user's SCA line ports.
-    pub fn line_port_prefix(&self) -> String {
+    pub(crate) fn line_port_prefix(&self) -> String {
         LinePort::expected_prefix(&self.group, &self.extension, self.phone_number.as_ref())
     }
 }
@@ -297,7 +297,7 @@ impl User {
 /// Type of a programmable key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyType {
+pub(crate) enum KeyType {
     Blf,
     SpeedDial,
     Park,
@@ -307,26 +307,26 @@ pub enum KeyType {
 /// A programmable key of a device; it occupies line key `key`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProgKey {
-    pub key: KeyNo,
+pub(crate) struct ProgKey {
+    pub(crate) key: KeyNo,
     #[serde(rename = "type")]
-    pub kind: KeyType,
+    pub(crate) kind: KeyType,
     #[serde(default)]
-    pub value: String,
+    pub(crate) value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
 }
 
 /// Where NOTIFYs for a device go: `udp:host:port` or `tcp:host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NotifyTarget {
-    pub tcp: bool,
-    pub host: String,
-    pub port: u16,
+pub(crate) struct NotifyTarget {
+    pub(crate) tcp: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl NotifyTarget {
-    pub fn parse(s: &str) -> Result<NotifyTarget, DomainError> {
+    pub(crate) fn parse(s: &str) -> Result<NotifyTarget, DomainError> {
         let bad = || {
             DomainError::validation(
                 "notify_target",
@@ -384,24 +384,24 @@ impl<'de> Deserialize<'de> for NotifyTarget {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     pub mac: Mac,
-    pub group: GroupId,
-    pub name: CompactString,
-    pub model: CompactString,
-    pub owner: Option<Extension>,
-    pub keys: Vec<ProgKey>,
-    pub settings: BTreeMap<String, String>,
-    pub notify_target: Option<NotifyTarget>,
+    pub(crate) group: GroupId,
+    pub(crate) name: CompactString,
+    pub(crate) model: CompactString,
+    pub(crate) owner: Option<Extension>,
+    pub(crate) keys: Vec<ProgKey>,
+    pub(crate) settings: BTreeMap<String, String>,
+    pub(crate) notify_target: Option<NotifyTarget>,
     /// HTTP digest password for provisioning; the username is the MAC.
     pub prov_password: Secret,
     /// The hot-desk user logged in, if any.
-    pub hot_desk: Option<Extension>,
+    pub(crate) hot_desk: Option<Extension>,
     /// The last change-log `seq` that touched this device.
-    pub revision: u64,
+    pub(crate) revision: u64,
 }
 
 impl Device {
     /// The user whose line is the primary appearance: the hot-desk guest, else the owner.
-    pub fn context_user(&self) -> Option<&Extension> {
+    pub(crate) fn context_user(&self) -> Option<&Extension> {
         self.hot_desk.as_ref().or(self.owner.as_ref())
     }
 }
@@ -409,21 +409,25 @@ impl Device {
 /// A Shared Call Appearance endpoint: user `extension`'s line appearing on `device`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScaEndpoint {
-    pub line_port: LinePort,
-    pub group: GroupId,
-    pub extension: Extension,
-    pub device: Mac,
-    pub key: KeyNo,
-    pub label: Option<String>,
-    pub active: bool,
-    pub allow_origination: bool,
-    pub allow_termination: bool,
+    pub(crate) line_port: LinePort,
+    pub(crate) group: GroupId,
+    pub(crate) extension: Extension,
+    pub(crate) device: Mac,
+    pub(crate) key: KeyNo,
+    pub(crate) label: Option<String>,
+    pub(crate) active: bool,
+    pub(crate) allow_origination: bool,
+    pub(crate) allow_termination: bool,
 }
 
 /// How a shared-line member's phone rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Ring {
+#[allow(
+    clippy::enum_variant_names,
+    reason = "the variants spell the API values ring, no_ring, delayed"
+)]
+pub(crate) enum Ring {
     #[default]
     Ring,
     NoRing,
@@ -433,31 +437,31 @@ pub enum Ring {
 /// A member of a shared line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Member {
-    pub extension: Extension,
+pub(crate) struct Member {
+    pub(crate) extension: Extension,
     /// Line key on the member's phone; the first free one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub button: Option<KeyNo>,
+    pub(crate) button: Option<KeyNo>,
     #[serde(default)]
-    pub ring: Ring,
+    pub(crate) ring: Ring,
 }
 
 /// A shared line: a line of its own that several extensions share.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SharedLine {
-    pub group: GroupId,
-    pub number: SharedNumber,
-    pub direct_dial: Option<String>,
-    pub description: String,
-    pub forward_to_voicemail: bool,
-    pub autodial_digits: Option<String>,
-    pub members: Vec<Member>,
-    pub password: Secret,
+    pub(crate) group: GroupId,
+    pub(crate) number: SharedNumber,
+    pub(crate) direct_dial: Option<String>,
+    pub(crate) description: String,
+    pub(crate) forward_to_voicemail: bool,
+    pub(crate) autodial_digits: Option<String>,
+    pub(crate) members: Vec<Member>,
+    pub(crate) password: Secret,
 }
 
 impl SharedLine {
     /// Its SIP user / line port: `<group>_<number>`.
-    pub fn line_port(&self) -> String {
+    pub(crate) fn line_port(&self) -> String {
         format!("{}_{}", self.group, self.number)
     }
 }
@@ -468,31 +472,31 @@ pub struct Token {
     pub id: String,
     pub name: String,
     pub group: Option<GroupId>,
-    pub secret_sha256: Secret,
+    pub(crate) secret_sha256: Secret,
     pub created_at: String,
 }
 
 /// An uploaded template and its versions (stored; see `Record::Template`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TemplateOverride {
-    pub model: String,
+    pub(crate) model: String,
     /// Template file name in the model's folder, e.g. `mac.cfg.tera`.
-    pub template: String,
-    pub versions: Vec<TemplateVersion>,
+    pub(crate) template: String,
+    pub(crate) versions: Vec<TemplateVersion>,
     /// The live version; `None` = the built-in template.
-    pub active: Option<u32>,
+    pub(crate) active: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TemplateVersion {
-    pub version: u32,
-    pub body: String,
-    pub created_at: String,
-    pub actor: String,
+pub(crate) struct TemplateVersion {
+    pub(crate) version: u32,
+    pub(crate) body: String,
+    pub(crate) created_at: String,
+    pub(crate) actor: String,
 }
 
 impl TemplateOverride {
-    pub fn active_body(&self) -> Option<&str> {
+    pub(crate) fn active_body(&self) -> Option<&str> {
         let v = self.active?;
         self.versions
             .iter()

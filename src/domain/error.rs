@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 /// A stable error code: serialised as its snake_case name (`line_port_in_use`), which is API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     /// 422: a value breaks a rule, or an unknown field.
     Validation,
     /// 404: no such resource, or not in the caller's group.
@@ -59,8 +59,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 22] = [
+    /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
+    #[cfg(test)]
+    pub(crate) const ALL: [ErrorCode; 22] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -86,7 +87,7 @@ impl ErrorCode {
     ];
 
     /// The code as the API spells it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Validation => "validation",
             ErrorCode::NotFound => "not_found",
@@ -115,7 +116,7 @@ impl ErrorCode {
 
     /// The HTTP status this code is answered with by default (a number: the domain knows no
     /// HTTP types).
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             ErrorCode::InvalidJson | ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
@@ -150,7 +151,7 @@ impl std::fmt::Display for ErrorCode {
 
 /// Which HTTP-ish class an error belongs to; the admin API maps it to a status once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// 422: the input breaks a rule.
     Unprocessable,
     /// 404: the subject does not exist (or is not visible to the caller).
@@ -163,15 +164,15 @@ pub enum ErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{detail}")]
 pub struct DomainError {
-    pub kind: ErrorKind,
-    pub code: ErrorCode,
+    pub(crate) kind: ErrorKind,
+    pub(crate) code: ErrorCode,
     pub detail: String,
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 impl DomainError {
     /// 422 `validation` on a field.
-    pub fn validation(field: &str, detail: impl Into<String>) -> Self {
+    pub(crate) fn validation(field: &str, detail: impl Into<String>) -> Self {
         DomainError {
             kind: ErrorKind::Unprocessable,
             code: ErrorCode::Validation,
@@ -180,7 +181,7 @@ impl DomainError {
         }
     }
     /// 422 with a specific code.
-    pub fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> Self {
         DomainError {
             kind: ErrorKind::Unprocessable,
             code,
@@ -189,7 +190,7 @@ impl DomainError {
         }
     }
     /// 409 with a specific code.
-    pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         DomainError {
             kind: ErrorKind::Conflict,
             code,
@@ -198,7 +199,7 @@ impl DomainError {
         }
     }
     /// 404 `not_found`.
-    pub fn not_found(detail: impl Into<String>) -> Self {
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
         DomainError {
             kind: ErrorKind::NotFound,
             code: ErrorCode::NotFound,
@@ -206,7 +207,7 @@ impl DomainError {
             field: None,
         }
     }
-    pub fn with_field(mut self, field: &str) -> Self {
+    pub(crate) fn with_field(mut self, field: &str) -> Self {
         self.field = Some(field.to_string());
         self
     }

@@ -20,7 +20,7 @@ use super::{DomainError, ErrorCode, ModelCaps};
 /// What an appearance is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AppearanceKind {
+pub(crate) enum AppearanceKind {
     /// The context user's own line.
     Primary,
     /// Another user's line shared onto this device (an SCA endpoint).
@@ -31,43 +31,39 @@ pub enum AppearanceKind {
 
 /// One registration on the device.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Appearance {
+pub(crate) struct Appearance {
     /// Registration index, 1-based.
-    pub index: u16,
-    pub kind: AppearanceKind,
+    pub(crate) index: u16,
+    pub(crate) kind: AppearanceKind,
     /// The SIP user this registration uses.
-    pub line_port: String,
+    pub(crate) line_port: String,
     /// The user whose line it is (primary and SCA).
-    pub extension: Option<Extension>,
+    pub(crate) extension: Option<Extension>,
     /// The SCA endpoint, for `sca`.
-    pub sca: Option<LinePort>,
+    pub(crate) sca: Option<LinePort>,
     /// The shared line, for `shared_line`.
-    pub shared_line: Option<SharedNumber>,
+    pub(crate) shared_line: Option<SharedNumber>,
     /// Line keys showing this appearance.
-    pub keys: Vec<KeyNo>,
-    pub label: Option<String>,
+    pub(crate) keys: Vec<KeyNo>,
+    pub(crate) label: Option<String>,
     /// Ring option of a shared-line membership.
-    pub ring: Option<Ring>,
+    pub(crate) ring: Option<Ring>,
 }
 
 /// The derived layout of one device.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Layout {
-    pub appearances: Vec<Appearance>,
+pub(crate) struct Layout {
+    pub(crate) appearances: Vec<Appearance>,
     /// Programmable keys (BLF, speed dial, park, voicemail), in key order.
-    pub keys: Vec<ProgKey>,
+    pub(crate) keys: Vec<ProgKey>,
     /// Line keys nobody uses, ascending.
-    pub free_keys: Vec<KeyNo>,
+    pub(crate) free_keys: Vec<KeyNo>,
 }
 
 impl Layout {
     /// The lowest free line key.
-    pub fn first_free_key(&self) -> Option<KeyNo> {
+    pub(crate) fn first_free_key(&self) -> Option<KeyNo> {
         self.free_keys.first().copied()
-    }
-    /// Registrations in use.
-    pub fn registrations(&self) -> usize {
-        self.appearances.len()
     }
 }
 
@@ -118,7 +114,11 @@ fn no_free_key(model: &str, keys: KeyNo, who: &str) -> DomainError {
 }
 
 /// Computes (and thereby validates) the layout of `device` in `state`.
-pub fn layout(state: &State, device: &Device, caps: ModelCaps) -> Result<Layout, DomainError> {
+pub(crate) fn layout(
+    state: &State,
+    device: &Device,
+    caps: ModelCaps,
+) -> Result<Layout, DomainError> {
     let mut occ = Occupancy {
         caps,
         model: device.model.to_string(),

@@ -11,39 +11,39 @@
 //! The store (`crate::store`) runs a rule inside a [`state::Tx`], persists exactly the records
 //! the transaction touched together with the change-log entry, and rolls back on any error.
 
-pub mod action;
-pub mod entities;
-pub mod error;
-pub mod ids;
-pub mod layout;
+pub(crate) mod action;
+pub(crate) mod entities;
+pub(crate) mod error;
+pub(crate) mod ids;
+pub(crate) mod layout;
 pub mod rules;
 pub mod state;
 
 use std::collections::BTreeSet;
 
-pub use action::{Action, ChangeKind};
+pub(crate) use action::{Action, ChangeKind};
 pub use entities::*;
-pub use error::{DomainError, ErrorCode, ErrorKind};
+pub(crate) use error::{DomainError, ErrorCode, ErrorKind};
 pub use ids::*;
 
 /// What a committed mutation did, as the change log records it (SPEC §1 "Change log").
 #[derive(Clone, Debug)]
-pub struct Effect {
+pub(crate) struct Effect {
     /// `<resource>.<verb>`, e.g. `sca.create`.
-    pub action: Action,
+    pub(crate) action: Action,
     /// What the change did to the touched phones, decided by the rule from what changed (the
     /// sync dispatcher sends the reboot event when the model's `reboot_on` names it).
-    pub kind: ChangeKind,
-    pub group: Option<GroupId>,
+    pub(crate) kind: ChangeKind,
+    pub(crate) group: Option<GroupId>,
     /// The subject's id, e.g. the line port or the MAC.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Every device whose rendered files may change.
-    pub devices: BTreeSet<Mac>,
-    pub detail: serde_json::Value,
+    pub(crate) devices: BTreeSet<Mac>,
+    pub(crate) detail: serde_json::Value,
 }
 
 impl Effect {
-    pub fn new(
+    pub(crate) fn new(
         action: Action,
         kind: ChangeKind,
         group: Option<&GroupId>,
@@ -58,7 +58,7 @@ impl Effect {
             detail: serde_json::Value::Object(Default::default()),
         }
     }
-    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+    pub(crate) fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
         self
     }
@@ -66,16 +66,16 @@ impl Effect {
 
 /// Line-key capabilities of a phone model, as the catalogue declares them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModelCaps {
+pub(crate) struct ModelCaps {
     /// Line keys, numbered 1..=line_keys.
-    pub line_keys: KeyNo,
+    pub(crate) line_keys: KeyNo,
     /// SIP registrations (accounts) the phone can hold.
-    pub accounts: u16,
+    pub(crate) accounts: u16,
 }
 
 /// What the rules need from outside the state: the model catalogue, the limits, and fresh
 /// secrets. Keeping these behind a trait keeps the rules pure and testable.
-pub trait Env {
+pub(crate) trait Env {
     /// Capabilities of a model id, `None` for an unknown model.
     fn model(&self, id: &str) -> Option<ModelCaps>;
     /// `[rules] max_sca_per_user`.

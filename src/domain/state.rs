@@ -34,7 +34,7 @@ pub enum Record {
 
 /// The key of a record; `Ord` groups records by type, then by their natural key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RecordKey {
+pub(crate) enum RecordKey {
     Group(GroupId),
     User(GroupId, Extension),
     Device(Mac),
@@ -48,7 +48,7 @@ pub enum RecordKey {
 impl RecordKey {
     /// The byte key the store files this record under. Parts are separated by `/`, which no
     /// identifier may contain.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             RecordKey::Group(g) => format!("g/{g}"),
             RecordKey::User(g, e) => format!("u/{g}/{e}"),
@@ -63,7 +63,7 @@ impl RecordKey {
 }
 
 impl Record {
-    pub fn key(&self) -> RecordKey {
+    pub(crate) fn key(&self) -> RecordKey {
         match self {
             Record::Group(g) => RecordKey::Group(g.id.clone()),
             Record::User(u) => RecordKey::User(u.group.clone(), u.extension.clone()),
@@ -88,13 +88,13 @@ impl<K: Ord + Clone, V> Default for Table<K, V> {
 }
 
 impl<K: Ord + Clone, V> Table<K, V> {
-    pub fn get<Q: Ord + ?Sized>(&self, k: &Q) -> Option<&V>
+    pub(crate) fn get<Q: Ord + ?Sized>(&self, k: &Q) -> Option<&V>
     where
         K: std::borrow::Borrow<Q>,
     {
         self.0.get(k).map(|v| &**v)
     }
-    pub fn contains_key<Q: Ord + ?Sized>(&self, k: &Q) -> bool
+    pub(crate) fn contains_key<Q: Ord + ?Sized>(&self, k: &Q) -> bool
     where
         K: std::borrow::Borrow<Q>,
     {
@@ -106,18 +106,11 @@ impl<K: Ord + Clone, V> Table<K, V> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-    /// Entries in key order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + '_ {
-        self.0.iter().map(|(k, v)| (k, &**v))
-    }
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + '_ {
-        self.0.keys()
-    }
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + '_ {
         self.0.values().map(|v| &**v)
     }
     /// Entries whose key is in `range`, in key order.
-    pub fn range<R: RangeBounds<K>>(
+    pub(crate) fn range<R: RangeBounds<K>>(
         &self,
         range: R,
     ) -> impl DoubleEndedIterator<Item = (&K, &V)> + '_ {
@@ -155,13 +148,13 @@ impl<K: Ord + Clone, V> FromIterator<(K, V)> for Table<K, V> {
 /// and [`State::remove`] only, which keep the indexes below in step.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    pub groups: Table<GroupId, Group>,
+    pub(crate) groups: Table<GroupId, Group>,
     pub users: Table<(GroupId, Extension), User>,
     pub devices: Table<Mac, Device>,
     pub scas: Table<LinePort, ScaEndpoint>,
-    pub shared_lines: Table<(GroupId, SharedNumber), SharedLine>,
+    pub(crate) shared_lines: Table<(GroupId, SharedNumber), SharedLine>,
     pub tokens: Table<String, Token>,
-    pub templates: Table<(String, String), TemplateOverride>,
+    pub(crate) templates: Table<(String, String), TemplateOverride>,
     idx: Indexes,
 }
 
@@ -274,7 +267,7 @@ impl State {
     }
 
     /// Inserts or replaces a record; returns the previous one.
-    pub fn put(&mut self, r: Record) -> Option<Record> {
+    pub(crate) fn put(&mut self, r: Record) -> Option<Record> {
         let prev = self.remove(&r.key());
         self.idx.add(&r);
         self.put_raw(r);
@@ -282,7 +275,7 @@ impl State {
     }
 
     /// Removes a record; returns it.
-    pub fn remove(&mut self, k: &RecordKey) -> Option<Record> {
+    pub(crate) fn remove(&mut self, k: &RecordKey) -> Option<Record> {
         let prev = self.remove_raw(k);
         if let Some(p) = &prev {
             self.idx.drop(p);
@@ -329,7 +322,7 @@ impl State {
         }
     }
 
-    pub fn get(&self, k: &RecordKey) -> Option<Record> {
+    pub(crate) fn get(&self, k: &RecordKey) -> Option<Record> {
         match k {
             RecordKey::Group(g) => self.groups.get(g).cloned().map(Record::Group),
             RecordKey::User(g, e) => self
@@ -355,7 +348,7 @@ impl State {
 
     /// Panics if an index disagrees with one rebuilt from the records (for tests).
     #[cfg(test)]
-    pub fn check_indexes(&self) {
+    pub(crate) fn check_indexes(&self) {
         let mut fresh = Indexes::default();
         let records = self
             .users
@@ -372,18 +365,18 @@ impl State {
 
     // ---- queries the rules and the API share ----
 
-    pub fn user(&self, g: &GroupId, e: &Extension) -> Option<&User> {
+    pub(crate) fn user(&self, g: &GroupId, e: &Extension) -> Option<&User> {
         self.users.get(&(g.clone(), e.clone()))
     }
 
-    pub fn users_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a User> + 'a {
+    pub(crate) fn users_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a User> + 'a {
         self.users
             .range((g.clone(), Extension::parse("00").expect("valid"))..)
             .take_while(move |((gg, _), _)| gg == g)
             .map(|(_, u)| u)
     }
 
-    pub fn shared_lines_of<'a>(
+    pub(crate) fn shared_lines_of<'a>(
         &'a self,
         g: &'a GroupId,
     ) -> impl Iterator<Item = &'a SharedLine> + 'a {
@@ -393,7 +386,10 @@ impl State {
             .map(|(_, l)| l)
     }
 
-    pub fn devices_of<'a>(&'a self, g: &'a GroupId) -> impl Iterator<Item = &'a Device> + 'a {
+    pub(crate) fn devices_of<'a>(
+        &'a self,
+        g: &'a GroupId,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
         self.idx
             .devices_by_group
             .get(g)
@@ -403,7 +399,7 @@ impl State {
     }
 
     /// Devices whose primary line is this user's (as owner without a guest, or as guest).
-    pub fn devices_with_context_user<'a>(
+    pub(crate) fn devices_with_context_user<'a>(
         &'a self,
         g: &'a GroupId,
         e: &'a Extension,
@@ -413,7 +409,7 @@ impl State {
     }
 
     /// Devices owned by this user (whether or not a guest is logged in).
-    pub fn devices_owned_by<'a>(
+    pub(crate) fn devices_owned_by<'a>(
         &'a self,
         g: &'a GroupId,
         e: &'a Extension,
@@ -423,7 +419,7 @@ impl State {
     }
 
     /// SCA endpoints of one user's line.
-    pub fn scas_of_user<'a>(
+    pub(crate) fn scas_of_user<'a>(
         &'a self,
         g: &'a GroupId,
         e: &'a Extension,
@@ -437,7 +433,10 @@ impl State {
     }
 
     /// SCA endpoints placed on one device.
-    pub fn scas_on<'a>(&'a self, mac: &'a Mac) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
+    pub(crate) fn scas_on<'a>(
+        &'a self,
+        mac: &'a Mac,
+    ) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
         self.idx
             .scas_by_device
             .get(mac)
@@ -447,7 +446,7 @@ impl State {
     }
 
     /// The user with this phone number, anywhere on the platform.
-    pub fn user_with_phone(&self, p: &PhoneNumber) -> Option<&User> {
+    pub(crate) fn user_with_phone(&self, p: &PhoneNumber) -> Option<&User> {
         self.idx
             .user_by_phone
             .get(p)
@@ -455,7 +454,7 @@ impl State {
     }
 
     /// Shared lines a user is a member of, with the membership.
-    pub fn memberships_of<'a>(
+    pub(crate) fn memberships_of<'a>(
         &'a self,
         g: &'a GroupId,
         e: &'a Extension,
@@ -465,12 +464,12 @@ impl State {
     }
 
     /// A device by name within a group.
-    pub fn device_by_name<'a>(&'a self, g: &'a GroupId, name: &str) -> Option<&'a Device> {
+    pub(crate) fn device_by_name<'a>(&'a self, g: &'a GroupId, name: &str) -> Option<&'a Device> {
         self.devices_of(g).find(|d| d.name == name)
     }
 
     /// Who holds a line port (user primary line, SCA endpoint or shared line), if anyone.
-    pub fn line_port_holder(&self, port: &str) -> Option<String> {
+    pub(crate) fn line_port_holder(&self, port: &str) -> Option<String> {
         if let Ok(lp) = LinePort::parse(port) {
             if let Some(s) = self.scas.get(&lp) {
                 return Some(format!("an SCA endpoint of {}/{}", s.group, s.extension));
@@ -489,14 +488,14 @@ impl State {
 }
 
 /// A transaction over [`State`]: mutations apply at once and are remembered for rollback.
-pub struct Tx<'a> {
+pub(crate) struct Tx<'a> {
     state: &'a mut State,
     /// First-seen value of every touched key (`None` = did not exist).
     undo: BTreeMap<RecordKey, Option<Record>>,
 }
 
 impl<'a> Tx<'a> {
-    pub fn new(state: &'a mut State) -> Self {
+    pub(crate) fn new(state: &'a mut State) -> Self {
         Tx {
             state,
             undo: BTreeMap::new(),
@@ -504,23 +503,23 @@ impl<'a> Tx<'a> {
     }
 
     /// The state as the transaction sees it (its own writes included).
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         self.state
     }
 
-    pub fn put(&mut self, r: Record) {
+    pub(crate) fn put(&mut self, r: Record) {
         let k = r.key();
         let prev = self.state.put(r);
         self.undo.entry(k).or_insert(prev);
     }
 
-    pub fn delete(&mut self, k: RecordKey) {
+    pub(crate) fn delete(&mut self, k: RecordKey) {
         let prev = self.state.remove(&k);
         self.undo.entry(k).or_insert(prev);
     }
 
     /// Every touched key with its value now (`None` = deleted), skipping no-op round trips.
-    pub fn writes(&self) -> Vec<(RecordKey, Option<Record>)> {
+    pub(crate) fn writes(&self) -> Vec<(RecordKey, Option<Record>)> {
         self.undo
             .iter()
             .filter_map(|(k, before)| {
@@ -531,7 +530,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Restores every touched record to its first-seen value.
-    pub fn rollback(self) {
+    pub(crate) fn rollback(self) {
         for (k, before) in self.undo {
             match before {
                 Some(r) => {

@@ -27,7 +27,7 @@ fn mac_in(value: &str) -> Option<Mac> {
 }
 
 /// Every MAC the leaf certificate (DER) names.
-pub fn macs(der: &[u8]) -> Vec<Mac> {
+pub(crate) fn macs(der: &[u8]) -> Vec<Mac> {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return vec![];
     };

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use md5::Digest as _;
 use ring::hmac;
 
-pub const REALM: &str = "deskprov";
+const REALM: &str = "deskprov";
 /// How long a nonce is accepted.
-pub const NONCE_TTL: Duration = Duration::from_secs(300);
+const NONCE_TTL: Duration = Duration::from_secs(300);
 /// Most nonces tracked for replay; beyond it the oldest are forgotten (they then fail as stale).
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Algorithm {
+enum Algorithm {
     Md5,
     Sha256,
 }
@@ -40,20 +40,20 @@ impl Algorithm {
 
 /// The parameters of an `Authorization: Digest ...` header.
 #[derive(Debug, Default, PartialEq)]
-pub struct Credentials {
-    pub username: String,
-    pub realm: String,
-    pub nonce: String,
-    pub uri: String,
-    pub response: String,
-    pub algorithm: Option<String>,
-    pub qop: Option<String>,
-    pub nc: Option<String>,
-    pub cnonce: Option<String>,
+pub(crate) struct Credentials {
+    pub(crate) username: String,
+    pub(crate) realm: String,
+    pub(crate) nonce: String,
+    pub(crate) uri: String,
+    pub(crate) response: String,
+    pub(crate) algorithm: Option<String>,
+    pub(crate) qop: Option<String>,
+    pub(crate) nc: Option<String>,
+    pub(crate) cnonce: Option<String>,
 }
 
 /// Parses `Digest k=v, k="v", ...`; `None` when it is not a digest header.
-pub fn parse(header: &str) -> Option<Credentials> {
+pub(crate) fn parse(header: &str) -> Option<Credentials> {
     let rest = header.trim().strip_prefix("Digest")?.trim_start();
     let mut c = Credentials::default();
     let mut s = rest;
@@ -104,7 +104,7 @@ pub fn parse(header: &str) -> Option<Credentials> {
 
 /// Why credentials were refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Malformed, wrong realm/uri/qop, bad nonce, wrong response, or a replay.
     Invalid,
     /// A nonce we issued that has expired: the client may retry with a fresh one.
@@ -112,7 +112,7 @@ pub enum Refusal {
 }
 
 /// Issues and checks nonces, and remembers `nc` per nonce.
-pub struct Digest {
+pub(crate) struct Digest {
     key: hmac::Key,
     seen: Mutex<HashMap<String, (u64, Instant)>>,
 }
@@ -131,7 +131,7 @@ fn unix_now() -> u64 {
 }
 
 impl Digest {
-    pub fn new() -> Digest {
+    pub(crate) fn new() -> Digest {
         let rng = ring::rand::SystemRandom::new();
         Digest {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("random key"),
@@ -144,13 +144,13 @@ impl Digest {
         hex::encode(&tag.as_ref()[..16])
     }
 
-    pub fn nonce(&self, ip: IpAddr) -> String {
+    pub(crate) fn nonce(&self, ip: IpAddr) -> String {
         let stamp = format!("{:x}.{}", unix_now(), crate::secrets::hex_token::<8>());
         format!("{stamp}-{}", self.mac_of(&stamp, ip))
     }
 
     /// The `WWW-Authenticate` values to send: SHA-256 preferred, MD5 for older phones.
-    pub fn challenges(&self, ip: IpAddr, stale: bool) -> Vec<String> {
+    pub(crate) fn challenges(&self, ip: IpAddr, stale: bool) -> Vec<String> {
         let nonce = self.nonce(ip);
         let stale = if stale { ", stale=true" } else { "" };
         ["SHA-256", "MD5"]
@@ -160,7 +160,7 @@ impl Digest {
     }
 
     /// Checks `c` for a request (`method`, `uri`) from `ip` against `password`.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         c: &Credentials,
         method: &str,
@@ -227,14 +227,14 @@ impl Digest {
 type Window = (Instant, u32, Option<Instant>);
 
 /// Counts authentication failures per IP; past the limit within a minute, the IP is locked out.
-pub struct Lockout {
+pub(crate) struct Lockout {
     limit: u32,
     lockout: Duration,
     state: Mutex<HashMap<IpAddr, Window>>,
 }
 
 impl Lockout {
-    pub fn new(limit: u32, lockout: Duration) -> Lockout {
+    pub(crate) fn new(limit: u32, lockout: Duration) -> Lockout {
         Lockout {
             limit,
             lockout,
@@ -243,7 +243,7 @@ impl Lockout {
     }
 
     /// Seconds left if `ip` is locked out.
-    pub fn locked(&self, ip: IpAddr) -> Option<u64> {
+    pub(crate) fn locked(&self, ip: IpAddr) -> Option<u64> {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let until = s.get(&ip)?.2?;
         let now = Instant::now();
@@ -251,7 +251,7 @@ impl Lockout {
     }
 
     /// Records a failure; returns true when this failure starts a lockout.
-    pub fn fail(&self, ip: IpAddr) -> bool {
+    pub(crate) fn fail(&self, ip: IpAddr) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if s.len() > 100_000 {

@@ -6,9 +6,9 @@
 //! an unknown MAC, wrong credentials and a certificate for another MAC all get the same 401. The
 //! filesystem is never read by request path: names only ever select catalogue entries.
 
-pub mod cert;
-pub mod digest;
-pub mod useragent;
+pub(crate) mod cert;
+pub(crate) mod digest;
+pub(crate) mod useragent;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,16 +29,16 @@ use crate::SharedApp;
 /// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
 /// to a configured vendor CA. Inserted per request by the listener.
 #[derive(Clone, Debug)]
-pub struct PeerCert(pub Option<Arc<[u8]>>);
+pub(crate) struct PeerCert(pub(crate) Option<Arc<[u8]>>);
 
 /// Authentication state shared by phone requests.
-pub struct PhoneAuth {
-    pub digest: digest::Digest,
-    pub lockout: digest::Lockout,
+pub(crate) struct PhoneAuth {
+    pub(crate) digest: digest::Digest,
+    pub(crate) lockout: digest::Lockout,
 }
 
 impl PhoneAuth {
-    pub fn new(config: &crate::config::Phones) -> PhoneAuth {
+    pub(crate) fn new(config: &crate::config::Phones) -> PhoneAuth {
         PhoneAuth {
             digest: digest::Digest::new(),
             lockout: digest::Lockout::new(
@@ -49,7 +49,7 @@ impl PhoneAuth {
     }
 }
 
-pub fn router(app: SharedApp) -> Router {
+pub(crate) fn router(app: SharedApp) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(handle)
@@ -193,7 +193,7 @@ impl Ctx<'_> {
                 let denied = self.authorize_unknown();
                 self.deny(denied, name)
             }
-            Outcome::Denied(_, d) => self.deny(d, name),
+            Outcome::Denied(d) => self.deny(d, name),
             Outcome::Failed(e) => self.render_failed(name, &e),
             Outcome::File {
                 file, device: None, ..

@@ -11,10 +11,10 @@ use crate::catalog::Catalog;
 use crate::domain::Mac;
 
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct UserAgent {
-    pub model: Option<String>,
-    pub firmware: Option<String>,
-    pub mac: Option<Mac>,
+pub(crate) struct UserAgent {
+    pub(crate) model: Option<String>,
+    pub(crate) firmware: Option<String>,
+    pub(crate) mac: Option<Mac>,
 }
 
 fn tokens(ua: &str) -> impl Iterator<Item = &str> {
@@ -32,7 +32,7 @@ fn version(t: &str) -> Option<String> {
     ok.then(|| t.to_string())
 }
 
-pub fn parse(catalog: &Catalog, ua: &str) -> UserAgent {
+pub(crate) fn parse(catalog: &Catalog, ua: &str) -> UserAgent {
     let model = catalog.model_for_user_agent(ua);
     let mac = tokens(ua).find_map(|t| Mac::parse(t.trim_start_matches("MAC:")).ok());
     // The firmware follows the model's token: in the same token after '/', or the next

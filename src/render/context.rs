@@ -13,7 +13,7 @@ use crate::domain::state::State;
 use crate::domain::{Device, DomainError, KeyType};
 
 /// Context of a per-device file.
-pub fn device_context(
+pub(crate) fn device_context(
     state: &State,
     model: &Model,
     device: &Device,
@@ -180,7 +180,7 @@ fn model_value(model: &Model) -> Value {
 }
 
 /// Context of a common (per-model) file: no device, no group, no secrets.
-pub fn common_context(model: &Model, base_url: &str) -> Value {
+pub(crate) fn common_context(model: &Model, base_url: &str) -> Value {
     json!({
         "model": model_value(model),
         "server": { "base_url": base_url },
@@ -189,7 +189,7 @@ pub fn common_context(model: &Model, base_url: &str) -> Value {
 
 /// The first registration of a device context: what a NOTIFY is addressed to and authenticated
 /// with.
-pub fn primary_identity(ctx: &Value) -> Option<crate::domain::SipIdentity> {
+pub(crate) fn primary_identity(ctx: &Value) -> Option<crate::domain::SipIdentity> {
     let line = ctx["lines"].get(0)?;
     Some(crate::domain::SipIdentity {
         user: line["line_port"].as_str()?.to_string(),

@@ -26,39 +26,44 @@ pub const BASE_URL: &str = "https://prov.example.net:8443";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FixtureInput {
-    /// What the scenario shows (for humans).
+struct FixtureInput {
+    /// What the scenario shows (for humans). Never read by code, but declared so that
+    /// `deny_unknown_fields` accepts it in fixture files.
+    #[expect(
+        dead_code,
+        reason = "documentation field of fixture files, parsed and ignored"
+    )]
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     /// The device under test.
-    pub device: Mac,
-    pub group: Group,
+    pub(crate) device: Mac,
+    pub(crate) group: Group,
     #[serde(default)]
-    pub users: Vec<UserInput>,
+    pub(crate) users: Vec<UserInput>,
     #[serde(default)]
-    pub devices: Vec<DeviceInput>,
+    pub(crate) devices: Vec<DeviceInput>,
     #[serde(default)]
-    pub sca: Vec<FixtureSca>,
+    pub(crate) sca: Vec<FixtureSca>,
     #[serde(default)]
-    pub shared_lines: Vec<SharedLineInput>,
+    pub(crate) shared_lines: Vec<SharedLineInput>,
     #[serde(default)]
-    pub hot_desk: Option<FixtureHotDesk>,
+    pub(crate) hot_desk: Option<FixtureHotDesk>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FixtureSca {
+struct FixtureSca {
     /// Whose line is shared.
-    pub extension: Extension,
+    pub(crate) extension: Extension,
     #[serde(flatten)]
-    pub endpoint: ScaInput,
+    pub(crate) endpoint: ScaInput,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FixtureHotDesk {
-    pub mac: Mac,
-    pub extension: Extension,
+struct FixtureHotDesk {
+    pub(crate) mac: Mac,
+    pub(crate) extension: Extension,
 }
 
 /// Deterministic secrets, so rendered files are stable.
@@ -81,7 +86,7 @@ impl Env for FixtureEnv<'_> {
 }
 
 /// Builds the state a fixture input describes.
-pub fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainError> {
+fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainError> {
     let env = FixtureEnv {
         catalog,
         n: Cell::new(0),
@@ -168,13 +173,13 @@ fn check_sample(catalog: &Catalog, engine: &Engine, model: &crate::catalog::Mode
 }
 
 /// What rendering one scenario produced: file name → bytes, and the problems found.
-pub struct ScenarioResult {
-    pub files: BTreeMap<String, String>,
-    pub problems: Vec<String>,
+struct ScenarioResult {
+    pub(crate) files: BTreeMap<String, String>,
+    problems: Vec<String>,
 }
 
 /// Renders a scenario with `engine` and runs the semantic checks.
-pub fn render_scenario(
+fn render_scenario(
     catalog: &Catalog,
     engine: &Engine,
     input: &FixtureInput,
@@ -288,7 +293,7 @@ pub fn render_scenario(
 }
 
 /// A short line diff: the first differing lines with their numbers.
-pub fn diff(expected: &str, got: &str) -> String {
+fn diff(expected: &str, got: &str) -> String {
     let (e, g): (Vec<_>, Vec<_>) = (expected.lines().collect(), got.lines().collect());
     let mut out = String::new();
     let mut shown = 0;

@@ -14,10 +14,10 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 /// Facts of a file, in document order.
-pub type Facts = Vec<(String, String)>;
+pub(crate) type Facts = Vec<(String, String)>;
 
 /// Well-formedness of XML, with the 1-based line and column of the first error.
-pub fn check_xml(text: &str) -> Result<(), (usize, usize, String)> {
+pub(crate) fn check_xml(text: &str) -> Result<(), (usize, usize, String)> {
     let mut r = Reader::from_str(text);
     r.config_mut().check_end_names = true;
     let mut depth = 0i64;
@@ -82,7 +82,7 @@ fn line_col(text: &str, byte: usize) -> (usize, usize) {
 }
 
 /// Facts of an XML file.
-pub fn flatten_xml(text: &str) -> Result<Facts, String> {
+fn flatten_xml(text: &str) -> Result<Facts, String> {
     let mut r = Reader::from_str(text);
     r.config_mut().check_end_names = true;
     let mut path: Vec<String> = Vec::new();
@@ -165,7 +165,7 @@ fn attrs(
 }
 
 /// Facts of a `key = value` / `key: value` file.
-pub fn flatten_kv(text: &str) -> Facts {
+fn flatten_kv(text: &str) -> Facts {
     text.lines()
         .map(str::trim)
         .filter(|l| {
@@ -179,7 +179,7 @@ pub fn flatten_kv(text: &str) -> Facts {
 }
 
 /// Facts of a rendered file by its content type.
-pub fn flatten(content_type: &str, text: &str) -> Result<Facts, String> {
+pub(crate) fn flatten(content_type: &str, text: &str) -> Result<Facts, String> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     if ct.ends_with("/xml") || ct.ends_with("+xml") {
         flatten_xml(text)
@@ -189,7 +189,7 @@ pub fn flatten(content_type: &str, text: &str) -> Result<Facts, String> {
 }
 
 /// Whether `fact` (`key = value`) holds in `facts`.
-pub fn holds(facts: &Facts, fact: &str) -> bool {
+pub(crate) fn holds(facts: &Facts, fact: &str) -> bool {
     let Some((k, v)) = fact.split_once('=') else {
         return false;
     };

@@ -6,14 +6,15 @@
 //! device revision and the engine generation: a repeat fetch at the same revision does no
 //! rendering at all.
 
-pub mod context;
+pub(crate) mod context;
 pub mod fixtures;
-pub mod flatten;
-pub mod serve;
+pub(crate) mod flatten;
+pub(crate) mod serve;
 
-pub use serve::{device_file, serve_file, Outcome, Preview};
+pub use serve::{device_file, Preview};
+pub(crate) use serve::{serve_file, Outcome};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Bytes;
@@ -44,12 +45,10 @@ pub enum RenderError {
 }
 
 /// Every template, parsed.
-pub struct Engine {
+pub(crate) struct Engine {
     tera: tera::Tera,
     /// Bumped on every rebuild; part of every cache tag.
-    pub generation: u64,
-    /// Live version per (model, template): 0 = built-in.
-    pub versions: BTreeMap<(String, String), u32>,
+    generation: u64,
 }
 
 /// The Tera name of a file's template: XML types get an `.xml` suffix, which turns on escaping.
@@ -109,35 +108,26 @@ impl Engine {
         extra: Option<(&str, &str, &str)>,
         generation: u64,
     ) -> Result<Engine, RenderError> {
-        let live: HashMap<(&str, &str), (&str, u32)> = overrides
+        let live: HashMap<(&str, &str), &str> = overrides
             .iter()
-            .filter_map(|o| {
-                Some((
-                    (o.model.as_str(), o.template.as_str()),
-                    (o.active_body()?, o.active?),
-                ))
-            })
+            .filter_map(|o| Some(((o.model.as_str(), o.template.as_str()), o.active_body()?)))
             .collect();
         let mut tera = new_tera();
-        let mut versions = BTreeMap::new();
         let mut sources = Vec::new();
         for m in catalog.models() {
             for f in &m.files {
                 let key = (m.id.as_str(), f.template.as_str());
-                let (body, version) = match extra {
-                    Some((em, et, eb)) if (em, et) == key => (eb, u32::MAX),
+                let body = match extra {
+                    Some((em, et, eb)) if (em, et) == key => eb,
                     _ => match live.get(&key) {
-                        Some((b, v)) => (*b, *v),
-                        None => (
-                            m.templates
-                                .get(&f.template)
-                                .map(String::as_str)
-                                .unwrap_or(""),
-                            0,
-                        ),
+                        Some(b) => *b,
+                        None => m
+                            .templates
+                            .get(&f.template)
+                            .map(String::as_str)
+                            .unwrap_or(""),
                     },
                 };
-                versions.insert((m.id.clone(), f.template.clone()), version);
                 sources.push((tera_name(&m.id, f), body.to_string(), f.template.clone()));
             }
         }
@@ -145,11 +135,7 @@ impl Engine {
             tera.add_raw_template(name, body)
                 .map_err(|e| template_error(template, &e))?;
         }
-        Ok(Engine {
-            tera,
-            generation,
-            versions,
-        })
+        Ok(Engine { tera, generation })
     }
 
     fn render(
@@ -181,12 +167,12 @@ impl Engine {
 pub struct Rendered {
     pub bytes: Bytes,
     /// Strong ETag (quoted), a hash of the bytes.
-    pub etag: String,
-    pub content_type: String,
+    pub(crate) etag: String,
+    pub(crate) content_type: String,
     /// The device revision it was rendered at (0 for common files).
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// The primary registration these bytes give the phone (per-device files).
-    pub identity: Option<crate::domain::SipIdentity>,
+    pub(crate) identity: Option<crate::domain::SipIdentity>,
 }
 
 impl Rendered {
@@ -204,7 +190,7 @@ impl Rendered {
 
 /// What a requested file name refers to.
 #[derive(Debug)]
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     /// A per-device file of a known device (of a model that requests this name).
     Device {
         mac: Mac,
@@ -224,7 +210,7 @@ pub enum Target<'a> {
 /// Resolves a requested file name against the catalogue: common names first (Polycom's
 /// `000000000000.cfg` would otherwise read as a MAC), then per-device patterns. Among common
 /// files several models may share a name: the User-Agent's model wins, else the first by id.
-pub fn resolve<'a>(
+pub(crate) fn resolve<'a>(
     catalog: &'a Catalog,
     state: &State,
     name: &'a str,
@@ -254,7 +240,7 @@ pub fn resolve<'a>(
 }
 
 /// Default bound of the render cache, in bytes of rendered files (`[render] cache_mb`).
-pub const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
+const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
 /// (device, or None for a common file; hash of (model, file pattern)): no allocation per lookup.
 type CacheKey = (Option<Mac>, u64);
@@ -299,7 +285,7 @@ impl Renderer {
     }
 
     /// A renderer whose cache holds at most `cache_bytes` of rendered files.
-    pub fn with_cache(
+    pub(crate) fn with_cache(
         catalog: Arc<Catalog>,
         base_url: String,
         overrides: &[TemplateOverride],
@@ -324,11 +310,11 @@ impl Renderer {
         }
     }
 
-    pub fn catalog(&self) -> &Catalog {
+    pub(crate) fn catalog(&self) -> &Catalog {
         &self.catalog
     }
 
-    pub fn engine(&self) -> Arc<Engine> {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
         self.engine
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -336,7 +322,7 @@ impl Renderer {
     }
 
     /// Rebuilds the engine from the stored overrides (after a template change).
-    pub fn reload(&self, overrides: &[TemplateOverride]) -> Result<(), RenderError> {
+    pub(crate) fn reload(&self, overrides: &[TemplateOverride]) -> Result<(), RenderError> {
         let generation = self.engine().generation + 1;
         let engine = Engine::build(&self.catalog, overrides, None, generation)?;
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
@@ -405,7 +391,7 @@ impl Renderer {
 
     /// Checks a template body before it goes live: it parses, renders against a sample device
     /// and against every device of the model in `state`, and XML types give well-formed XML.
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
         state: &State,
         overrides: &[TemplateOverride],

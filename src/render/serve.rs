@@ -15,13 +15,13 @@ use crate::domain::{Device, Group, Mac};
 
 /// What a file name gives.
 #[derive(Debug)]
-pub enum Outcome<'s, D> {
+pub(crate) enum Outcome<'s, D> {
     /// No model of the catalogue requests this name (or the device's group is gone).
     NotFound,
     /// A well-formed per-device name whose MAC is not provisioned for a model requesting it.
     Unknown(Mac),
     /// The device exists and `authorize` refused it.
-    Denied(&'s Device, D),
+    Denied(D),
     /// The bytes. `device` is set for a per-device file; `main` when that file is the device's
     /// main file (the one whose fetch confirms a revision).
     File {
@@ -36,7 +36,7 @@ pub enum Outcome<'s, D> {
 
 /// The bytes for `name` as of `state`. `ua_model` is the model the client claims (it picks
 /// among models sharing a common file name); `authorize` runs before any per-device rendering.
-pub fn serve_file<'s, D>(
+pub(crate) fn serve_file<'s, D>(
     renderer: &'s Renderer,
     state: &'s State,
     name: &'s str,
@@ -63,7 +63,7 @@ pub fn serve_file<'s, D>(
                 return Outcome::NotFound;
             };
             if let Err(d) = authorize(device, group) {
-                return Outcome::Denied(device, d);
+                return Outcome::Denied(d);
             }
             match renderer.render_device(state, device, spec) {
                 Ok(file) => Outcome::File {
@@ -100,7 +100,7 @@ pub fn device_file(
             _ => Err(Preview::NotFound),
         },
         Outcome::Failed(e) => Err(Preview::Failed(e)),
-        Outcome::NotFound | Outcome::Unknown(_) | Outcome::Denied(..) => Err(Preview::NotFound),
+        Outcome::NotFound | Outcome::Unknown(_) | Outcome::Denied(_) => Err(Preview::NotFound),
     }
 }
 

@@ -13,32 +13,32 @@ use crate::domain::{GroupId, Mac};
 
 /// What a backend hands the store when it opens.
 #[derive(Debug, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Every stored record (groups, users, devices, ...).
-    pub records: Vec<Record>,
+    pub(crate) records: Vec<Record>,
     /// The last committed change-log seq (0 for a new store).
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The oldest seq still kept (`seq + 1` when the log is empty).
-    pub first_seq: u64,
+    pub(crate) first_seq: u64,
     /// The last check-in of every device that was seen applying a revision.
-    pub checkins: Vec<(Mac, CheckIn)>,
+    pub(crate) checkins: Vec<(Mac, CheckIn)>,
 }
 
 /// Phone observations and sync work, written together by the store's observation writer.
 #[derive(Debug, Default)]
-pub struct Observations {
+pub(crate) struct Observations {
     /// Check-ins whose applied revision changed.
-    pub checkins: Vec<(Mac, CheckIn)>,
+    pub(crate) checkins: Vec<(Mac, CheckIn)>,
     /// Uploaded files: (device, metadata, bytes).
-    pub uploads: Vec<(Mac, UploadMeta, Bytes)>,
+    pub(crate) uploads: Vec<(Mac, UploadMeta, Bytes)>,
     /// Dispatcher states to save (`None`: forget the device).
-    pub sync_states: Vec<(Mac, Option<SyncState>)>,
+    pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
-    pub sync_cursor: Option<u64>,
+    pub(crate) sync_cursor: Option<u64>,
 }
 
 impl Observations {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.checkins.is_empty()
             && self.uploads.is_empty()
             && self.sync_states.is_empty()
@@ -48,7 +48,7 @@ impl Observations {
 
 /// A storage engine. Calls block; the store makes them from its writer (under its write lock),
 /// from its observation writer thread, or from the blocking pool — never from a phone's path.
-pub trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     /// Loads everything the store serves from.
     fn load(&self) -> Result<Loaded, StoreError>;
 

@@ -19,7 +19,7 @@ use crate::domain::{GroupId, Mac};
 pub(super) const LOG_DIRECTIVE: &str = "sled=warn";
 
 /// The sled engine's trees.
-pub struct Embedded {
+pub(crate) struct Embedded {
     db: sled::Db,
     data: sled::Tree,
     changes: sled::Tree,
@@ -49,7 +49,7 @@ fn be_u64(v: &[u8], what: &str) -> Result<u64, StoreError> {
 
 impl Embedded {
     /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)

@@ -13,12 +13,12 @@
 //! - [`observations`]: phone observations and sync work, batched by one writer thread.
 //! - `ops`: the domain operations (one rule each).
 
-pub mod backend;
+pub(crate) mod backend;
 mod change_entry;
-pub mod embedded;
+pub(crate) mod embedded;
 mod observations;
 mod ops;
-pub mod records;
+pub(crate) mod records;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 
-pub use backend::Backend;
-pub use records::*;
+pub(crate) use backend::Backend;
+pub(crate) use records::*;
 
 use crate::catalog::RulesEnv;
 use crate::domain::state::{Record, State, Tx};
@@ -39,7 +39,7 @@ use crate::domain::*;
 pub const ENGINE_LOG_DIRECTIVE: &str = embedded::LOG_DIRECTIVE;
 
 /// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,11 +55,11 @@ pub enum StoreError {
 
 /// Options of [`Store::open`].
 #[derive(Clone, Debug)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// The embedded engine's page cache.
-    pub cache_bytes: u64,
-    pub changes_keep: u64,
-    pub max_sca_per_user: usize,
+    pub(crate) cache_bytes: u64,
+    pub(crate) changes_keep: u64,
+    pub(crate) max_sca_per_user: usize,
 }
 
 /// The state as of one committed `seq`: immutable, shared by every reader that took it.
@@ -71,7 +71,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The last change-log seq this snapshot includes.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.seq
     }
 }
@@ -110,7 +110,7 @@ pub(crate) fn now() -> String {
 
 impl Store {
     /// Opens (or creates) the embedded store in `dir` and loads it into memory.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
@@ -120,7 +120,7 @@ impl Store {
     }
 
     /// Loads the state from `backend` and serves from it.
-    pub fn with_backend(
+    fn with_backend(
         backend: Arc<dyn Backend>,
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
@@ -155,21 +155,21 @@ impl Store {
     }
 
     /// The last committed seq.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.snapshot.load().seq
     }
 
     /// The oldest seq still kept in the change log.
-    pub fn first_seq(&self) -> u64 {
+    pub(crate) fn first_seq(&self) -> u64 {
         self.first_seq.load(Ordering::Acquire)
     }
 
     /// A receiver that sees the seq of every commit.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.committed.subscribe()
     }
 
-    pub fn catalog(&self) -> &crate::catalog::Catalog {
+    pub(crate) fn catalog(&self) -> &crate::catalog::Catalog {
         &self.env.catalog
     }
 
@@ -249,7 +249,7 @@ impl Store {
 
     /// Change-log entries with `seq > since`, oldest first, up to the latest snapshot; `group`
     /// filters to one group.
-    pub fn changes(
+    pub(crate) fn changes(
         &self,
         since: u64,
         limit: usize,
@@ -261,7 +261,7 @@ impl Store {
     /// Change-log entries with `since < seq <= upto`. `upto` is the seq of the snapshot the
     /// caller reads the state from: the engine holds a commit a moment before its snapshot is
     /// published, and a change must never be read ahead of the state it made.
-    pub fn changes_upto(
+    pub(crate) fn changes_upto(
         &self,
         since: u64,
         limit: usize,
@@ -275,7 +275,7 @@ impl Store {
 
     /// Flushes everything to disk, phone observations and sync work included (every commit
     /// already was; used on shutdown).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.observer.flush()?;
         self.backend.flush()
     }
@@ -284,7 +284,7 @@ impl Store {
 
     /// Records a device's fetch. `applied` is what the main file it fetched gave it; when that
     /// is new, the returned future resolves once it is durable (answer the phone after it).
-    pub fn record_checkin(
+    pub(crate) fn record_checkin(
         &self,
         mac: &Mac,
         seen: CheckIn,
@@ -302,31 +302,36 @@ impl Store {
         }
     }
 
-    pub fn checkin(&self, mac: &Mac) -> Option<CheckIn> {
+    pub(crate) fn checkin(&self, mac: &Mac) -> Option<CheckIn> {
         self.observer.checkin(mac)
     }
 
     /// Marks a revision as applied without a fetch (the dispatcher found the bytes unchanged).
-    pub fn mark_applied(&self, mac: &Mac, revision: u64) {
+    pub(crate) fn mark_applied(&self, mac: &Mac, revision: u64) {
         self.observer.mark_applied(mac, revision)
     }
 
     /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).
-    pub fn record_unprovisioned(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
+    pub(crate) fn record_unprovisioned(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
         self.observer.unprovisioned_seen(mac, file, ip, user_agent)
     }
 
-    pub fn unprovisioned(&self) -> Vec<Unprovisioned> {
+    pub(crate) fn unprovisioned(&self) -> Vec<Unprovisioned> {
         self.observer.unprovisioned()
     }
 
     /// Stores a file a phone uploaded; resolves once it is durable.
-    pub async fn put_upload(&self, mac: &Mac, name: &str, body: Bytes) -> Result<(), StoreError> {
+    pub(crate) async fn put_upload(
+        &self,
+        mac: &Mac,
+        name: &str,
+        body: Bytes,
+    ) -> Result<(), StoreError> {
         self.observer.put_upload(mac, name, body).await
     }
 
     /// Uploads of a device, by name.
-    pub fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError> {
+    pub(crate) fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError> {
         self.backend.uploads_of(mac)
     }
 
@@ -334,7 +339,7 @@ impl Store {
 
     /// The dispatcher's cursor (last change-log seq it has taken in) and every device's state,
     /// after everything queued before this call is written.
-    pub fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError> {
+    pub(crate) fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError> {
         self.observer.flush()?;
         self.backend.sync_load()
     }
@@ -342,7 +347,7 @@ impl Store {
     /// Saves device states (None = forget) and, optionally, the cursor, in one atomic batch, in
     /// the background. Not flushed: after a crash the cursor and the states fall back together,
     /// and the dispatcher re-reads the changes since the older cursor.
-    pub fn sync_save(&self, cursor: Option<u64>, states: Vec<(Mac, Option<SyncState>)>) {
+    pub(crate) fn sync_save(&self, cursor: Option<u64>, states: Vec<(Mac, Option<SyncState>)>) {
         self.observer.save_sync(cursor, states)
     }
 }

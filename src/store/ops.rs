@@ -11,12 +11,17 @@ impl Store {
             .commit(actor, |tx, _| Ok((rules::create_group(tx, g)?, ())))?
             .1)
     }
-    pub fn update_group(&self, actor: &str, id: &GroupId, g: Group) -> Result<Change, StoreError> {
+    pub(crate) fn update_group(
+        &self,
+        actor: &str,
+        id: &GroupId,
+        g: Group,
+    ) -> Result<Change, StoreError> {
         Ok(self
             .commit(actor, |tx, _| Ok((rules::update_group(tx, id, g)?, ())))?
             .1)
     }
-    pub fn delete_group(
+    pub(crate) fn delete_group(
         &self,
         actor: &str,
         id: &GroupId,
@@ -39,7 +44,7 @@ impl Store {
             .commit(actor, |tx, env| rules::create_user(tx, env, g, input))?
             .0)
     }
-    pub fn update_user(
+    pub(crate) fn update_user(
         &self,
         actor: &str,
         g: &GroupId,
@@ -50,7 +55,7 @@ impl Store {
             .commit(actor, |tx, env| rules::update_user(tx, env, g, e, input))?
             .0)
     }
-    pub fn delete_user(
+    pub(crate) fn delete_user(
         &self,
         actor: &str,
         g: &GroupId,
@@ -60,7 +65,7 @@ impl Store {
             .commit(actor, |tx, _| Ok((rules::delete_user(tx, g, e)?, ())))?
             .1)
     }
-    pub fn duplicate_user(
+    pub(crate) fn duplicate_user(
         &self,
         actor: &str,
         g: &GroupId,
@@ -72,7 +77,7 @@ impl Store {
             .0)
     }
     /// Returns the new password (the only time it is shown).
-    pub fn rotate_sip_password(
+    pub(crate) fn rotate_sip_password(
         &self,
         actor: &str,
         g: &GroupId,
@@ -93,7 +98,7 @@ impl Store {
             .commit(actor, |tx, env| rules::create_device(tx, env, g, input))?
             .0)
     }
-    pub fn update_device(
+    pub(crate) fn update_device(
         &self,
         actor: &str,
         mac: &Mac,
@@ -103,20 +108,24 @@ impl Store {
             .commit(actor, |tx, env| rules::update_device(tx, env, mac, input))?
             .0)
     }
-    pub fn delete_device(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+    pub(crate) fn delete_device(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
         Ok(self
             .commit(actor, |tx, _| Ok((rules::delete_device(tx, mac)?, ())))?
             .1)
     }
     /// Returns the new provisioning password (the only time it is shown).
-    pub fn rotate_device_credentials(&self, actor: &str, mac: &Mac) -> Result<String, StoreError> {
+    pub(crate) fn rotate_device_credentials(
+        &self,
+        actor: &str,
+        mac: &Mac,
+    ) -> Result<String, StoreError> {
         Ok(self
             .commit(actor, |tx, env| {
                 rules::rotate_device_credentials(tx, env, mac)
             })?
             .0)
     }
-    pub fn hot_desk_login(
+    pub(crate) fn hot_desk_login(
         &self,
         actor: &str,
         mac: &Mac,
@@ -128,7 +137,7 @@ impl Store {
             })?
             .1)
     }
-    pub fn hot_desk_logout(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
+    pub(crate) fn hot_desk_logout(&self, actor: &str, mac: &Mac) -> Result<Change, StoreError> {
         Ok(self
             .commit(actor, |tx, _| Ok((rules::hot_desk_logout(tx, mac)?, ())))?
             .1)
@@ -145,7 +154,7 @@ impl Store {
             .commit(actor, |tx, env| rules::create_sca(tx, env, g, e, input))?
             .0)
     }
-    pub fn update_sca(
+    pub(crate) fn update_sca(
         &self,
         actor: &str,
         g: &GroupId,
@@ -159,7 +168,7 @@ impl Store {
             })?
             .0)
     }
-    pub fn delete_sca(
+    pub(crate) fn delete_sca(
         &self,
         actor: &str,
         g: &GroupId,
@@ -171,7 +180,7 @@ impl Store {
             .1)
     }
 
-    pub fn create_shared_line(
+    pub(crate) fn create_shared_line(
         &self,
         actor: &str,
         g: &GroupId,
@@ -183,7 +192,7 @@ impl Store {
             })?
             .0)
     }
-    pub fn update_shared_line(
+    pub(crate) fn update_shared_line(
         &self,
         actor: &str,
         g: &GroupId,
@@ -196,7 +205,7 @@ impl Store {
             })?
             .0)
     }
-    pub fn set_shared_line_members(
+    pub(crate) fn set_shared_line_members(
         &self,
         actor: &str,
         g: &GroupId,
@@ -207,7 +216,7 @@ impl Store {
             .commit(actor, |tx, env| rules::set_members(tx, env, g, n, members))?
             .0)
     }
-    pub fn delete_shared_line(
+    pub(crate) fn delete_shared_line(
         &self,
         actor: &str,
         g: &GroupId,
@@ -221,7 +230,7 @@ impl Store {
     }
 
     /// Stores a (validated) template body as the live version; returns the version number.
-    pub fn put_template(
+    pub(crate) fn put_template(
         &self,
         actor: &str,
         model: &str,
@@ -235,7 +244,7 @@ impl Store {
             .0)
     }
     /// Makes `version` live (`None`: the built-in template).
-    pub fn activate_template(
+    pub(crate) fn activate_template(
         &self,
         actor: &str,
         model: &str,
@@ -280,7 +289,7 @@ impl Store {
     }
 
     /// The token a bearer secret belongs to, if any (constant-time comparison of the hash).
-    pub fn authenticate(&self, bearer: &str) -> Option<Token> {
+    pub(crate) fn authenticate(&self, bearer: &str) -> Option<Token> {
         let rest = bearer.strip_prefix("dp_")?;
         let (id, secret) = rest.split_once('_')?;
         let state = self.read();

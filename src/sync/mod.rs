@@ -11,7 +11,7 @@
 //! are saved together, so a restart resumes the pending work (and re-reads any changes not yet
 //! taken in) without sending twice for one revision.
 
-pub mod sip;
+pub(crate) mod sip;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,11 +57,11 @@ fn take_in(st: &mut SyncState, seq: u64, reboot: bool, due: u64) {
 
 /// Counts of devices per sync state.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct Counts {
-    pub in_sync: usize,
-    pub pending: usize,
-    pub notified: usize,
-    pub failed: usize,
+pub(crate) struct Counts {
+    pub(crate) in_sync: usize,
+    pub(crate) pending: usize,
+    pub(crate) notified: usize,
+    pub(crate) failed: usize,
 }
 
 /// Spaces sends `1/rate` apart (no burst); rate 0 = no pacing.
@@ -87,7 +87,7 @@ impl Pacer {
 }
 
 /// The sync dispatcher's shared state (the loop itself is [`run`]).
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     client: sip::Client,
     states: Mutex<HashMap<Mac, SyncState>>,
     /// Devices with a NOTIFY transaction in flight (not picked again until it ends).
@@ -104,7 +104,7 @@ const WINDOW: usize = 256;
 
 impl Dispatcher {
     /// Binds the SIP socket and loads the persisted states.
-    pub async fn new(
+    pub(crate) async fn new(
         config: &crate::config::Sync,
         store: &crate::store::Store,
     ) -> std::io::Result<Dispatcher> {
@@ -129,7 +129,7 @@ impl Dispatcher {
     }
 
     /// The device's sync state for the API: `in_sync` once it has fetched its revision.
-    pub fn state_of(&self, d: &Device, applied: u64) -> (SyncPhase, Option<LastNotify>) {
+    pub(crate) fn state_of(&self, d: &Device, applied: u64) -> (SyncPhase, Option<LastNotify>) {
         let st = self
             .states
             .lock()
@@ -146,7 +146,7 @@ impl Dispatcher {
     }
 
     /// Counts per state over `devices` (with their applied revisions).
-    pub fn counts<'a>(&self, devices: impl Iterator<Item = (&'a Device, u64)>) -> Counts {
+    pub(crate) fn counts<'a>(&self, devices: impl Iterator<Item = (&'a Device, u64)>) -> Counts {
         let mut c = Counts::default();
         for (d, applied) in devices {
             match self.state_of(d, applied).0 {
@@ -160,7 +160,7 @@ impl Dispatcher {
     }
 
     /// A manual sync: NOTIFY now (no debounce, no same-hash skip), attempts start over.
-    pub fn request(&self, app: &SharedApp, d: &Device, reboot: bool) {
+    pub(crate) fn request(&self, app: &SharedApp, d: &Device, reboot: bool) {
         let st = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             let last_notify = states.get(&d.mac).and_then(|s| s.last_notify.clone());
@@ -388,7 +388,7 @@ async fn target(
 }
 
 /// The dispatcher loop: runs until `stop` turns true.
-pub async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
     let mut commits = app.store.subscribe();
     let mut cursor = app.store.sync_load().map(|(c, _)| c).unwrap_or(0);
     let ack = Duration::from_secs(app.config.sync.ack_timeout_s);

@@ -6,23 +6,23 @@ use super::*;
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
-    pub mac: Mac,
+    pub(crate) mac: Mac,
     /// The Device Name, unique in the group; default: the MAC.
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// A model id from `GET /api/v1/models`.
-    pub model: String,
+    pub(crate) model: String,
     /// Extension whose line is the primary appearance.
     #[serde(default)]
-    pub owner: Option<Extension>,
+    pub(crate) owner: Option<Extension>,
     #[serde(default)]
-    pub keys: Vec<ProgKey>,
+    pub(crate) keys: Vec<ProgKey>,
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    pub(crate) settings: BTreeMap<String, String>,
     /// `udp:host:port` or `tcp:host:port`.
     #[serde(default)]
     #[schema(value_type = Option<String>)]
-    pub notify_target: Option<NotifyTarget>,
+    pub(crate) notify_target: Option<NotifyTarget>,
 }
 
 fn build_device(
@@ -103,7 +103,7 @@ fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
     .and(ChangeKind::when(old.keys != new.keys, ChangeKind::Keys))
 }
 
-pub fn create_device(
+pub(crate) fn create_device(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -125,7 +125,7 @@ pub fn create_device(
     Ok((fx, d))
 }
 
-pub fn update_device(
+pub(crate) fn update_device(
     tx: &mut Tx,
     env: &dyn Env,
     mac: &Mac,
@@ -152,7 +152,7 @@ pub fn update_device(
     Ok((fx, d))
 }
 
-pub fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
+pub(crate) fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
     let d = device(tx.state(), mac)?.clone();
     let scas: Vec<_> = tx
         .state()
@@ -176,7 +176,7 @@ pub fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
     Ok(fx)
 }
 
-pub fn rotate_device_credentials(
+pub(crate) fn rotate_device_credentials(
     tx: &mut Tx,
     env: &dyn Env,
     mac: &Mac,

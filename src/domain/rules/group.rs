@@ -33,7 +33,7 @@ fn group_change_kind(old: &Group, new: &Group) -> ChangeKind {
     ChangeKind::when(old.sip != new.sip, ChangeKind::Lines)
 }
 
-pub fn create_group(tx: &mut Tx, mut g: Group) -> Result<Effect, DomainError> {
+pub(crate) fn create_group(tx: &mut Tx, mut g: Group) -> Result<Effect, DomainError> {
     if g.name.is_empty() {
         g.name = g.id.to_string();
     }
@@ -51,7 +51,7 @@ pub fn create_group(tx: &mut Tx, mut g: Group) -> Result<Effect, DomainError> {
     Ok(fx)
 }
 
-pub fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, DomainError> {
+pub(crate) fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, DomainError> {
     let kind = group_change_kind(group(tx.state(), id)?, &g);
     if &g.id != id {
         return Err(DomainError::validation(
@@ -79,7 +79,11 @@ pub fn update_group(tx: &mut Tx, id: &GroupId, mut g: Group) -> Result<Effect, D
     Ok(fx)
 }
 
-pub fn delete_group(tx: &mut Tx, id: &GroupId, cascade: bool) -> Result<Effect, DomainError> {
+pub(crate) fn delete_group(
+    tx: &mut Tx,
+    id: &GroupId,
+    cascade: bool,
+) -> Result<Effect, DomainError> {
     group(tx.state(), id)?;
     let s = tx.state();
     let users: Vec<_> = s.users_of(id).map(|u| u.extension.clone()).collect();

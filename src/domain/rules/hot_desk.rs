@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub fn hot_desk_login(
+pub(crate) fn hot_desk_login(
     tx: &mut Tx,
     env: &dyn Env,
     mac: &Mac,
@@ -48,7 +48,7 @@ pub fn hot_desk_login(
     Ok(fx)
 }
 
-pub fn hot_desk_logout(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
+pub(crate) fn hot_desk_logout(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainError> {
     let mut d = device(tx.state(), mac)?.clone();
     let e = d.hot_desk.take().ok_or_else(|| {
         DomainError::not_found(format!("no hot-desk user is logged in to device {mac}"))

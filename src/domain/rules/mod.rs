@@ -32,12 +32,12 @@ mod token;
 mod user;
 
 pub use device::*;
-pub use group::*;
-pub use hot_desk::*;
-pub use sca::*;
-pub use shared_line::*;
-pub use template::*;
-pub use token::*;
+pub(crate) use group::*;
+pub(crate) use hot_desk::*;
+pub(crate) use sca::*;
+pub(crate) use shared_line::*;
+pub(crate) use template::*;
+pub(crate) use token::*;
 pub use user::*;
 
 // ---------------------------------------------------------------- field checks

@@ -9,20 +9,20 @@ use super::*;
 pub struct ScaInput {
     /// `<phone_number>_sca<N>` or `<group>_<extension>_sca<N>`; default: the lowest free N.
     #[serde(default)]
-    pub line_port: Option<String>,
+    pub(crate) line_port: Option<String>,
     /// Device name in the group, or its MAC.
-    pub device: String,
+    pub(crate) device: String,
     /// Line key; default: the first free one.
     #[serde(default)]
-    pub key: Option<KeyNo>,
+    pub(crate) key: Option<KeyNo>,
     #[serde(default)]
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     #[serde(default = "default_true")]
-    pub active: bool,
+    pub(crate) active: bool,
     #[serde(default = "default_true")]
-    pub allow_origination: bool,
+    pub(crate) allow_origination: bool,
     #[serde(default = "default_true")]
-    pub allow_termination: bool,
+    pub(crate) allow_termination: bool,
 }
 
 /// Resolves the `device` field: a device name in the group, or a MAC.
@@ -134,7 +134,7 @@ fn sca_change_kind(old: &ScaEndpoint, new: &ScaEndpoint) -> ChangeKind {
     ChangeKind::when(old != new, ChangeKind::Lines)
 }
 
-pub fn create_sca(
+pub(crate) fn create_sca(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -181,7 +181,7 @@ pub fn create_sca(
     Ok((fx, x))
 }
 
-pub fn update_sca(
+pub(crate) fn update_sca(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -226,7 +226,7 @@ pub fn update_sca(
     Ok((fx, x))
 }
 
-pub fn delete_sca(
+pub(crate) fn delete_sca(
     tx: &mut Tx,
     g: &GroupId,
     e: &Extension,

@@ -5,18 +5,18 @@ use super::*;
 /// Body of `POST .../shared-lines` (and the shape `PATCH` merges into).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SharedLineInput {
-    pub number: SharedNumber,
+pub(crate) struct SharedLineInput {
+    pub(crate) number: SharedNumber,
     #[serde(default)]
-    pub direct_dial: Option<String>,
+    pub(crate) direct_dial: Option<String>,
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     #[serde(default)]
-    pub forward_to_voicemail: bool,
+    pub(crate) forward_to_voicemail: bool,
     #[serde(default)]
-    pub autodial_digits: Option<String>,
+    pub(crate) autodial_digits: Option<String>,
     #[serde(default)]
-    pub members: Vec<Member>,
+    pub(crate) members: Vec<Member>,
 }
 
 fn build_shared_line(
@@ -77,7 +77,7 @@ fn shared_line_change_kind(old: &SharedLine, new: &SharedLine) -> ChangeKind {
     ChangeKind::when(old != new, ChangeKind::Lines)
 }
 
-pub fn create_shared_line(
+pub(crate) fn create_shared_line(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -126,7 +126,7 @@ pub fn create_shared_line(
     Ok((fx, line))
 }
 
-pub fn update_shared_line(
+pub(crate) fn update_shared_line(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -154,7 +154,7 @@ pub fn update_shared_line(
     Ok((fx, line))
 }
 
-pub fn set_members(
+pub(crate) fn set_members(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -175,7 +175,7 @@ pub fn set_members(
     Ok((fx, line))
 }
 
-pub fn delete_shared_line(
+pub(crate) fn delete_shared_line(
     tx: &mut Tx,
     g: &GroupId,
     n: &SharedNumber,

@@ -13,7 +13,7 @@ fn devices_of_model(s: &State, model: &str) -> BTreeSet<Mac> {
 
 /// Adds a validated template body as the next version of (model, template) and makes it live.
 /// Validation (parse, sample render, XML) is the renderer's, done before this rule runs.
-pub fn put_template(
+pub(crate) fn put_template(
     tx: &mut Tx,
     model: &str,
     template: &str,
@@ -54,7 +54,7 @@ pub fn put_template(
 }
 
 /// Makes an earlier version live again (`None`: back to the built-in template).
-pub fn activate_template(
+pub(crate) fn activate_template(
     tx: &mut Tx,
     model: &str,
     template: &str,

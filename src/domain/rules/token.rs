@@ -3,7 +3,7 @@
 use super::*;
 
 /// Adds an API token whose secret hashes to `secret_sha256` (the secret itself is never stored).
-pub fn create_token(tx: &mut Tx, t: Token) -> Result<Effect, DomainError> {
+pub(crate) fn create_token(tx: &mut Tx, t: Token) -> Result<Effect, DomainError> {
     text("name", &t.name, 64)?;
     if let Some(g) = &t.group {
         group(tx.state(), g)?;
@@ -22,7 +22,7 @@ pub fn create_token(tx: &mut Tx, t: Token) -> Result<Effect, DomainError> {
     Ok(fx)
 }
 
-pub fn delete_token(tx: &mut Tx, id: &str) -> Result<Effect, DomainError> {
+pub(crate) fn delete_token(tx: &mut Tx, id: &str) -> Result<Effect, DomainError> {
     let t = tx
         .state()
         .tokens

@@ -6,49 +6,49 @@ use super::*;
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
-    pub extension: Extension,
+    pub(crate) extension: Extension,
     #[serde(default)]
-    pub phone_number: Option<PhoneNumber>,
+    pub(crate) phone_number: Option<PhoneNumber>,
     #[serde(default)]
-    pub first_name: String,
+    pub(crate) first_name: String,
     #[serde(default)]
-    pub last_name: String,
+    pub(crate) last_name: String,
     #[serde(default)]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     #[serde(default)]
-    pub kind: UserKind,
+    pub(crate) kind: UserKind,
     #[serde(default)]
-    pub sip: SipInput,
+    pub(crate) sip: SipInput,
     #[serde(default)]
-    pub features: Features,
+    pub(crate) features: Features,
 }
 
 /// A user's SIP identity on input; absent values take their defaults.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SipInput {
+pub(crate) struct SipInput {
     /// Default: the phone number if set, else `<group>_<extension>`.
     #[serde(default)]
-    pub username: Option<String>,
+    pub(crate) username: Option<String>,
     /// Default: the username.
     #[serde(default)]
-    pub auth_username: Option<String>,
+    pub(crate) auth_username: Option<String>,
     /// Default: 20 random characters. Write-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
 /// Body of `POST .../users/{ext}/duplicate`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DuplicateInput {
-    pub extension: Extension,
+pub(crate) struct DuplicateInput {
+    pub(crate) extension: Extension,
     #[serde(default)]
-    pub first_name: Option<String>,
+    pub(crate) first_name: Option<String>,
     #[serde(default)]
-    pub last_name: Option<String>,
+    pub(crate) last_name: Option<String>,
     #[serde(default)]
-    pub phone_number: Option<PhoneNumber>,
+    pub(crate) phone_number: Option<PhoneNumber>,
 }
 
 fn check_features(
@@ -215,7 +215,7 @@ fn user_change_kind(old: &User, new: &User) -> ChangeKind {
     ))
 }
 
-pub fn create_user(
+pub(crate) fn create_user(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -233,7 +233,7 @@ pub fn create_user(
     Ok((fx, u))
 }
 
-pub fn update_user(
+pub(crate) fn update_user(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -277,7 +277,7 @@ pub fn update_user(
     Ok((fx, u))
 }
 
-pub fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Effect, DomainError> {
+pub(crate) fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Effect, DomainError> {
     user(tx.state(), g, e)?;
     let s = tx.state();
     let mut fx = Effect::new(Action::UserDelete, ChangeKind::Lines, Some(g), e.as_str());
@@ -320,7 +320,7 @@ pub fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Effect, Do
     Ok(fx)
 }
 
-pub fn duplicate_user(
+pub(crate) fn duplicate_user(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
@@ -353,7 +353,7 @@ pub fn duplicate_user(
     Ok((fx, u))
 }
 
-pub fn rotate_sip_password(
+pub(crate) fn rotate_sip_password(
     tx: &mut Tx,
     env: &dyn Env,
     g: &GroupId,
