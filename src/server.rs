@@ -54,6 +54,7 @@ pub enum ServerError {
 
 /// Opens the store in `<data_dir>/store` with the configured limits.
 pub fn open_store(config: &Config, catalog: Arc<Catalog>) -> Result<Store, ServerError> {
+    secure_data_dir(&config.data_dir)?;
     let path = config.data_dir.join("store");
     Store::open(
         &path,
@@ -185,6 +186,7 @@ impl Server {
             .map(|(l, tls, router)| tokio::spawn(serve(l, tls, router, stop_rx.clone())))
             .collect();
         let dispatcher = tokio::spawn(crate::sync::run(self.app.clone(), stop_rx.clone()));
+        let upkeep = tokio::spawn(store_upkeep(self.app.clone(), stop_rx.clone()));
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
@@ -192,6 +194,7 @@ impl Server {
             let _ = t.await;
         }
         let _ = dispatcher.await;
+        let _ = upkeep.await;
         // Every write was flushed before it was acknowledged; this makes the last one certain.
         let app = self.app.clone();
         match tokio::task::spawn_blocking(move || app.store.flush()).await {
@@ -296,4 +299,61 @@ async fn serve(
     {
         tracing::warn!("some connections did not finish within the drain timeout");
     }
+}
+
+/// The store's background upkeep (the key roll after replaced passwords), once a second on the
+/// blocking pool.
+async fn store_upkeep(app: SharedApp, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || a.store.maintain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "store upkeep failed"),
+            Err(e) => tracing::error!(error = %e, "store upkeep failed"),
+        }
+    }
+}
+
+/// Makes the data directory private: created 0700, everything in it 0600 (0700 for folders),
+/// and every file this process creates from now on private too (umask 077; the process
+/// writes nothing that others should read).
+fn secure_data_dir(dir: &Path) -> Result<(), ServerError> {
+    let io = |source| ServerError::Io {
+        what: "securing data directory",
+        addr: dir.display().to_string(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+        unsafe {
+            libc::umask(0o077);
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        fn walk(p: &Path) -> std::io::Result<()> {
+            let meta = std::fs::symlink_metadata(p)?;
+            if meta.file_type().is_symlink() {
+                return Ok(());
+            }
+            let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+            if meta.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            }
+            if meta.is_dir() {
+                for e in std::fs::read_dir(p)? {
+                    walk(&e?.path())?;
+                }
+            }
+            Ok(())
+        }
+        walk(dir).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(io)?;
+    Ok(())
 }

@@ -63,6 +63,25 @@ impl RecordKey {
 }
 
 impl Record {
+    /// The passwords this record holds, for the store to seal at rest.
+    pub(crate) fn passwords_mut(&mut self) -> Vec<&mut Secret> {
+        match self {
+            Record::User(u) => vec![&mut u.sip.password],
+            Record::Device(d) => vec![&mut d.prov_password],
+            Record::SharedLine(l) => vec![&mut l.password],
+            _ => vec![],
+        }
+    }
+
+    fn passwords(&self) -> Vec<&Secret> {
+        match self {
+            Record::User(u) => vec![&u.sip.password],
+            Record::Device(d) => vec![&d.prov_password],
+            Record::SharedLine(l) => vec![&l.password],
+            _ => vec![],
+        }
+    }
+
     pub(crate) fn key(&self) -> RecordKey {
         match self {
             Record::Group(g) => RecordKey::Group(g.id.clone()),
@@ -527,6 +546,18 @@ impl<'a> Tx<'a> {
                 (now != *before).then(|| (k.clone(), now))
             })
             .collect()
+    }
+
+    /// Whether the transaction replaced or deleted a password that was stored before (a
+    /// rotation, a new password, a deleted device): the store then makes the old one
+    /// unrecoverable from its files.
+    pub(crate) fn dropped_a_password(&self) -> bool {
+        self.undo.iter().any(|(k, before)| {
+            let Some(before) = before else { return false };
+            let now = self.state.get(k);
+            let now = now.as_ref().map(Record::passwords).unwrap_or_default();
+            before.passwords().iter().any(|p| !now.contains(p))
+        })
     }
 
     /// Restores every touched record to its first-seen value.

@@ -60,6 +60,10 @@ pub(crate) trait Backend: Send + Sync + 'static {
         change: &Change,
     ) -> Result<(), StoreError>;
 
+    /// Rewrites records in place, without a change entry (sealing passwords again, migrations);
+    /// durable before it returns.
+    fn rewrite(&self, records: &[Record]) -> Result<(), StoreError>;
+
     /// Change-log entries with `seq > since`, oldest first, at most `limit`; `group` filters.
     fn changes(
         &self,

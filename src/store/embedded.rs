@@ -162,6 +162,16 @@ impl Backend for Embedded {
         Ok(())
     }
 
+    fn rewrite(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            batch.insert(r.key().encode(), json(r));
+        }
+        self.data.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn changes(
         &self,
         since: u64,

@@ -19,6 +19,7 @@ pub(crate) mod embedded;
 mod observations;
 mod ops;
 pub(crate) mod records;
+mod seal;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +84,15 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
+/// A copy of `r` whose passwords are sealed, as backends store them.
+fn seal_record(sealer: &seal::Sealer, r: &Record) -> Record {
+    let mut r = r.clone();
+    for p in r.passwords_mut() {
+        *p = Secret::new(sealer.seal(p.expose()));
+    }
+    r
+}
+
 /// The writer's own copy of the state; only [`Store::commit`] touches it.
 struct Writer {
     state: State,
@@ -100,7 +110,14 @@ pub struct Store {
     changes_keep: u64,
     /// Bumped after every commit with the new seq; the sync dispatcher waits on it.
     committed: tokio::sync::watch::Sender<u64>,
+    sealer: Arc<seal::Sealer>,
+    /// When a password was last replaced or deleted, if no key roll has followed yet.
+    roll_due: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a key roll waits after the last replaced password (a burst of rotations gives
+/// one roll).
+const ROLL_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
@@ -109,27 +126,60 @@ pub(crate) fn now() -> String {
 }
 
 impl Store {
-    /// Opens (or creates) the embedded store in `dir` and loads it into memory.
+    /// Opens (or creates) the embedded store in `dir` and loads it into memory; passwords are
+    /// sealed with the key in `<dir>.key` (created on first open).
     pub(crate) fn open(
         dir: &Path,
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
     ) -> Result<Store, StoreError> {
         let engine = embedded::Embedded::open(dir, opts.cache_bytes)?;
-        Store::with_backend(Arc::new(engine), catalog, opts)
+        let sealer = seal::Sealer::open(&dir.with_extension("key"))?;
+        Store::with_backend(Arc::new(engine), sealer, catalog, opts)
     }
 
     /// Loads the state from `backend` and serves from it.
     fn with_backend(
         backend: Arc<dyn Backend>,
+        sealer: seal::Sealer,
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
     ) -> Result<Store, StoreError> {
-        let loaded = backend.load()?;
+        let sealer = Arc::new(sealer);
+        let mut loaded = backend.load()?;
+        // Passwords stored before sealing existed are sealed now, in place.
+        let mut plain = Vec::new();
+        for r in &mut loaded.records {
+            let mut was_plain = false;
+            for p in r.passwords_mut() {
+                let (open, sealed) = sealer.open_value(p.expose())?;
+                was_plain |= !sealed;
+                *p = Secret::new(open);
+            }
+            if was_plain {
+                plain.push(seal_record(&sealer, r));
+            }
+        }
+        if !plain.is_empty() {
+            backend.rewrite(&plain)?;
+            tracing::info!(
+                records = plain.len(),
+                "sealed passwords stored in the clear"
+            );
+        }
+        for (_, c) in &mut loaded.checkins {
+            if let Some(id) = &mut c.applied_identity {
+                id.password = Secret::new(sealer.open_value(id.password.expose())?.0);
+            }
+        }
         let state = State::from_records(loaded.records);
         let (committed, _) = tokio::sync::watch::channel(loaded.seq);
-        Ok(Store {
-            observer: observations::Observer::start(backend.clone(), loaded.checkins),
+        let store = Store {
+            observer: observations::Observer::start(
+                backend.clone(),
+                sealer.clone(),
+                loaded.checkins,
+            ),
             backend,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 state: state.clone(),
@@ -146,7 +196,14 @@ impl Store {
             },
             changes_keep: opts.changes_keep,
             committed,
-        })
+            roll_due: Mutex::new(None),
+            sealer,
+        };
+        if store.sealer.rolling() {
+            // A key roll was interrupted: finish it before serving.
+            store.roll_keys()?;
+        }
+        Ok(store)
     }
 
     /// The current snapshot: one atomic load, never waits for a writer.
@@ -210,9 +267,18 @@ impl Store {
             devices: fx.devices.into_iter().collect(),
             detail: fx.detail,
         };
-        if let Err(e) = self.backend.commit(&tx.writes(), &change) {
+        let writes: Vec<_> = tx
+            .writes()
+            .into_iter()
+            .map(|(k, r)| (k, r.map(|r| seal_record(&self.sealer, &r))))
+            .collect();
+        if let Err(e) = self.backend.commit(&writes, &change) {
             tx.rollback();
             return Err(e);
+        }
+        if tx.dropped_a_password() {
+            *self.roll_due.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
         }
         w.seq = seq;
         self.snapshot.store(Arc::new(Snapshot {
@@ -274,10 +340,55 @@ impl Store {
     }
 
     /// Flushes everything to disk, phone observations and sync work included (every commit
-    /// already was; used on shutdown).
+    /// already was), after any pending key roll; used on shutdown.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        if self
+            .roll_due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            self.roll_keys()?;
+        }
         self.observer.flush()?;
         self.backend.flush()
+    }
+
+    /// Background upkeep, called about once a second off the async workers: the key roll that
+    /// follows replaced passwords, once they have been quiet for a moment.
+    pub(crate) fn maintain(&self) -> Result<(), StoreError> {
+        let due = *self.roll_due.lock().unwrap_or_else(|p| p.into_inner());
+        match due {
+            Some(at) if at.elapsed() >= ROLL_QUIET => self.roll_keys(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Seals every live password under a new key, then forgets the old key, so a replaced or
+    /// deleted password left in the engine's files can no longer be opened (see [`seal`]).
+    /// Holds the write lock: writers wait, readers do not.
+    fn roll_keys(&self) -> Result<(), StoreError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        *self.roll_due.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.sealer.begin_roll()?;
+        let st = &w.state;
+        let records: Vec<Record> = st
+            .users
+            .values()
+            .map(|u| Record::User(u.clone()))
+            .chain(st.devices.values().map(|d| Record::Device(d.clone())))
+            .chain(
+                st.shared_lines
+                    .values()
+                    .map(|l| Record::SharedLine(l.clone())),
+            )
+            .map(|r| seal_record(&self.sealer, &r))
+            .collect();
+        self.backend.rewrite(&records)?;
+        self.observer.reseal_checkins()?;
+        self.sealer.finish_roll()?;
+        tracing::info!(records = records.len(), "passwords sealed under a new key");
+        Ok(())
     }
 
     // ------------------------------------------------------------ phone observations
@@ -460,5 +571,135 @@ mod tests {
         assert_eq!(log.last().unwrap().seq, 1150);
         assert_eq!(log.first().unwrap().seq, s.first_seq());
         assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+}
+
+#[cfg(test)]
+mod sealing_tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::domain::rules::DeviceInput;
+
+    fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            Arc::new(Catalog::builtin().unwrap()),
+            StoreOptions {
+                cache_bytes: 8 << 20,
+                changes_keep: 1000,
+                max_sca_per_user: 35,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Every byte of every file below `dir`.
+    fn all_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(all_bytes(&p));
+            } else {
+                out.extend(std::fs::read(&p).unwrap());
+            }
+        }
+        out
+    }
+
+    /// Every sealed value found in `bytes`, as the text `dpenc1:<id>:<hex>`.
+    fn sealed_values(bytes: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(bytes);
+        text.match_indices("dpenc1:")
+            .map(|(i, p)| {
+                let rest: String = text[i + p.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
+                    .collect();
+                format!("{p}{rest}")
+            })
+            .collect()
+    }
+
+    fn device_password(s: &Store, mac: &Mac) -> String {
+        s.read().devices[mac].prov_password.expose().to_string()
+    }
+
+    #[test]
+    fn passwords_are_sealed_at_rest_and_a_replaced_one_cannot_be_opened_after_the_key_roll() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let mac = Mac::parse("0004f2000001").unwrap();
+        let (old, new) = {
+            let s = open(&store_dir);
+            let g: Group = serde_json::from_value(
+                serde_json::json!({"id": "g1", "sip": {"domain": "sip.example.net"}}),
+            )
+            .unwrap();
+            s.create_group("t", g).unwrap();
+            let d: DeviceInput = serde_json::from_value(
+                serde_json::json!({"mac": "0004f2000001", "model": "polycom-vvx-450"}),
+            )
+            .unwrap();
+            s.create_device("t", &GroupId::parse("g1").unwrap(), d)
+                .unwrap();
+            let old = device_password(&s, &mac);
+            let new = s.rotate_device_credentials("t", &mac).unwrap();
+            assert!(
+                s.roll_due.lock().unwrap().is_some(),
+                "a rotation asks for a key roll"
+            );
+            s.flush().unwrap(); // runs the pending roll
+            (old, new)
+        };
+        let bytes = all_bytes(dir.path());
+        let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        assert!(
+            !contains(&old),
+            "the old password is not in any file in the clear"
+        );
+        assert!(!contains(&new), "nor is the new one");
+        let sealer = seal::Sealer::open(&store_dir.with_extension("key")).unwrap();
+        let opened: Vec<String> = sealed_values(&bytes)
+            .iter()
+            .filter_map(|v| sealer.open_value(v).ok().map(|(p, _)| p))
+            .collect();
+        assert!(
+            opened.contains(&new),
+            "the live password opens with the key file"
+        );
+        assert!(
+            !opened.contains(&old),
+            "what is left of the old one does not"
+        );
+        // And the store still serves the new password after a restart.
+        let s = open(&store_dir);
+        assert_eq!(device_password(&s, &mac), new);
+    }
+
+    #[test]
+    fn passwords_stored_in_the_clear_by_an_older_version_are_sealed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        {
+            let engine = embedded::Embedded::open(&store_dir, 8 << 20).unwrap();
+            let d: Device = serde_json::from_value(serde_json::json!({
+                "mac": "0004f2000001", "group": "g1", "name": "d", "model": "polycom-vvx-450",
+                "prov_password": "clear-text-password-1", "revision": 1, "keys": [], "settings": {}
+            }))
+            .unwrap();
+            engine.rewrite(&[Record::Device(d)]).unwrap();
+        }
+        let s = open(&store_dir);
+        let mac = Mac::parse("0004f2000001").unwrap();
+        assert_eq!(device_password(&s, &mac), "clear-text-password-1");
+        drop(s);
+        // sled keeps the superseded bytes until it cleans its log; the live record is sealed.
+        let engine = embedded::Embedded::open(&store_dir, 8 << 20).unwrap();
+        let loaded = engine.load().unwrap();
+        let Record::Device(d) = &loaded.records[0] else {
+            panic!("a device record")
+        };
+        assert!(d.prov_password.expose().starts_with("dpenc1:"));
     }
 }

@@ -17,8 +17,9 @@ use axum::body::Bytes;
 use tokio::sync::oneshot;
 
 use super::backend::{Backend, Observations};
+use super::seal::Sealer;
 use super::{now, Applied, CheckIn, StoreError, SyncState, Unprovisioned, UploadMeta};
-use crate::domain::Mac;
+use crate::domain::{Mac, Secret};
 
 /// Most unprovisioned MACs remembered (newest first).
 const UNPROVISIONED_MAX: usize = 1000;
@@ -37,6 +38,8 @@ enum Job {
     /// Dispatcher states (not flushed: states and cursor fall back together after a crash).
     Sync(Option<u64>, Vec<(Mac, Option<SyncState>)>),
     Flush(mpsc::Sender<Result<(), String>>),
+    /// Check-ins to write again as they are (a key roll); acknowledged once durable.
+    Reseal(Vec<(Mac, CheckIn)>, mpsc::Sender<Result<(), String>>),
 }
 
 /// The writer thread and the in-memory observations.
@@ -52,13 +55,17 @@ fn engine_error(e: String) -> StoreError {
 }
 
 impl Observer {
-    pub(super) fn start(backend: Arc<dyn Backend>, loaded: Vec<(Mac, CheckIn)>) -> Observer {
+    pub(super) fn start(
+        backend: Arc<dyn Backend>,
+        sealer: Arc<Sealer>,
+        loaded: Vec<(Mac, CheckIn)>,
+    ) -> Observer {
         let checkins = Arc::new(RwLock::new(loaded.into_iter().collect()));
         let (tx, rx) = mpsc::channel();
         let map = Arc::clone(&checkins);
         let thread = std::thread::Builder::new()
             .name("deskprov-observations".into())
-            .spawn(move || write_loop(&*backend, rx, &map))
+            .spawn(move || write_loop(&*backend, &sealer, rx, &map))
             .expect("spawning the observation writer");
         Observer {
             jobs: Some(tx),
@@ -147,6 +154,23 @@ impl Observer {
         self.send(Job::Sync(cursor, states));
     }
 
+    /// Writes every remembered check-in again (its identity sealed under the current key) and
+    /// waits until that is durable: part of a key roll.
+    pub(super) fn reseal_checkins(&self) -> Result<(), StoreError> {
+        let all: Vec<(Mac, CheckIn)> = {
+            let map = self.checkins.read().unwrap_or_else(|p| p.into_inner());
+            map.iter()
+                .filter(|(_, c)| c.applied_identity.is_some())
+                .map(|(m, c)| (m.clone(), c.clone()))
+                .collect()
+        };
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Reseal(all, tx));
+        rx.recv()
+            .map_err(|_| engine_error("the observation writer stopped".into()))?
+            .map_err(engine_error)
+    }
+
     /// Waits until every job queued before this call is written and flushed.
     pub(super) fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
@@ -190,8 +214,31 @@ impl Drop for Observer {
     }
 }
 
+/// The batch as the backend stores it: check-in identities' passwords sealed. Only check-ins
+/// carry a password; the rest is copied as is.
+fn sealed(sealer: &Sealer, batch: &Observations) -> Observations {
+    let checkins = batch
+        .checkins
+        .iter()
+        .map(|(m, c)| {
+            let mut c = c.clone();
+            if let Some(id) = &mut c.applied_identity {
+                id.password = Secret::new(sealer.seal(id.password.expose()));
+            }
+            (m.clone(), c)
+        })
+        .collect();
+    Observations {
+        checkins,
+        uploads: batch.uploads.clone(),
+        sync_states: batch.sync_states.clone(),
+        sync_cursor: batch.sync_cursor,
+    }
+}
+
 fn write_loop(
     backend: &dyn Backend,
+    sealer: &Sealer,
     rx: mpsc::Receiver<Job>,
     checkins: &RwLock<HashMap<Mac, CheckIn>>,
 ) {
@@ -227,12 +274,17 @@ fn write_loop(
                     durable = true;
                     flushes.push(done);
                 }
+                Job::Reseal(all, done) => {
+                    durable = true;
+                    batch.checkins.extend(all);
+                    flushes.push(done);
+                }
             }
         }
         let result = if batch.is_empty() {
             backend.flush()
         } else {
-            backend.observe(&batch, durable)
+            backend.observe(&sealed(sealer, &batch), durable)
         };
         match &result {
             Ok(()) => {

@@ -12,6 +12,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_deskprov");
 pub struct Proc {
     pub child: Child,
     pub admin: String,
+    /// The phone listener's HTTPS URL.
+    pub phones: String,
     /// Every line of the start-up banner.
     pub banner: Vec<String>,
 }
@@ -33,25 +35,35 @@ pub fn write_config(dir: &Path, data_dir: Option<&Path>) -> std::path::PathBuf {
 impl Proc {
     /// Starts `deskprov serve --config <config>` in `cwd` and waits for its banner.
     pub fn serve(cwd: &Path, config: &Path) -> Proc {
+        Self::serve_logging(cwd, config, "warn", Stdio::inherit())
+    }
+
+    /// Like [`Proc::serve`], with `RUST_LOG=<filter>` and the log (stderr) sent to `log`.
+    pub fn serve_logging(cwd: &Path, config: &Path, filter: &str, log: Stdio) -> Proc {
         let mut child = Command::new(BIN)
             .current_dir(cwd)
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("spawn deskprov");
         let out = child.stdout.take().unwrap();
         let mut lines = BufReader::new(out).lines();
         let mut banner = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut admin = None;
+        let (mut admin, mut phones) = (None, String::new());
         while Instant::now() < deadline {
             let Some(Ok(line)) = lines.next() else { break };
             if let Some(rest) = line.trim().strip_prefix("admin API:") {
                 admin = Some(rest.trim().replace("127.0.0.1", "localhost"));
+            }
+            if let Some(rest) = line.trim().strip_prefix("phones:") {
+                if rest.trim().starts_with("https://") {
+                    phones = rest.trim().replace("127.0.0.1", "localhost");
+                }
             }
             let done = line.trim().starts_with("admin token");
             banner.push(line);
@@ -63,6 +75,7 @@ impl Proc {
         Proc {
             child,
             admin,
+            phones,
             banner,
         }
     }
