@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use common::phones::OnePhone;
 use common::raw::{self, Tls};
 use common::TestServer;
 use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsConnector;
 
 const HOME: [u8; 4] = [127, 0, 0, 1];
 
@@ -137,19 +138,31 @@ async fn a_slow_phone_upload_is_answered_408() {
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
 }
 
-#[tokio::test]
-async fn connections_over_the_per_address_cap_are_refused_while_other_addresses_are_served() {
+/// A server with `max_connections`/`max_connections_per_ip` as given (and a long header
+/// timeout), and phone connections held open from each address of `from`.
+async fn holding(
+    max: usize,
+    per_ip: usize,
+    from: &[[u8; 4]],
+) -> (TestServer, TlsConnector, SocketAddr, Vec<Tls>) {
     let s = TestServer::start_with(|c| {
-        c.limits.max_connections_per_ip = 3;
+        c.limits.max_connections = max;
+        c.limits.max_connections_per_ip = per_ip;
         c.limits.header_timeout_s = 60;
     })
     .await;
     let tls = raw::connector(&s.data_dir);
     let phones = raw::addr(&s.phones);
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(raw::open(&tls, phones, ip(HOME)).await.unwrap());
+    for a in from {
+        held.push(raw::open(&tls, phones, ip(*a)).await.unwrap());
     }
+    (s, tls, phones, held)
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_refused_while_other_addresses_are_served() {
+    let (_s, tls, phones, mut held) = holding(100, 3, &[HOME; 3]).await;
     // The fourth from the same address is closed before its TLS handshake.
     assert!(
         raw::open(&tls, phones, ip(HOME)).await.is_err(),
@@ -169,34 +182,22 @@ async fn connections_over_the_per_address_cap_are_refused_while_other_addresses_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = healthz(
-        again
-            .as_mut()
-            .expect("a place freed by a closed connection"),
-    )
-    .await;
+    let again = again
+        .as_mut()
+        .expect("a place freed by a closed connection");
+    let r = healthz(again).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
 
 #[tokio::test]
 async fn the_admin_api_answers_while_the_phone_listener_is_at_its_global_cap() {
-    let s = TestServer::start_with(|c| {
-        c.limits.max_connections = 4;
-        c.limits.max_connections_per_ip = 2;
-        c.limits.header_timeout_s = 60;
-    })
-    .await;
-    let tls = raw::connector(&s.data_dir);
-    let phones = raw::addr(&s.phones);
-    let mut held = Vec::new();
-    for from in [
+    let from = [
         [127, 0, 0, 2],
         [127, 0, 0, 2],
         [127, 0, 0, 3],
         [127, 0, 0, 3],
-    ] {
-        held.push(raw::open(&tls, phones, ip(from)).await.unwrap());
-    }
+    ];
+    let (s, tls, phones, _held) = holding(4, 2, &from).await;
     assert!(
         raw::open(&tls, phones, ip([127, 0, 0, 4])).await.is_err(),
         "a fifth phone connection completed its handshake"
