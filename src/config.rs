@@ -20,6 +20,7 @@ pub struct Config {
     pub sync: Sync,
     pub store: Store,
     pub render: Render,
+    pub limits: Limits,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -83,6 +84,43 @@ pub struct Render {
     pub(crate) cache_mb: u64,
 }
 
+/// Bounds on connections, so no client can hold the listeners or the file descriptors.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A request's head must arrive within this many seconds of the first byte (or of the handshake).
+    pub header_timeout_s: u64,
+    /// A connection with no request in flight is closed after this many seconds.
+    pub idle_timeout_s: u64,
+    /// A request body not complete within this many seconds fails with 408.
+    pub body_timeout_s: u64,
+    /// Open connections on the phone listeners together.
+    pub max_connections: usize,
+    /// Open phone connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Open connections on the admin listener (counted apart from the phones').
+    pub admin_max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout_s: 10,
+            idle_timeout_s: 60,
+            body_timeout_s: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            admin_max_connections: 256,
+        }
+    }
+}
+
+impl Limits {
+    pub(crate) fn body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.body_timeout_s)
+    }
+}
+
 impl Default for Render {
     fn default() -> Self {
         Render { cache_mb: 64 }
@@ -101,6 +139,7 @@ impl Default for Config {
             sync: Sync::default(),
             store: Store::default(),
             render: Render::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -183,6 +222,28 @@ impl Config {
                 "store.changes_keep must be at least 1000".into(),
             ));
         }
+        let l = &self.limits;
+        for (key, v) in [
+            ("header_timeout_s", l.header_timeout_s),
+            ("idle_timeout_s", l.idle_timeout_s),
+            ("body_timeout_s", l.body_timeout_s),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be 1 to 3600 seconds"
+                )));
+            }
+        }
+        if l.max_connections == 0 || l.admin_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections and limits.admin_max_connections must be at least 1".into(),
+            ));
+        }
+        if l.max_connections_per_ip == 0 || l.max_connections_per_ip > l.max_connections {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections_per_ip must be 1 to limits.max_connections".into(),
+            ));
+        }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together".into(),
@@ -257,6 +318,14 @@ changes_keep = 100000          # change-log entries kept (older ones are compact
 
 [render]
 cache_mb = 64                  # rendered files kept in memory, MiB (least fetched evicted first)
+
+[limits]
+header_timeout_s = 10          # a request head must be complete this long after its first byte (or the handshake)
+idle_timeout_s = 60            # a connection with no request in flight is closed after this long
+body_timeout_s = 30            # a request body not complete in time fails with 408
+max_connections = 10000        # open phone connections (all phone listeners); over it a connection is closed at once
+max_connections_per_ip = 256   # open phone connections from one address
+admin_max_connections = 256    # open admin connections, counted apart so a phone flood never locks admins out
 "#;
 
 #[cfg(test)]
@@ -267,6 +336,17 @@ mod tests {
     fn the_example_is_the_defaults() {
         let parsed: Config = toml::from_str(EXAMPLE).unwrap();
         assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let mut c = Config::default();
+        c.limits.max_connections_per_ip = c.limits.max_connections + 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.limits.header_timeout_s = 0;
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

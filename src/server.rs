@@ -4,6 +4,9 @@
 //! store, first admin token, bound sockets) before serving, so a misconfiguration is reported at
 //! once. Each listener is a tokio task accepting TLS connections and serving HTTP/1.1 with hyper;
 //! on shutdown they stop accepting, let in-flight requests finish (bounded), and return.
+//! Connections are capped and timed out per `[limits]` ([`conn`]).
+
+mod conn;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,7 +83,16 @@ pub struct Server {
     pub ca_pem: Option<PathBuf>,
     /// The admin token, when this start created it (first start).
     pub new_admin_token: Option<String>,
-    listeners: Vec<(TcpListener, Option<TlsAcceptor>, Router)>,
+    listeners: Vec<Listener>,
+}
+
+/// One bound listener and what its connections get.
+struct Listener {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    gate: Arc<conn::Gate>,
+    timeouts: conn::Timeouts,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
@@ -96,6 +108,8 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         config.validate()?;
+        let (max_phones, per_ip, max_admin) =
+            conn::fit_caps(&config.limits, conn::raise_fd_limit());
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| ServerError::Io {
             what: "creating data directory",
@@ -157,14 +171,38 @@ impl Server {
             phone_auth,
             sync,
         });
+        let timeouts = conn::Timeouts {
+            header: Duration::from_secs(app.config.limits.header_timeout_s),
+            idle: Duration::from_secs(app.config.limits.idle_timeout_s),
+        };
+        // The phone listeners share one gate; the admin listener has its own, so a phone flood
+        // never takes the admins' places.
+        let phone_gate = conn::Gate::new("phones", max_phones, Some(per_ip));
+        let listener = |tcp, tls, router, gate: &Arc<conn::Gate>| Listener {
+            tcp,
+            tls,
+            router,
+            gate: gate.clone(),
+            timeouts,
+        };
         let admin_router = crate::admin::router(app.clone());
         let phone_router = crate::phone::router(app.clone());
         let mut listeners = vec![
-            (admin, Some(acceptor.clone()), admin_router),
-            (phones, Some(phone_acceptor), phone_router.clone()),
+            listener(
+                admin,
+                Some(acceptor.clone()),
+                admin_router,
+                &conn::Gate::new("admin", max_admin, None),
+            ),
+            listener(
+                phones,
+                Some(phone_acceptor),
+                phone_router.clone(),
+                &phone_gate,
+            ),
         ];
         if let Some(l) = phones_http {
-            listeners.push((l, None, phone_router));
+            listeners.push(listener(l, None, phone_router, &phone_gate));
         }
         Ok(Server {
             app,
@@ -183,7 +221,7 @@ impl Server {
         let tasks: Vec<_> = self
             .listeners
             .into_iter()
-            .map(|(l, tls, router)| tokio::spawn(serve(l, tls, router, stop_rx.clone())))
+            .map(|l| tokio::spawn(serve(l, stop_rx.clone())))
             .collect();
         let dispatcher = tokio::spawn(crate::sync::run(self.app.clone(), stop_rx.clone()));
         let upkeep = tokio::spawn(store_upkeep(self.app.clone(), stop_rx.clone()));
@@ -222,42 +260,71 @@ fn first_admin_token(store: &Store, dir: &Path) -> Result<Option<String>, Server
     Ok(Some(secret))
 }
 
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
+/// The first pause after a failed accept; it doubles on each failure in a row, up to
+/// [`ACCEPT_BACKOFF_MAX`], and starts over after a success.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
+    let Listener {
+        tcp: listener,
+        tls,
+        router,
+        gate,
+        timeouts,
+    } = l;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    x
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::warn!(error = %e, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
             _ = stop.changed() => break,
+        };
+        // Over the cap: closed at once, before any TLS work.
+        let Some(permit) = gate.admit(crate::phone::client_ip(peer)) else {
+            drop(tcp);
+            continue;
         };
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
+            let activity = conn::Activity::new();
             // One service per connection, carrying the peer address and client certificate.
-            let svc = move |cert: Option<PeerCert>| {
+            let svc = |cert: Option<PeerCert>| {
+                let activity = activity.clone();
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     if let Some(c) = &cert {
                         req.extensions_mut().insert(c.clone());
                     }
-                    router.clone().oneshot(req.map(axum::body::Body::new))
+                    let busy = activity.begin();
+                    let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+                    async move {
+                        let r = answer.await;
+                        drop(busy);
+                        r
+                    }
                 })
             };
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // Header and idle timeouts are `conn::bounded`'s: hyper's own header timer also
+            // runs while a keep-alive connection waits for its next request.
+            builder.header_read_timeout(None);
             let result = match tls {
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -268,9 +335,9 @@ async fn serve(
                             .and_then(|c| c.first())
                             .map(|c| Arc::<[u8]>::from(c.as_ref()));
                         let svc = svc(Some(PeerCert(leaf)));
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), svc))
-                            .await
+                        let io = TokioIo::new(conn::Tracked::new(stream, activity.clone()));
+                        let c = watcher.watch(builder.serve_connection(io, svc));
+                        conn::bounded(c, &activity, timeouts).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -282,13 +349,15 @@ async fn serve(
                     }
                 },
                 None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(tcp), svc(None)))
-                        .await
+                    let io = TokioIo::new(conn::Tracked::new(tcp, activity.clone()));
+                    let c = watcher.watch(builder.serve_connection(io, svc(None)));
+                    conn::bounded(c, &activity, timeouts).await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                Err(timeout) => tracing::debug!(%peer, timeout, "connection closed by its timeout"),
             }
         });
     }

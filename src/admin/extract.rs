@@ -97,9 +97,19 @@ impl<T: DeserializeOwned> FromRequest<SharedApp> for Json<T> {
     }
 }
 
-/// Reads the body within the limit; too large → 413 problem+json.
+/// Reads the body within the size limit and `[limits] body_timeout_s`; too large → 413, too
+/// slow → 408 problem+json.
 async fn body_bytes(req: Request, app: &SharedApp) -> ApiResult<Bytes> {
-    Bytes::from_request(req, app).await.map_err(|e| {
+    let timeout = app.config.limits.body_timeout();
+    let read = tokio::time::timeout(timeout, Bytes::from_request(req, app))
+        .await
+        .map_err(|_| {
+            ApiError::code(
+                ErrorCode::RequestTimeout,
+                format!("the body did not arrive within {} s", timeout.as_secs()),
+            )
+        })?;
+    read.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::code(
                 ErrorCode::PayloadTooLarge,

@@ -42,6 +42,8 @@ pub(crate) enum ErrorCode {
     Forbidden,
     /// 413: the body is over the limit.
     PayloadTooLarge,
+    /// 408: the request body did not arrive within `[limits] body_timeout_s`.
+    RequestTimeout,
     /// 415: the body is not sent as JSON.
     UnsupportedMediaType,
     /// 400: the body is not valid JSON.
@@ -61,7 +63,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 22] = [
+    pub(crate) const ALL: [ErrorCode; 23] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -77,6 +79,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::InvalidJson,
         ErrorCode::BadRequest,
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::BadRequest => "bad_request",
@@ -123,6 +127,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::AlreadyExists
             | ErrorCode::LinePortInUse
             | ErrorCode::AlreadyOnDevice

@@ -76,7 +76,7 @@ fn file_name(path: &str) -> Result<&str, StatusCode> {
     Ok(name)
 }
 
-fn client_ip(peer: SocketAddr) -> IpAddr {
+pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -137,9 +137,11 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
                 Ok(m) => m,
                 Err(r) => return *r,
             };
-            match axum::body::to_bytes(body, limit).await {
-                Ok(bytes) => ctx.store_upload(&mac, &name, bytes).await,
-                Err(_) => status(StatusCode::PAYLOAD_TOO_LARGE),
+            let timeout = app.config.limits.body_timeout();
+            match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+                Ok(Ok(bytes)) => ctx.store_upload(&mac, &name, bytes).await,
+                Ok(Err(_)) => status(StatusCode::PAYLOAD_TOO_LARGE),
+                Err(_) => status(StatusCode::REQUEST_TIMEOUT),
             }
         }
         _ => {

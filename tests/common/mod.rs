@@ -180,6 +180,7 @@ impl Drop for TestServer {
 }
 
 pub mod phones;
+pub mod raw;
 
 pub const G: &str = "ZZZ1900111-01";
 
