@@ -28,6 +28,7 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 
 pub(crate) use backend::Backend;
+pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
 
 use crate::catalog::RulesEnv;
@@ -60,6 +61,8 @@ pub(crate) struct StoreOptions {
     pub(crate) cache_bytes: u64,
     pub(crate) changes_keep: u64,
     pub(crate) max_sca_per_user: usize,
+    /// Upload quotas and the unprovisioned list's admission rate.
+    pub(crate) limits: ObservationLimits,
 }
 
 /// The state as of one committed `seq`: immutable, shared by every reader that took it.
@@ -129,7 +132,7 @@ impl Store {
         let state = State::from_records(loaded.records);
         let (committed, _) = tokio::sync::watch::channel(loaded.seq);
         Ok(Store {
-            observer: observations::Observer::start(backend.clone(), loaded.checkins),
+            observer: observations::Observer::start(backend.clone(), loaded.checkins, opts.limits),
             backend,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 state: state.clone(),
@@ -366,6 +369,7 @@ mod tests {
                 cache_bytes: 8 << 20,
                 changes_keep: 1000,
                 max_sca_per_user: 35,
+                limits: ObservationLimits::default(),
             },
         )
         .unwrap()
