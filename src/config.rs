@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::domain::Cidr;
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -46,9 +48,22 @@ pub struct Tls {
 pub struct Phones {
     /// The URL phones reach this server at (templates use it); empty = `https://<host name>:<port>`.
     pub base_url: String,
+    /// Failed attempts per (address, MAC) per minute before that pair is locked out.
     pub auth_fail_limit: u32,
+    /// Distinct MACs (known or not; a request naming none counts as one) whose authentication
+    /// may fail from one address per minute before the whole address is locked out.
+    pub auth_fail_macs_per_ip: u32,
     pub(crate) auth_lockout_s: u64,
+    /// Networks (CIDR) exempt from the per-address lockout, e.g. a site's NAT address; a pair
+    /// (address, MAC) in them still locks.
+    pub lockout_exempt: Vec<String>,
+    /// New unprovisioned MACs one address may add to the list per minute.
+    pub unprovisioned_per_ip_per_min: u32,
     pub(crate) upload_max_bytes: u64,
+    /// Most files stored per device; a new upload evicts its oldest.
+    pub upload_max_files: u32,
+    /// Most bytes stored per device; a new upload evicts its oldest until it fits.
+    pub upload_max_total_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -157,11 +172,57 @@ impl Default for Phones {
         Phones {
             base_url: String::new(),
             auth_fail_limit: 20,
+            auth_fail_macs_per_ip: 10,
             auth_lockout_s: 300,
+            lockout_exempt: Vec::new(),
+            unprovisioned_per_ip_per_min: 10,
             upload_max_bytes: 1 << 20,
+            upload_max_files: 20,
+            upload_max_total_bytes: 8 << 20,
         }
     }
 }
+impl Phones {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at_least_1 = [
+            ("auth_fail_limit", u64::from(self.auth_fail_limit)),
+            (
+                "auth_fail_macs_per_ip",
+                u64::from(self.auth_fail_macs_per_ip),
+            ),
+            ("auth_lockout_s", self.auth_lockout_s),
+            (
+                "unprovisioned_per_ip_per_min",
+                u64::from(self.unprovisioned_per_ip_per_min),
+            ),
+            ("upload_max_bytes", self.upload_max_bytes),
+            ("upload_max_files", u64::from(self.upload_max_files)),
+            ("upload_max_total_bytes", self.upload_max_total_bytes),
+        ];
+        if let Some((key, _)) = at_least_1.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "phones.{key} must be at least 1"
+            )));
+        }
+        self.lockout_exempt_cidrs()?;
+        Ok(())
+    }
+
+    /// `lockout_exempt`, parsed.
+    pub(crate) fn lockout_exempt_cidrs(&self) -> Result<Vec<Cidr>, ConfigError> {
+        self.lockout_exempt
+            .iter()
+            .map(|s| {
+                Cidr::parse(s).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "phones.lockout_exempt: '{s}' is not a network (e.g. 203.0.113.0/24 or 2001:db8::/48)"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Rules {
@@ -244,6 +305,7 @@ impl Config {
                 "limits.max_connections_per_ip must be 1 to limits.max_connections".into(),
             ));
         }
+        self.phones.validate()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together".into(),
@@ -297,9 +359,14 @@ server_names = []              # extra DNS names / IPs for the generated certifi
 
 [phones]
 base_url = ""                  # URL phones reach the server at; empty = https://<host name>:<phones port>
-auth_fail_limit = 20           # failed attempts per IP per minute before a lockout
+auth_fail_limit = 20           # failed attempts per (IP, MAC) per minute; the next is locked out
+auth_fail_macs_per_ip = 10     # distinct MACs failing from one IP per minute before the whole IP is locked out
 auth_lockout_s = 300           # lockout length, seconds
+lockout_exempt = []            # CIDRs (e.g. a site's NAT, "203.0.113.0/24") never locked out as a whole IP
+unprovisioned_per_ip_per_min = 10 # new unknown MACs one IP may add to /unprovisioned per minute
 upload_max_bytes = 1048576     # largest file a phone may PUT
+upload_max_files = 20          # files kept per device; a new upload evicts the oldest
+upload_max_total_bytes = 8388608 # bytes kept per device; a new upload evicts the oldest until it fits
 
 [rules]
 max_sca_per_user = 35          # SCA endpoints per user
@@ -352,6 +419,23 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[sync]\ndebounce = 5\n").is_err());
+    }
+
+    #[test]
+    fn phone_limits_are_validated() {
+        let mut c = Config::default();
+        c.phones.upload_max_files = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("phones.upload_max_files"), "{e}");
+        let mut c = Config::default();
+        c.phones.lockout_exempt = vec!["203.0.113.0/24".into(), "2001:db8::/48".into()];
+        assert!(c.validate().is_ok());
+        c.phones.lockout_exempt.push("203.0.113.0/33".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("phones.lockout_exempt") && e.contains("/33"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::phone::PeerCert;
 use crate::render::Renderer;
-use crate::store::{Store, StoreOptions};
+use crate::store::{ObservationLimits, Store, StoreOptions};
 use crate::tls::{self, DevPki};
 use crate::{App, SharedApp};
 
@@ -66,6 +66,11 @@ pub fn open_store(config: &Config, catalog: Arc<Catalog>) -> Result<Store, Serve
             cache_bytes: config.store.cache_mb * 1024 * 1024,
             changes_keep: config.store.changes_keep,
             max_sca_per_user: config.rules.max_sca_per_user,
+            limits: ObservationLimits {
+                upload_max_files: config.phones.upload_max_files as usize,
+                upload_max_total_bytes: config.phones.upload_max_total_bytes,
+                unprovisioned_per_ip_per_min: config.phones.unprovisioned_per_ip_per_min,
+            },
         },
     )
     .map_err(|source| ServerError::Store {

@@ -1,4 +1,4 @@
-//! HTTP Digest authentication (RFC 7616) for phones, and the per-IP failure lockout.
+//! HTTP Digest authentication (RFC 7616) for phones, and the failure lockout ([`Lockout`]).
 //!
 //! Nonces are stateless: `<timestamp hex>.<random hex>-<HMAC(key, timestamp.random | client ip)>`
 //! (the random part makes every challenge's nonce unique), valid for
@@ -14,6 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use md5::Digest as _;
 use ring::hmac;
+
+use crate::domain::{Cidr, Mac};
 
 const REALM: &str = "deskprov";
 /// How long a nonce is accepted.
@@ -223,52 +225,157 @@ impl Digest {
     }
 }
 
-/// Per IP: when its one-minute window started, failures in it, locked until.
-type Window = (Instant, u32, Option<Instant>);
+/// The window failures are counted in.
+const WINDOW: Duration = Duration::from_secs(60);
+/// Most counters kept per map; past it, finished windows are forgotten first.
+const MAX_COUNTERS: usize = 100_000;
 
-/// Counts authentication failures per IP; past the limit within a minute, the IP is locked out.
-pub(crate) struct Lockout {
-    limit: u32,
-    lockout: Duration,
-    state: Mutex<HashMap<IpAddr, Window>>,
+/// One counter: when its window started, failures in it, locked until.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Instant,
+    failures: u32,
+    until: Option<Instant>,
 }
 
-impl Lockout {
-    pub(crate) fn new(limit: u32, lockout: Duration) -> Lockout {
-        Lockout {
-            limit,
-            lockout,
-            state: Mutex::new(HashMap::new()),
+impl Window {
+    fn new(now: Instant) -> Window {
+        Window {
+            start: now,
+            failures: 0,
+            until: None,
         }
     }
 
-    /// Seconds left if `ip` is locked out.
-    pub(crate) fn locked(&self, ip: IpAddr) -> Option<u64> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let until = s.get(&ip)?.2?;
-        let now = Instant::now();
-        (until > now).then(|| (until - now).as_secs().max(1))
+    fn left(&self, now: Instant) -> Option<u64> {
+        let until = self.until.filter(|u| *u > now)?;
+        Some((until - now).as_secs().max(1))
     }
 
-    /// Records a failure; returns true when this failure starts a lockout.
-    pub(crate) fn fail(&self, ip: IpAddr) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if s.len() > 100_000 {
-            s.retain(|_, (start, _, until)| {
-                now - *start < Duration::from_secs(60) || until.is_some_and(|u| u > now)
-            });
+    fn live(&self, now: Instant) -> bool {
+        now - self.start < WINDOW || self.until.is_some_and(|u| u > now)
+    }
+
+    /// Counts one failure (a new window when the last one ended); true when it reaches
+    /// `limit` and so starts a lockout.
+    fn fail(&mut self, now: Instant, limit: u32, lockout: Duration) -> bool {
+        if now - self.start >= WINDOW {
+            *self = Window::new(now);
         }
-        let e = s.entry(ip).or_insert((now, 0, None));
-        if now - e.0 >= Duration::from_secs(60) {
-            *e = (now, 0, None);
-        }
-        e.1 += 1;
-        if e.1 > self.limit && e.2.is_none_or(|u| u <= now) {
-            e.2 = Some(now + self.lockout);
+        self.failures += 1;
+        if self.failures >= limit && self.until.is_none_or(|u| u <= now) {
+            self.until = Some(now + lockout);
             return true;
         }
         false
+    }
+}
+
+/// Keeps `map` bounded: drops finished windows, then (still full) every unlocked one.
+fn prune<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, now: Instant) {
+    if map.len() < MAX_COUNTERS {
+        return;
+    }
+    map.retain(|_, w| w.live(now));
+    if map.len() >= MAX_COUNTERS {
+        map.retain(|_, w| w.until.is_some_and(|u| u > now));
+    }
+}
+
+/// What a failure started.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Locked {
+    /// Nothing: under both limits.
+    No,
+    /// This (address, MAC) pair: the MAC is locked out from that address.
+    Pair,
+    /// The whole address.
+    Address,
+}
+
+/// Counts authentication failures so that guessing is bounded without one phone's mistake
+/// shutting out its neighbours behind the same NAT address:
+/// - per (address, MAC): `limit` failures within a minute are answered as usual; from then on
+///   that MAC is locked out from that address for `lockout` (every address, exempt or not);
+/// - per address: `macs_limit` distinct MACs failing within a minute (a failure naming no MAC
+///   counts as one more) lock the whole address out, unless it is in `exempt`.
+///
+/// Provisioned and unknown MACs are counted alike: a difference would make the lockout
+/// itself the existence oracle that the identical 401s avoid.
+pub(crate) struct Lockout {
+    limit: u32,
+    macs_limit: u32,
+    lockout: Duration,
+    exempt: Vec<Cidr>,
+    state: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    pairs: HashMap<(IpAddr, Mac), Window>,
+    addresses: HashMap<IpAddr, Window>,
+}
+
+impl Lockout {
+    pub(crate) fn new(
+        limit: u32,
+        macs_limit: u32,
+        lockout: Duration,
+        exempt: Vec<Cidr>,
+    ) -> Lockout {
+        Lockout {
+            limit,
+            macs_limit,
+            lockout,
+            exempt,
+            state: Mutex::new(Counters::default()),
+        }
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(ip))
+    }
+
+    /// Seconds left if `ip` (asking for `mac`, when the request names one) is locked out.
+    pub(crate) fn locked(&self, ip: IpAddr, mac: Option<&Mac>) -> Option<u64> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let pair = mac.and_then(|m| s.pairs.get(&(ip, m.clone()))?.left(now));
+        let address = s.addresses.get(&ip).and_then(|w| w.left(now));
+        pair.max(address)
+    }
+
+    /// Records a failure from `ip` for `mac` (when the request names one); says which
+    /// lockout, if any, it starts.
+    pub(crate) fn fail(&self, ip: IpAddr, mac: Option<&Mac>) -> Locked {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *guard;
+        let now = Instant::now();
+        prune(&mut s.pairs, now);
+        prune(&mut s.addresses, now);
+        let mut locked = Locked::No;
+        // A MAC counts towards its address once per window: its first failure in it.
+        let new_mac = match mac {
+            Some(m) => {
+                let w = s
+                    .pairs
+                    .entry((ip, m.clone()))
+                    .or_insert_with(|| Window::new(now));
+                let first = w.failures == 0 || now - w.start >= WINDOW;
+                if w.fail(now, self.limit, self.lockout) {
+                    locked = Locked::Pair;
+                }
+                first
+            }
+            None => true,
+        };
+        if new_mac && !self.exempt(ip) {
+            let w = s.addresses.entry(ip).or_insert_with(|| Window::new(now));
+            if w.fail(now, self.macs_limit, self.lockout) {
+                locked = Locked::Address;
+            }
+        }
+        locked
     }
 }
 
@@ -404,13 +511,47 @@ mod tests {
         assert!(parse("Basic abc").is_none());
     }
 
+    fn mac(s: &str) -> Mac {
+        Mac::parse(s).unwrap()
+    }
+
+    const LONG: Duration = Duration::from_secs(300);
+
     #[test]
-    fn lockout_after_the_limit_within_a_minute() {
-        let l = Lockout::new(3, Duration::from_secs(300));
-        assert!(!l.fail(IP) && !l.fail(IP) && !l.fail(IP));
-        assert!(l.locked(IP).is_none());
-        assert!(l.fail(IP));
-        assert!(l.locked(IP).unwrap() > 290);
-        assert!(l.locked("192.0.2.9".parse().unwrap()).is_none());
+    fn exactly_the_limit_of_failures_then_the_pair_is_locked() {
+        let l = Lockout::new(3, 10, LONG, vec![]);
+        let (a, b) = (mac("0004f2000001"), mac("0004f2000002"));
+        assert_eq!(l.fail(IP, Some(&a)), Locked::No);
+        assert_eq!(l.fail(IP, Some(&a)), Locked::No);
+        assert!(l.locked(IP, Some(&a)).is_none());
+        assert_eq!(l.fail(IP, Some(&a)), Locked::Pair);
+        assert!(l.locked(IP, Some(&a)).unwrap() > 290);
+        assert!(
+            l.locked(IP, Some(&b)).is_none(),
+            "another MAC, same address"
+        );
+        assert!(l.locked(IP, None).is_none());
+        assert!(l.locked("192.0.2.9".parse().unwrap(), Some(&a)).is_none());
+    }
+
+    #[test]
+    fn distinct_failing_macs_lock_the_address_unless_it_is_exempt() {
+        let other: IpAddr = "203.0.113.7".parse().unwrap();
+        let exempt = vec![Cidr::parse("203.0.113.0/24").unwrap()];
+        let l = Lockout::new(20, 3, LONG, exempt);
+        for ip in [IP, other] {
+            for i in 0..3 {
+                let m = mac(&format!("0004f20000{i:02}"));
+                // Repeats of one MAC count once towards the address.
+                let _ = l.fail(ip, Some(&m));
+                let _ = l.fail(ip, Some(&m));
+            }
+        }
+        assert!(l.locked(IP, Some(&mac("0004f2ffffff"))).is_some());
+        assert!(l.locked(IP, None).is_some());
+        assert!(l.locked(other, Some(&mac("0004f2ffffff"))).is_none());
+        let l = Lockout::new(20, 2, LONG, vec![]);
+        assert_eq!(l.fail(IP, None), Locked::No);
+        assert_eq!(l.fail(IP, None), Locked::Address, "no MAC: each counts");
     }
 }

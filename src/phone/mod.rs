@@ -43,7 +43,10 @@ impl PhoneAuth {
             digest: digest::Digest::new(),
             lockout: digest::Lockout::new(
                 config.auth_fail_limit,
+                config.auth_fail_macs_per_ip,
                 Duration::from_secs(config.auth_lockout_s),
+                // Checked by `Config::validate` before the server starts.
+                config.lockout_exempt_cidrs().unwrap_or_default(),
             ),
         }
     }
@@ -131,7 +134,9 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
     match parts.method {
         Method::GET | Method::HEAD => ctx.fetch(&name).await,
         Method::PUT => {
-            let limit = app.config.phones.upload_max_bytes as usize;
+            // One file may fill the device's whole quota, not more: it is refused 413.
+            let phones = &app.config.phones;
+            let limit = phones.upload_max_bytes.min(phones.upload_max_total_bytes) as usize;
             // Authenticate before reading the body.
             let mac = match ctx.authorize_upload(&name) {
                 Ok(m) => m,
@@ -170,7 +175,7 @@ struct Ctx<'a> {
 enum Denied {
     /// 401 with a fresh challenge (`stale` tells the phone to retry with it).
     Challenge { stale: bool },
-    /// 429: too many failures from this address.
+    /// 429: too many failures from this address, or for this MAC from it.
     Locked(u64),
 }
 
@@ -192,7 +197,7 @@ impl Ctx<'_> {
                 self.app
                     .store
                     .record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
-                let denied = self.authorize_unknown();
+                let denied = self.authorize_unknown(&mac);
                 self.deny(denied, name)
             }
             Outcome::Denied(d) => self.deny(d, name),
@@ -288,7 +293,7 @@ impl Ctx<'_> {
     /// Digest or certificate for this device, by its group's policy and networks.
     fn authorize(&self, device: &Device, group: &Group) -> Result<(), Denied> {
         let auth = &self.app.phone_auth;
-        if let Some(left) = auth.lockout.locked(self.ip) {
+        if let Some(left) = auth.lockout.locked(self.ip, Some(&device.mac)) {
             return Err(Denied::Locked(left));
         }
         let p = &group.provisioning;
@@ -324,10 +329,10 @@ impl Ctx<'_> {
         Err(Denied::Challenge { stale })
     }
 
-    /// An unknown MAC: the same work and answer as wrong credentials.
-    fn authorize_unknown(&self) -> Denied {
+    /// An unknown MAC: the same work, counting and answer as wrong credentials.
+    fn authorize_unknown(&self, mac: &Mac) -> Denied {
         let auth = &self.app.phone_auth;
-        if let Some(left) = auth.lockout.locked(self.ip) {
+        if let Some(left) = auth.lockout.locked(self.ip, Some(mac)) {
             return Denied::Locked(left);
         }
         if let Some(c) = &self.creds {
@@ -340,18 +345,27 @@ impl Ctx<'_> {
             );
         }
         if self.creds.is_some() || self.cert.is_some() {
-            self.failed(None);
+            self.failed(Some(mac));
         }
         Denied::Challenge { stale: false }
     }
 
-    /// Logs a failure in a form fail2ban can read (`authentication failure from <ip>`) and
-    /// counts it towards the lockout. `mac` is the device, when the MAC is provisioned.
+    /// Logs a failure in a form fail2ban can read (`authentication failure from <ip>`, then
+    /// `for <mac>` when the request names one) and counts it towards the lockout. A lockout is
+    /// logged as `... from <ip>; locked out` for the whole address and `... from <ip> for
+    /// <mac>; locked out` for one MAC (a filter banning addresses should match the first only).
     fn failed(&self, mac: Option<&Mac>) {
-        let mac = mac.map(|m| m.to_string()).unwrap_or_default();
-        tracing::warn!(target: "deskprov::phone::auth", mac = %mac, "authentication failure from {}", self.ip);
-        if self.app.phone_auth.lockout.fail(self.ip) {
-            tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {}; locked out", self.ip);
+        let ip = self.ip;
+        let for_mac = mac.map(|m| format!(" for {m}")).unwrap_or_default();
+        tracing::warn!(target: "deskprov::phone::auth", "authentication failure from {ip}{for_mac}");
+        match self.app.phone_auth.lockout.fail(ip, mac) {
+            digest::Locked::No => {}
+            digest::Locked::Pair => {
+                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}{for_mac}; locked out")
+            }
+            digest::Locked::Address => {
+                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}; locked out")
+            }
         }
     }
 
@@ -390,7 +404,7 @@ impl Ctx<'_> {
         let state = self.app.store.read();
         let Some(device) = state.devices.get(&mac).cloned() else {
             drop(state);
-            let d = self.authorize_unknown();
+            let d = self.authorize_unknown(&mac);
             return Err(Box::new(self.deny(d, name)));
         };
         let Some(group) = state.groups.get(&device.group).cloned() else {

@@ -31,6 +31,9 @@ pub(crate) struct Observations {
     pub(crate) checkins: Vec<(Mac, CheckIn)>,
     /// Uploaded files: (device, metadata, bytes).
     pub(crate) uploads: Vec<(Mac, UploadMeta, Bytes)>,
+    /// Uploaded files to remove (device, name), applied after `uploads`: the oldest of a
+    /// device over its quota, removed atomically with the upload that displaced them.
+    pub(crate) upload_removals: Vec<(Mac, String)>,
     /// Dispatcher states to save (`None`: forget the device).
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
@@ -41,6 +44,7 @@ impl Observations {
     pub(crate) fn is_empty(&self) -> bool {
         self.checkins.is_empty()
             && self.uploads.is_empty()
+            && self.upload_removals.is_empty()
             && self.sync_states.is_empty()
             && self.sync_cursor.is_none()
     }

@@ -214,6 +214,10 @@ impl Backend for Embedded {
             v.extend_from_slice(body);
             uploads.insert(format!("{mac}/{}", meta.name).as_bytes(), v);
         }
+        // After the inserts, in the same batch: a removal wins over an insert of the same key.
+        for (mac, name) in &o.upload_removals {
+            uploads.remove(format!("{mac}/{name}").as_bytes());
+        }
         let mut sync = sled::Batch::default();
         for (mac, st) in &o.sync_states {
             match st {

@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 use axum::body::Bytes;
 
 pub(crate) use backend::Backend;
+pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
 
 use crate::catalog::RulesEnv;
@@ -61,6 +62,8 @@ pub(crate) struct StoreOptions {
     pub(crate) cache_bytes: u64,
     pub(crate) changes_keep: u64,
     pub(crate) max_sca_per_user: usize,
+    /// Upload quotas and the unprovisioned list's admission rate.
+    pub(crate) limits: ObservationLimits,
 }
 
 /// The state as of one committed `seq`: immutable, shared by every reader that took it.
@@ -179,6 +182,7 @@ impl Store {
                 backend.clone(),
                 sealer.clone(),
                 loaded.checkins,
+                opts.limits,
             ),
             backend,
             snapshot: ArcSwap::from_pointee(Snapshot {
@@ -469,7 +473,7 @@ mod tests {
     use crate::catalog::Catalog;
     use crate::domain::rules::DeviceInput;
 
-    fn open(dir: &Path) -> Store {
+    pub(super) fn open(dir: &Path) -> Store {
         Store::open(
             dir,
             Arc::new(Catalog::builtin().unwrap()),
@@ -477,6 +481,7 @@ mod tests {
                 cache_bytes: 8 << 20,
                 changes_keep: 1000,
                 max_sca_per_user: 35,
+                limits: ObservationLimits::default(),
             },
         )
         .unwrap()
@@ -576,22 +581,9 @@ mod tests {
 
 #[cfg(test)]
 mod sealing_tests {
+    use super::tests::open;
     use super::*;
-    use crate::catalog::Catalog;
     use crate::domain::rules::DeviceInput;
-
-    fn open(dir: &Path) -> Store {
-        Store::open(
-            dir,
-            Arc::new(Catalog::builtin().unwrap()),
-            StoreOptions {
-                cache_bytes: 8 << 20,
-                changes_keep: 1000,
-                max_sca_per_user: 35,
-            },
-        )
-        .unwrap()
-    }
 
     /// Every byte of every file below `dir`.
     fn all_bytes(dir: &Path) -> Vec<u8> {

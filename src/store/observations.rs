@@ -7,11 +7,19 @@
 //! phone's fetch that confirms a change is never lost once the server has counted it.
 //!
 //! In memory, under locks held for a map operation and never across I/O: the last check-in of
-//! every device and the bounded list of unprovisioned MACs.
+//! every device and the bounded list of unprovisioned MACs, which one client address may add at
+//! most [`ObservationLimits::unprovisioned_per_ip_per_min`] new MACs to (a flood of made-up
+//! MACs cannot push the real ones out).
+//!
+//! Uploads are bounded per device (files and bytes): the writer thread keeps an index of each
+//! uploading device's files (read from that device's prefix the first time), and an upload over
+//! either bound removes the device's oldest files in the same atomic batch that stores it.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use tokio::sync::oneshot;
@@ -24,8 +32,36 @@ use crate::domain::{Mac, Secret};
 /// Most unprovisioned MACs remembered (newest first).
 const UNPROVISIONED_MAX: usize = 1000;
 
+/// Most client addresses whose unprovisioned sightings are counted at once.
+const ADMISSION_MAX: usize = 10_000;
+
+/// The window the unprovisioned admission rate is counted in.
+const MINUTE: Duration = Duration::from_secs(60);
+
 /// Most jobs written in one batch.
 const BATCH_MAX: usize = 4096;
+
+/// What phones may make the server remember.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ObservationLimits {
+    /// Files kept per device.
+    pub(crate) upload_max_files: usize,
+    /// Bytes kept per device.
+    pub(crate) upload_max_total_bytes: u64,
+    /// New MACs one client address may add to the unprovisioned list per minute.
+    pub(crate) unprovisioned_per_ip_per_min: u32,
+}
+
+impl Default for ObservationLimits {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        ObservationLimits {
+            upload_max_files: 20,
+            upload_max_total_bytes: 8 << 20,
+            unprovisioned_per_ip_per_min: 10,
+        }
+    }
+}
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
@@ -47,7 +83,58 @@ pub(super) struct Observer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     checkins: Arc<RwLock<HashMap<Mac, CheckIn>>>,
-    unprovisioned: Mutex<VecDeque<Unprovisioned>>,
+    unprovisioned: Mutex<UnprovisionedList>,
+    limits: ObservationLimits,
+}
+
+/// The unprovisioned MACs, newest first, and how many new ones each address added lately.
+#[derive(Default)]
+struct UnprovisionedList {
+    entries: VecDeque<Unprovisioned>,
+    admission: HashMap<String, Admission>,
+}
+
+/// One client address's minute of new unprovisioned MACs.
+struct Admission {
+    start: Instant,
+    added: u32,
+    /// Sightings dropped since the last log line about this address.
+    dropped: u64,
+    logged: Option<Instant>,
+}
+
+impl UnprovisionedList {
+    /// Whether `ip` may add a new MAC now; `Err(n)` when not and a log line is due, with the
+    /// sightings dropped since the last one (at most one line per minute per address).
+    fn admit(&mut self, ip: &str, per_min: u32, now: Instant) -> Result<bool, u64> {
+        if self.admission.len() >= ADMISSION_MAX && !self.admission.contains_key(ip) {
+            self.admission.retain(|_, a| now - a.start < MINUTE);
+            if self.admission.len() >= ADMISSION_MAX {
+                // Too many addresses at once: new ones wait rather than evict real entries.
+                return Ok(false);
+            }
+        }
+        let a = self.admission.entry(ip.to_string()).or_insert(Admission {
+            start: now,
+            added: 0,
+            dropped: 0,
+            logged: None,
+        });
+        if now - a.start >= MINUTE {
+            a.start = now;
+            a.added = 0;
+        }
+        if a.added < per_min {
+            a.added += 1;
+            return Ok(true);
+        }
+        a.dropped += 1;
+        if a.logged.is_some_and(|t| now - t < MINUTE) {
+            return Ok(false);
+        }
+        a.logged = Some(now);
+        Err(std::mem::take(&mut a.dropped))
+    }
 }
 
 fn engine_error(e: String) -> StoreError {
@@ -59,19 +146,21 @@ impl Observer {
         backend: Arc<dyn Backend>,
         sealer: Arc<Sealer>,
         loaded: Vec<(Mac, CheckIn)>,
+        limits: ObservationLimits,
     ) -> Observer {
         let checkins = Arc::new(RwLock::new(loaded.into_iter().collect()));
         let (tx, rx) = mpsc::channel();
         let map = Arc::clone(&checkins);
         let thread = std::thread::Builder::new()
             .name("deskprov-observations".into())
-            .spawn(move || write_loop(&*backend, &sealer, rx, &map))
+            .spawn(move || write_loop(&*backend, &sealer, rx, &map, limits))
             .expect("spawning the observation writer");
         Observer {
             jobs: Some(tx),
             thread: Some(thread),
             checkins,
-            unprovisioned: Mutex::new(VecDeque::new()),
+            unprovisioned: Mutex::new(UnprovisionedList::default()),
+            limits,
         }
     }
 
@@ -180,14 +269,25 @@ impl Observer {
             .map_err(engine_error)
     }
 
-    /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).
+    /// Remembers an unknown MAC (bounded, newest first, one entry per MAC). A MAC not in the
+    /// list yet is added only while `ip` is within its rate of new MACs; past it the sighting
+    /// is dropped (and counted in a log line at most once a minute per address).
     pub(super) fn unprovisioned_seen(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
-        let mut q = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
-        let count = match q.iter().position(|u| &u.mac == mac) {
-            Some(i) => q.remove(i).map(|u| u.count).unwrap_or(0) + 1,
-            None => 1,
+        let per_min = self.limits.unprovisioned_per_ip_per_min;
+        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        let count = match l.entries.iter().position(|u| &u.mac == mac) {
+            Some(i) => l.entries.remove(i).map(|u| u.count).unwrap_or(0) + 1,
+            None => match l.admit(ip, per_min, Instant::now()) {
+                Ok(true) => 1,
+                Ok(false) => return,
+                Err(dropped) => {
+                    drop(l);
+                    tracing::warn!(%ip, dropped, "more than {per_min} new unprovisioned MACs per minute from {ip}; their sightings are dropped");
+                    return;
+                }
+            },
         };
-        q.push_front(Unprovisioned {
+        l.entries.push_front(Unprovisioned {
             mac: mac.clone(),
             file: file.to_string(),
             ip: ip.to_string(),
@@ -195,12 +295,12 @@ impl Observer {
             at: now(),
             count,
         });
-        q.truncate(UNPROVISIONED_MAX);
+        l.entries.truncate(UNPROVISIONED_MAX);
     }
 
     pub(super) fn unprovisioned(&self) -> Vec<Unprovisioned> {
-        let q = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
-        q.iter().cloned().collect()
+        let l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        l.entries.iter().cloned().collect()
     }
 }
 
@@ -214,11 +314,9 @@ impl Drop for Observer {
     }
 }
 
-/// The batch as the backend stores it: check-in identities' passwords sealed. Only check-ins
-/// carry a password; the rest is copied as is.
-fn sealed(sealer: &Sealer, batch: &Observations) -> Observations {
-    let checkins = batch
-        .checkins
+/// Check-ins as the backend stores them: the identity's password sealed.
+fn sealed(sealer: &Sealer, checkins: &[(Mac, CheckIn)]) -> Vec<(Mac, CheckIn)> {
+    checkins
         .iter()
         .map(|(m, c)| {
             let mut c = c.clone();
@@ -227,13 +325,52 @@ fn sealed(sealer: &Sealer, batch: &Observations) -> Observations {
             }
             (m.clone(), c)
         })
-        .collect();
-    Observations {
-        checkins,
-        uploads: batch.uploads.clone(),
-        sync_states: batch.sync_states.clone(),
-        sync_cursor: batch.sync_cursor,
+        .collect()
+}
+
+/// An upload's time, for ordering (unparseable ones first, as the oldest).
+fn upload_time(at: &str) -> i128 {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp_nanos())
+        .unwrap_or(i128::MIN)
+}
+
+/// A device's uploads, oldest first: from the writer's index, or its prefix the first time.
+fn kept_uploads<'i>(
+    index: &'i mut HashMap<Mac, Vec<UploadMeta>>,
+    backend: &dyn Backend,
+    mac: &Mac,
+) -> Result<&'i mut Vec<UploadMeta>, StoreError> {
+    Ok(match index.entry(mac.clone()) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => {
+            let mut list = backend.uploads_of(mac)?;
+            list.sort_by_cached_key(|u| upload_time(&u.at));
+            e.insert(list)
+        }
+    })
+}
+
+/// Adds `new` to a device's uploads (`kept`, oldest first): a file of the same name is
+/// replaced, then the oldest go until both quotas hold. Returns the names to remove.
+fn make_room(
+    kept: &mut Vec<UploadMeta>,
+    new: &UploadMeta,
+    limits: &ObservationLimits,
+) -> Vec<String> {
+    kept.retain(|u| u.name != new.name);
+    let mut total: u64 = kept.iter().map(|u| u.size).sum();
+    let mut evicted = Vec::new();
+    while !kept.is_empty()
+        && (kept.len() >= limits.upload_max_files
+            || total + new.size > limits.upload_max_total_bytes)
+    {
+        let old = kept.remove(0);
+        total -= old.size;
+        evicted.push(old.name);
     }
+    kept.push(new.clone());
+    evicted
 }
 
 fn write_loop(
@@ -241,7 +378,10 @@ fn write_loop(
     sealer: &Sealer,
     rx: mpsc::Receiver<Job>,
     checkins: &RwLock<HashMap<Mac, CheckIn>>,
+    limits: ObservationLimits,
 ) {
+    // Every uploading device's files, oldest first: only this thread writes uploads.
+    let mut uploads: HashMap<Mac, Vec<UploadMeta>> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MAX {
@@ -262,6 +402,24 @@ fn write_loop(
                     acks.extend(ack);
                 }
                 Job::Upload(mac, meta, body, ack) => {
+                    let kept = match kept_uploads(&mut uploads, backend, &mac) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            let _ = ack.send(Err(e.to_string()));
+                            continue;
+                        }
+                    };
+                    let evicted = make_room(kept, &meta, &limits);
+                    if !evicted.is_empty() {
+                        tracing::info!(%mac, evicted = evicted.len(), "upload quota: the device's oldest uploads are removed");
+                    }
+                    // Re-uploaded after an eviction earlier in this batch: keep the new one.
+                    batch
+                        .upload_removals
+                        .retain(|(m, n)| m != &mac || n != &meta.name);
+                    batch
+                        .upload_removals
+                        .extend(evicted.into_iter().map(|n| (mac.clone(), n)));
                     durable = true;
                     batch.uploads.push((mac, meta, body));
                     acks.push(ack);
@@ -281,22 +439,31 @@ fn write_loop(
                 }
             }
         }
+        // The map is updated with the plain check-ins; the backend gets them sealed.
+        let plain = std::mem::take(&mut batch.checkins);
+        batch.checkins = sealed(sealer, &plain);
         let result = if batch.is_empty() {
             backend.flush()
         } else {
-            backend.observe(&sealed(sealer, &batch), durable)
+            backend.observe(&batch, durable)
         };
         match &result {
             Ok(()) => {
                 let mut map = checkins.write().unwrap_or_else(|p| p.into_inner());
-                for (mac, c) in batch.checkins {
+                for (mac, c) in plain {
                     let entry = map.entry(mac).or_insert_with(|| c.clone());
                     entry.applied_revision = c.applied_revision;
                     entry.applied_etag = c.applied_etag;
                     entry.applied_identity = c.applied_identity;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "writing phone observations failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "writing phone observations failed");
+                // The index ran ahead of the disk: read those devices' prefixes again.
+                for (mac, _, _) in &batch.uploads {
+                    uploads.remove(mac);
+                }
+            }
         }
         let result = result.map_err(|e| e.to_string());
         for ack in acks {
@@ -305,5 +472,61 @@ fn write_loop(
         for f in flushes {
             let _ = f.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(name: &str, size: u64) -> UploadMeta {
+        UploadMeta {
+            name: name.into(),
+            size,
+            at: now(),
+        }
+    }
+
+    fn names(kept: &[UploadMeta]) -> Vec<&str> {
+        kept.iter().map(|u| u.name.as_str()).collect()
+    }
+
+    #[test]
+    fn an_upload_over_a_quota_removes_the_oldest_until_it_fits() {
+        let limits = ObservationLimits {
+            upload_max_files: 3,
+            upload_max_total_bytes: 100,
+            unprovisioned_per_ip_per_min: 10,
+        };
+        let mut kept = vec![up("a", 10), up("b", 10), up("c", 10)];
+        assert_eq!(make_room(&mut kept, &up("d", 10), &limits), ["a"]);
+        assert_eq!(names(&kept), ["b", "c", "d"]);
+        assert_eq!(make_room(&mut kept, &up("e", 85), &limits), ["b", "c"]);
+        assert_eq!(names(&kept), ["d", "e"]);
+        // Same name: replaced in place of the old one, nothing else goes.
+        assert!(make_room(&mut kept, &up("d", 15), &limits).is_empty());
+        assert_eq!(names(&kept), ["e", "d"]);
+    }
+
+    #[test]
+    fn upload_times_order_subsecond_stamps() {
+        assert!(upload_time("2026-01-01T00:00:00.5Z") > upload_time("2026-01-01T00:00:00.49999Z"));
+        assert!(upload_time("garbage") < upload_time("1970-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn one_address_adds_at_most_its_rate_of_new_macs_and_logs_once() {
+        let mut l = UnprovisionedList::default();
+        let t = Instant::now();
+        assert_eq!(l.admit("192.0.2.1", 2, t), Ok(true));
+        assert_eq!(l.admit("192.0.2.1", 2, t), Ok(true));
+        assert_eq!(l.admit("192.0.2.1", 2, t), Err(1));
+        assert_eq!(l.admit("192.0.2.1", 2, t), Ok(false));
+        assert_eq!(l.admit("192.0.2.2", 2, t), Ok(true), "another address");
+        let later = t + MINUTE;
+        assert_eq!(l.admit("192.0.2.1", 2, later), Ok(true));
+        assert_eq!(l.admit("192.0.2.1", 2, later), Ok(true));
+        // A minute on, the next line counts the sighting dropped silently before, and this one.
+        assert_eq!(l.admit("192.0.2.1", 2, later), Err(2));
     }
 }
