@@ -85,7 +85,7 @@ impl std::fmt::Display for Exceeded {
 }
 
 /// Numbers one `range()` call may give.
-pub(crate) const MAX_RANGE: i128 = 10_000;
+pub(crate) const MAX_RANGE: i128 = 100_000;
 /// `~` operators in one tag.
 pub(crate) const MAX_CONCATS: usize = 16;
 /// Nesting of arrays and maps in a stored value (deeper values would also make dropping them
@@ -561,19 +561,16 @@ fn check(toks: &[(Tok<'_>, usize)], is_tag: bool) -> Result<(), (usize, String)>
             Tok::Ident("for") => {
                 return Err((*pos, "loops inside expressions are not allowed".into()))
             }
-            Tok::Ident(name) if prev == Some(&Tok::Op("|")) => {
-                if !FILTERS.contains(name) {
-                    return Err((*pos, format!("the filter `{name}` is not allowed")));
-                }
+            Tok::Ident(name) if prev == Some(&Tok::Op("|")) && !FILTERS.contains(name) => {
+                return Err((*pos, format!("the filter `{name}` is not allowed")));
             }
             Tok::Ident(name)
                 if next == Some(&Tok::Op("("))
-                    && prev != Some(&Tok::Op("."))
-                    && !matches!(prev, Some(Tok::Ident("is" | "not"))) =>
+                    && !matches!(prev, Some(Tok::Op("." | "|")))
+                    && !matches!(prev, Some(Tok::Ident("is" | "not")))
+                    && !FUNCTIONS.contains(name) =>
             {
-                if !FUNCTIONS.contains(name) {
-                    return Err((*pos, format!("the function `{name}` is not allowed")));
-                }
+                return Err((*pos, format!("the function `{name}` is not allowed")));
             }
             Tok::Ident(name) if name.starts_with("__deskprov") => {
                 return Err((*pos, format!("`{name}` is reserved")));
@@ -619,8 +616,8 @@ mod tests {
 
     #[test]
     fn range_is_bounded_per_call() {
-        let (out, why) = render("{% for a in range(end=100000) %}{% endfor %}", quick());
-        assert!(out.unwrap_err().to_string().contains("at most 10000"));
+        let (out, why) = render("{% for a in range(end=100001) %}{% endfor %}", quick());
+        assert!(out.unwrap_err().to_string().contains("at most 100000"));
         assert_eq!(why, None);
         let (out, _) = render(
             "{% for a in range(start=2, end=8, step_by=3) %}{{ a }},{% endfor %}",

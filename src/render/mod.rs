@@ -150,11 +150,15 @@ impl Engine {
                 };
                 let inst =
                     limits::instrument(body, uploaded).map_err(|(line, column, message)| {
-                        RenderError::Template {
-                            template: f.template.clone(),
-                            line,
-                            column,
-                            message,
+                        // Tera's own syntax error, where it has one, says more than ours.
+                        match new_tera().add_raw_template("check", body) {
+                            Err(e) => template_error(&f.template, &e, None),
+                            Ok(_) => RenderError::Template {
+                                template: f.template.clone(),
+                                line,
+                                column,
+                                message,
+                            },
                         }
                     })?;
                 sources.push((tera_name(&m.id, f), inst, f.template.clone()));
