@@ -97,6 +97,10 @@ pub struct Store {
 pub struct Render {
     /// Rendered files kept in memory, MiB (the least fetched are evicted first).
     pub(crate) cache_mb: u64,
+    /// Time one render may take, milliseconds (uploads over it are refused, fetches get a 500).
+    pub template_time_ms: u64,
+    /// Bytes one render may produce.
+    pub template_max_bytes: u64,
 }
 
 /// Bounds on connections, so no client can hold the listeners or the file descriptors.
@@ -138,7 +142,20 @@ impl Limits {
 
 impl Default for Render {
     fn default() -> Self {
-        Render { cache_mb: 64 }
+        Render {
+            cache_mb: 64,
+            template_time_ms: 2000,
+            template_max_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Render {
+    pub(crate) fn limits(&self) -> crate::render::limits::Limits {
+        crate::render::limits::Limits {
+            time: std::time::Duration::from_millis(self.template_time_ms),
+            max_bytes: usize::try_from(self.template_max_bytes).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -306,6 +323,16 @@ impl Config {
             ));
         }
         self.phones.validate()?;
+        if !(10..=60_000).contains(&self.render.template_time_ms) {
+            return Err(ConfigError::Invalid(
+                "render.template_time_ms must be between 10 and 60000 (milliseconds)".into(),
+            ));
+        }
+        if !(1024..=(256 << 20)).contains(&self.render.template_max_bytes) {
+            return Err(ConfigError::Invalid(
+                "render.template_max_bytes must be between 1024 and 268435456 (256 MiB)".into(),
+            ));
+        }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together".into(),
@@ -385,6 +412,8 @@ changes_keep = 100000          # change-log entries kept (older ones are compact
 
 [render]
 cache_mb = 64                  # rendered files kept in memory, MiB (least fetched evicted first)
+template_time_ms = 2000        # longest one render may take; an upload over it is refused, a fetch gets 500
+template_max_bytes = 1048576   # largest file (and value) one render may produce
 
 [limits]
 header_timeout_s = 10          # a request head must be complete this long after its first byte (or the handshake)
@@ -414,6 +443,24 @@ mod tests {
         c.limits.header_timeout_s = 0;
         assert!(c.validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn render_limits_are_validated() {
+        let mut c = Config::default();
+        c.render.template_time_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("template_time_ms"));
+        c.render.template_time_ms = 2000;
+        c.render.template_max_bytes = 10;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("template_max_bytes"));
     }
 
     #[test]

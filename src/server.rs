@@ -155,11 +155,12 @@ impl Server {
         let phones_http_addr = phones_http.as_ref().map(addr);
 
         let base_url = config.phone_base_url(Some(phones_addr.port()));
-        let renderer = Renderer::with_cache(
+        let renderer = Renderer::with_limits(
             catalog,
             base_url,
             &store.template_overrides(),
             config.render.cache_mb << 20,
+            config.render.limits(),
         );
         let phone_auth = crate::phone::PhoneAuth::new(&config.phones);
         let sync = crate::sync::Dispatcher::new(&config.sync, &store)

@@ -99,7 +99,7 @@ impl From<crate::render::RenderError> for ApiError {
             RenderError::Template { line, column, .. } | RenderError::Xml { line, column, .. } => {
                 Some((*line, *column))
             }
-            RenderError::Domain(_) => None,
+            RenderError::Limit { .. } | RenderError::Domain(_) => None,
         };
         ApiError {
             position,

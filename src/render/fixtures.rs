@@ -324,7 +324,8 @@ pub fn check_all(
     update: bool,
     only: Option<&str>,
 ) -> Result<(usize, Vec<String>), String> {
-    let engine = Engine::build(catalog, &[], None, 0).map_err(|e: RenderError| e.to_string())?;
+    let engine = Engine::build(catalog, &[], None, 0, super::limits::Limits::default())
+        .map_err(|e: RenderError| e.to_string())?;
     let mut problems = Vec::new();
     let mut count = 0;
     let mut models_seen = Vec::new();

@@ -9,6 +9,7 @@
 pub(crate) mod context;
 pub mod fixtures;
 pub(crate) mod flatten;
+pub(crate) mod limits;
 pub(crate) mod serve;
 
 pub use serve::{device_file, Preview};
@@ -40,6 +41,12 @@ pub enum RenderError {
         column: usize,
         message: String,
     },
+    /// A render limit (`[render] template_time_ms`, `template_max_bytes`) was exceeded.
+    #[error("{template} {exceeded}")]
+    Limit {
+        template: String,
+        exceeded: limits::Exceeded,
+    },
     #[error(transparent)]
     Domain(#[from] DomainError),
 }
@@ -49,6 +56,9 @@ pub(crate) struct Engine {
     tera: tera::Tera,
     /// Bumped on every rebuild; part of every cache tag.
     generation: u64,
+    limits: limits::Limits,
+    /// Per Tera name, where ticks and guards were put in (to report the author's columns).
+    shifts: HashMap<String, limits::Instrumented>,
 }
 
 /// The Tera name of a file's template: XML types get an `.xml` suffix, which turns on escaping.
@@ -79,16 +89,21 @@ fn new_tera() -> tera::Tera {
     let mut t = tera::Tera::new();
     t.autoescape_on(vec![".xml"]);
     t.set_escape_fn(escape_xml);
+    limits::register(&mut t);
     t
 }
 
-fn template_error(template: &str, e: &tera::Error) -> RenderError {
+fn template_error(
+    template: &str,
+    e: &tera::Error,
+    shifts: Option<&limits::Instrumented>,
+) -> RenderError {
     let (line, column, message) = match e.kind() {
-        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => (
-            r.span().start_line,
-            r.span().start_col + 1,
-            r.message().to_string(),
-        ),
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            let (line, column) = (r.span().start_line, r.span().start_col + 1);
+            let column = shifts.map_or(column, |s| s.column(line, column));
+            (line, column, r.message().to_string())
+        }
         _ => (0, 0, e.to_string()),
     };
     RenderError::Template {
@@ -101,12 +116,15 @@ fn template_error(template: &str, e: &tera::Error) -> RenderError {
 
 impl Engine {
     /// Parses every model's templates, an override's live version replacing the built-in one.
-    /// `extra` is one more (model, template, body) not yet stored, for validation.
+    /// `extra` is one more (model, template, body) not yet stored, for validation. Every
+    /// template is instrumented ([`limits::instrument`]); uploaded ones must also pass its
+    /// whitelist.
     fn build(
         catalog: &Catalog,
         overrides: &[TemplateOverride],
         extra: Option<(&str, &str, &str)>,
         generation: u64,
+        limits: limits::Limits,
     ) -> Result<Engine, RenderError> {
         let live: HashMap<(&str, &str), &str> = overrides
             .iter()
@@ -117,25 +135,47 @@ impl Engine {
         for m in catalog.models() {
             for f in &m.files {
                 let key = (m.id.as_str(), f.template.as_str());
-                let body = match extra {
-                    Some((em, et, eb)) if (em, et) == key => eb,
+                let (body, uploaded) = match extra {
+                    Some((em, et, eb)) if (em, et) == key => (eb, true),
                     _ => match live.get(&key) {
-                        Some(b) => *b,
-                        None => m
-                            .templates
-                            .get(&f.template)
-                            .map(String::as_str)
-                            .unwrap_or(""),
+                        Some(b) => (*b, true),
+                        None => (
+                            m.templates
+                                .get(&f.template)
+                                .map(String::as_str)
+                                .unwrap_or(""),
+                            false,
+                        ),
                     },
                 };
-                sources.push((tera_name(&m.id, f), body.to_string(), f.template.clone()));
+                let inst =
+                    limits::instrument(body, uploaded).map_err(|(line, column, message)| {
+                        // Tera's own syntax error, where it has one, says more than ours.
+                        match new_tera().add_raw_template("check", body) {
+                            Err(e) => template_error(&f.template, &e, None),
+                            Ok(_) => RenderError::Template {
+                                template: f.template.clone(),
+                                line,
+                                column,
+                                message,
+                            },
+                        }
+                    })?;
+                sources.push((tera_name(&m.id, f), inst, f.template.clone()));
             }
         }
-        for (name, body, template) in &sources {
-            tera.add_raw_template(name, body)
-                .map_err(|e| template_error(template, &e))?;
+        let mut shifts = HashMap::new();
+        for (name, inst, template) in sources {
+            tera.add_raw_template(&name, &inst.source)
+                .map_err(|e| template_error(&template, &e, Some(&inst)))?;
+            shifts.insert(name, inst);
         }
-        Ok(Engine { tera, generation })
+        Ok(Engine {
+            tera,
+            generation,
+            limits,
+            shifts,
+        })
     }
 
     fn render(
@@ -144,12 +184,25 @@ impl Engine {
         spec: &FileSpec,
         ctx: &serde_json::Value,
     ) -> Result<String, RenderError> {
-        let ctx =
-            tera::Context::from_serialize(ctx).map_err(|e| template_error(&spec.template, &e))?;
-        let out = self
-            .tera
-            .render(&tera_name(model, spec), &ctx)
-            .map_err(|e| template_error(&spec.template, &e))?;
+        let ctx = tera::Context::from_serialize(ctx)
+            .map_err(|e| template_error(&spec.template, &e, None))?;
+        let name = tera_name(model, spec);
+        let mut out = limits::Capped::new(self.limits.max_bytes);
+        let (res, exceeded) =
+            limits::run(self.limits, || self.tera.render_to(&name, &ctx, &mut out));
+        if let Some(exceeded) = exceeded {
+            return Err(RenderError::Limit {
+                template: spec.template.clone(),
+                exceeded,
+            });
+        }
+        res.map_err(|e| template_error(&spec.template, &e, self.shifts.get(&name)))?;
+        let out = String::from_utf8(out.buf).map_err(|e| RenderError::Template {
+            template: spec.template.clone(),
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+        })?;
         if spec.is_xml() {
             flatten::check_xml(&out).map_err(|(line, column, message)| RenderError::Xml {
                 template: spec.template.clone(),
@@ -185,6 +238,16 @@ impl Rendered {
             revision,
             identity: None,
         }
+    }
+}
+
+/// Runs a render (a cache miss) so that it cannot stall the async workers: on a multi-thread
+/// runtime the worker hands its other tasks to another thread first. Cache hits never get here.
+fn off_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -267,6 +330,7 @@ impl quick_cache::Weighter<CacheKey, CacheEntry> for ByBytes {
 
 pub struct Renderer {
     catalog: Arc<Catalog>,
+    limits: limits::Limits,
     base_url: String,
     engine: RwLock<Arc<Engine>>,
     /// Bounded by bytes; evicts the files fetched least often and least recently (S3-FIFO),
@@ -291,14 +355,32 @@ impl Renderer {
         overrides: &[TemplateOverride],
         cache_bytes: u64,
     ) -> Renderer {
-        let engine = Engine::build(&catalog, overrides, None, 1).unwrap_or_else(|e| {
+        Self::with_limits(
+            catalog,
+            base_url,
+            overrides,
+            cache_bytes,
+            limits::Limits::default(),
+        )
+    }
+
+    /// A renderer whose renders stop at `limits` (`[render] template_time_ms`, `template_max_bytes`).
+    pub(crate) fn with_limits(
+        catalog: Arc<Catalog>,
+        base_url: String,
+        overrides: &[TemplateOverride],
+        cache_bytes: u64,
+        limits: limits::Limits,
+    ) -> Renderer {
+        let engine = Engine::build(&catalog, overrides, None, 1, limits).unwrap_or_else(|e| {
             // A stored override was valid when uploaded; if the catalogue changed under it,
             // serve the built-ins rather than nothing.
             tracing::error!(error = %e, "an uploaded template no longer parses; serving built-in templates");
-            Engine::build(&catalog, &[], None, 1).expect("built-in templates parse")
+            Engine::build(&catalog, &[], None, 1, limits).expect("built-in templates parse")
         });
         Renderer {
             catalog,
+            limits,
             base_url,
             engine: RwLock::new(Arc::new(engine)),
             // Files are a few KiB: the item estimate only sizes the shards' first tables.
@@ -324,7 +406,7 @@ impl Renderer {
     /// Rebuilds the engine from the stored overrides (after a template change).
     pub(crate) fn reload(&self, overrides: &[TemplateOverride]) -> Result<(), RenderError> {
         let generation = self.engine().generation + 1;
-        let engine = Engine::build(&self.catalog, overrides, None, generation)?;
+        let engine = Engine::build(&self.catalog, overrides, None, generation, self.limits)?;
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
         Ok(())
     }
@@ -345,7 +427,8 @@ impl Renderer {
             return Ok(hit);
         }
         let ctx = context::device_context(state, model, device, &self.base_url)?;
-        let mut r = Rendered::new(engine.render(&model.id, spec, &ctx)?, spec, device.revision);
+        let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
+        let mut r = Rendered::new(text, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
         let r = Arc::new(r);
         self.store_cache(key, device.revision, engine.generation, r.clone());
@@ -364,11 +447,8 @@ impl Renderer {
             return Ok(hit);
         }
         let ctx = context::common_context(model, &self.base_url);
-        let r = Arc::new(Rendered::new(
-            engine.render(&model.id, spec, &ctx)?,
-            spec,
-            0,
-        ));
+        let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
+        let r = Arc::new(Rendered::new(text, spec, 0));
         self.store_cache(key, 0, engine.generation, r.clone());
         Ok(r)
     }
@@ -404,6 +484,7 @@ impl Renderer {
             overrides,
             Some((&model.id, template, body)),
             0,
+            self.limits,
         )?;
         let specs: Vec<&FileSpec> = model
             .files
