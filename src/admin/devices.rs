@@ -1,12 +1,14 @@
 //! `/api/v1/groups/{group}/devices`, `/api/v1/devices/{mac}`, `/credentials`, `/hot-desk`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::extract::{
+    id, json_body, merge, Caller, Json, Page, PageQuery, Path, Query, RawBody, RawJson,
+};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{device_input, CredentialsView, DeviceView};
 use super::{blocking, created, no_content};
@@ -41,14 +43,14 @@ async fn sync(
     State(app): State<SharedApp>,
     caller: Caller,
     Path(mac): Path<String>,
-    body: axum::body::Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let d = current(&app, &caller, &mac)?;
     // The body is optional: none means {"reboot": false}.
     let req: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SyncRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::validation(None, e.to_string()))?
+        json_body(&body)?
     };
     let reboot = req.reboot;
     app.sync.request(&app, &d, reboot);

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::problem::{ApiError, ApiResult};
+use super::strict::StrictError;
 use crate::domain::{ErrorCode, GroupId, Token};
 use crate::SharedApp;
 
@@ -34,6 +35,17 @@ impl Caller {
         }
     }
 
+    /// For a group token another group's object reads exactly as one that does not exist: an
+    /// error saying it is elsewhere (`cross_group`) becomes `unknown`. A platform token gets
+    /// the error as it is.
+    pub(crate) fn blind(&self, e: ApiError, unknown: impl FnOnce() -> ApiError) -> ApiError {
+        if self.group.is_some() && e.code == ErrorCode::CrossGroup {
+            unknown()
+        } else {
+            e
+        }
+    }
+
     /// Operations outside any single group need a platform token.
     pub(crate) fn platform(&self) -> ApiResult<()> {
         match &self.group {
@@ -46,32 +58,31 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The caller a request's `Authorization: Bearer` header names, if it is a valid token.
+    pub(crate) fn of(headers: &axum::http::HeaderMap, app: &SharedApp) -> Option<Caller> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let Token { id, group, .. } = app.store.authenticate(token.trim())?;
+        Some(Caller {
+            token_id: id,
+            group,
+        })
+    }
+}
+
 impl FromRequestParts<SharedApp> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &SharedApp) -> ApiResult<Caller> {
-        let unauthorized = || {
+        Caller::of(&parts.headers, app).ok_or_else(|| {
             ApiError::code(
                 ErrorCode::Unauthorized,
                 "a valid 'Authorization: Bearer <token>' header is required",
             )
-        };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(unauthorized)?;
-        let (scheme, token) = value.split_once(' ').ok_or_else(unauthorized)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(unauthorized());
-        }
-        let Token { id, group, .. } = app
-            .store
-            .authenticate(token.trim())
-            .ok_or_else(unauthorized)?;
-        Ok(Caller {
-            token_id: id,
-            group,
         })
     }
 }
@@ -157,13 +168,28 @@ impl FromRequest<SharedApp> for RawJson {
             ));
         }
         let bytes = body_bytes(req, app).await?;
-        serde_json::from_slice(&bytes).map(RawJson).map_err(|e| {
-            ApiError::code(
-                ErrorCode::InvalidJson,
-                format!("the body is not valid JSON: {e}"),
-            )
-        })
+        json_value(&bytes).map(RawJson)
     }
+}
+
+/// Parses a JSON body: 400 `invalid_json` when it is not JSON, 422 `validation` naming the key
+/// when an object has a key twice (at any depth).
+pub(crate) fn json_value(bytes: &[u8]) -> ApiResult<serde_json::Value> {
+    super::strict::parse(bytes).map_err(|e| match e {
+        StrictError::Syntax(e) => ApiError::code(
+            ErrorCode::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        ),
+        StrictError::Duplicate(key) => ApiError::validation(
+            Some(key.clone()),
+            format!("the key {key} appears twice; send each key once"),
+        ),
+    })
+}
+
+/// Binds a JSON body that was read as bytes (an optional body); the errors of [`Json`].
+pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    decode(json_value(bytes)?)
 }
 
 /// Applies an RFC 7396 merge patch to the input form of the current resource and binds the
@@ -259,6 +285,71 @@ pub(crate) fn id<T>(
     parse: impl Fn(&str) -> Result<T, crate::domain::DomainError>,
 ) -> ApiResult<T> {
     parse(s).map_err(|_| ApiError::not_found(format!("{what} {s} does not exist")))
+}
+
+/// Path parameters, with a malformed one answered as problem+json 400 `bad_request` naming the
+/// parameter (axum's own rejection is plain text).
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Path<T>> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        use axum::extract::RawPathParams;
+        let e = match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => return Ok(Path(p.0)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => e,
+            Err(other) => return Err(ApiError::internal(other.body_text())),
+        };
+        // The parameter's name: axum knows it by key, or only by position in a tuple.
+        let nth = |i: usize| async move {
+            let raw = RawPathParams::from_request_parts(parts, state).await.ok()?;
+            raw.iter().nth(i).map(|(k, _)| k.to_string())
+        };
+        let (name, detail) = match e.kind() {
+            ErrorKind::ParseErrorAtKey {
+                key,
+                value,
+                expected_type,
+            } => (Some(key.clone()), bad_param(key, value, expected_type)),
+            ErrorKind::ParseErrorAtIndex {
+                index,
+                value,
+                expected_type,
+            } => {
+                let key = nth(*index).await.unwrap_or_else(|| format!("#{index}"));
+                let detail = bad_param(&key, value, expected_type);
+                (Some(key), detail)
+            }
+            ErrorKind::ParseError {
+                value,
+                expected_type,
+            } => {
+                let key = nth(0).await.unwrap_or_default();
+                let detail = bad_param(&key, value, expected_type);
+                (Some(key), detail)
+            }
+            ErrorKind::InvalidUtf8InPathParam { key } => (
+                Some(key.clone()),
+                format!("path parameter {key} is not valid UTF-8"),
+            ),
+            _ => (None, e.body_text()),
+        };
+        Err(ApiError {
+            field: name,
+            ..ApiError::code(ErrorCode::BadRequest, detail)
+        })
+    }
+}
+
+fn bad_param(key: &str, value: &str, expected_type: &str) -> String {
+    let what = match expected_type {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number",
+        _ => expected_type,
+    };
+    format!("path parameter {key} must be {what}, not '{value}'")
 }
 
 /// Query parameters, with bad ones reported as problem+json 422 (axum's own is plain text).

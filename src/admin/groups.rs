@@ -1,12 +1,12 @@
 //! `/api/v1/groups`, `/api/v1/groups/{group}`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::extract::{id, merge, Caller, Json, Page, PageQuery, Path, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::GroupView;
 use super::{blocking, created, no_content};

@@ -11,13 +11,14 @@ mod models;
 pub(crate) mod problem;
 mod sca;
 mod shared_lines;
+mod strict;
 mod templates;
 mod tokens;
 mod users;
 pub(crate) mod views;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -98,13 +99,19 @@ pub(crate) fn router(app: SharedApp) -> Router {
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
-    seq: u64,
+    /// The last committed change-log seq: platform tokens only, since it counts every tenant's
+    /// writes (a group token or anyone unauthenticated could watch other tenants' activity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
 }
 
-async fn healthz(State(app): State<SharedApp>) -> axum::Json<Health> {
+/// `{"status": "ok"}` for anyone (load balancers send no token); with a platform token also
+/// the `seq`. A missing or wrong token is not an error here.
+async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json<Health> {
+    let platform = extract::Caller::of(&headers, &app).is_some_and(|c| c.group.is_none());
     axum::Json(Health {
         status: "ok",
-        seq: app.store.last_seq(),
+        seq: platform.then(|| app.store.last_seq()),
     })
 }
 

@@ -1,6 +1,8 @@
 //! `/api/v1/models`, `/api/v1/models/{model}`: the model catalogue.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use super::extract::Path;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::Caller;

@@ -1,15 +1,15 @@
 //! `/api/v1/groups/{group}/users/{ext}/shared-call-appearances` and `.../{line_port}`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::extract::{merge, Caller, Json, Page, PageQuery, Path, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::users::user_path;
 use super::views::{sca_input, ScaView};
 use super::{blocking, created, no_content};
-use crate::domain::rules::ScaInput;
+use crate::domain::rules::{self, ScaInput};
 use crate::domain::{Extension, GroupId, LinePort, ScaEndpoint};
 use crate::SharedApp;
 
@@ -66,8 +66,10 @@ async fn create(
 ) -> ApiResult<Response> {
     let (g, e) = user_path(&caller, &g, &e)?;
     let actor = caller.actor();
-    let (gg, ee) = (g.clone(), e.clone());
-    let x = blocking(&app, move |s| s.create_sca(&actor, &gg, &ee, input)).await?;
+    let (gg, ee, reference) = (g.clone(), e.clone(), input.device.clone());
+    let x = blocking(&app, move |s| s.create_sca(&actor, &gg, &ee, input))
+        .await
+        .map_err(|err| caller.blind(err, || rules::no_device(&g, &reference).into()))?;
     let location = format!(
         "/api/v1/groups/{g}/users/{e}/shared-call-appearances/{}",
         x.line_port
@@ -107,7 +109,10 @@ async fn patch(
     }
     let input: ScaInput = merge(&sca_input(&current(&app, &g, &e, &port)?), body)?;
     let actor = caller.actor();
-    let x = blocking(&app, move |s| s.update_sca(&actor, &g, &e, &port, input)).await?;
+    let (gg, reference) = (g.clone(), input.device.clone());
+    let x = blocking(&app, move |s| s.update_sca(&actor, &g, &e, &port, input))
+        .await
+        .map_err(|err| caller.blind(err, || rules::no_device(&gg, &reference).into()))?;
     Ok(axum::Json(ScaView::of(&app.store.read(), &x)))
 }
 

@@ -1,10 +1,10 @@
 //! `/api/v1/groups/{group}/shared-lines`, `.../{number}`, `.../{number}/members`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::extract::{id, merge, Caller, Json, Page, PageQuery, Path, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{shared_line_input, SharedLineView};
 use super::{blocking, created, no_content};

@@ -5,14 +5,14 @@
 //! with line and column, and the current version keeps serving. Each change is a change-log
 //! entry touching every device of the model.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Caller, Json, RawBody};
+use super::extract::{Caller, Json, Path, RawBody};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::{blocking, created, no_content};
 use crate::catalog::Model;

@@ -1,12 +1,12 @@
 //! `/api/v1/tokens`, `/api/v1/tokens/{id}`: platform tokens manage tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Caller, Json, Page, PageQuery, Query};
+use super::extract::{Caller, Json, Page, PageQuery, Path, Query};
 use super::problem::{ApiResult, Problem};
 use super::views::TokenView;
 use super::{blocking, created, no_content};

@@ -1,12 +1,12 @@
 //! `/api/v1/groups/{group}/users`, `.../users/{ext}`, `/duplicate`, `/sip-password`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{id, merge, Caller, Json, Page, PageQuery, Query, RawJson};
+use super::extract::{id, merge, Caller, Json, Page, PageQuery, Path, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{user_input, UserView};
 use super::{blocking, created, no_content};

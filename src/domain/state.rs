@@ -487,22 +487,24 @@ impl State {
         self.devices_of(g).find(|d| d.name == name)
     }
 
-    /// Who holds a line port (user primary line, SCA endpoint or shared line), if anyone.
-    pub(crate) fn line_port_holder(&self, port: &str) -> Option<String> {
-        if let Ok(lp) = LinePort::parse(port) {
-            if let Some(s) = self.scas.get(&lp) {
-                return Some(format!("an SCA endpoint of {}/{}", s.group, s.extension));
-            }
+    /// Whether a line port is held (by a user's primary line, an SCA endpoint or a shared
+    /// line), anywhere on the platform. Only whether: rule messages must not name a holder that
+    /// may be in another group.
+    pub(crate) fn line_port_taken(&self, port: &str) -> bool {
+        if LinePort::parse(port).is_ok_and(|lp| self.scas.contains_key(&lp)) {
+            return true;
         }
-        if let Some((g, e)) = self.idx.user_by_username.get(port) {
-            return Some(format!("the primary line of {g}/{e}"));
+        if self.idx.user_by_username.contains_key(port) {
+            return true;
         }
         // A shared line's port is <group>_<number>; the number has no '_'.
-        let (g, n) = port.rsplit_once('_')?;
-        let key = (GroupId::parse(g).ok()?, SharedNumber::parse(n).ok()?);
-        self.shared_lines
-            .get(&key)
-            .map(|l| format!("shared line {}/{}", l.group, l.number))
+        let Some((g, n)) = port.rsplit_once('_') else {
+            return false;
+        };
+        match (GroupId::parse(g), SharedNumber::parse(n)) {
+            (Ok(g), Ok(n)) => self.shared_lines.contains_key(&(g, n)),
+            _ => false,
+        }
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) struct Loaded {
     pub(crate) seq: u64,
     /// The oldest seq still kept (`seq + 1` when the log is empty).
     pub(crate) first_seq: u64,
+    /// The last `group_seq` of every group that has one.
+    pub(crate) group_seqs: Vec<(GroupId, u64)>,
     /// The last check-in of every device that was seen applying a revision.
     pub(crate) checkins: Vec<(Mac, CheckIn)>,
 }
@@ -57,7 +59,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn load(&self) -> Result<Loaded, StoreError>;
 
     /// Commits a mutation: the records it wrote (`None`: deleted), its change entry and the new
-    /// seq, atomically; durable before it returns.
+    /// seq (and the group's new `group_seq`), atomically; durable before it returns.
     fn commit(
         &self,
         writes: &[(RecordKey, Option<Record>)],

@@ -10,6 +10,8 @@ use crate::domain::{Action, ChangeKind, GroupId, Mac};
 #[derive(Deserialize)]
 pub(super) struct StoredChange {
     seq: u64,
+    #[serde(default)]
+    group_seq: Option<u64>,
     at: String,
     actor: String,
     action: Action,
@@ -26,6 +28,7 @@ impl From<StoredChange> for Change {
         Change {
             kind: c.kind.unwrap_or_else(|| c.action.legacy_kind()),
             seq: c.seq,
+            group_seq: c.group_seq,
             at: c.at,
             actor: c.actor,
             action: c.action,

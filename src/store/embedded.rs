@@ -1,7 +1,7 @@
 //! The embedded engine: sled trees in `<data_dir>/store`, for one machine.
 //!
 //! Trees: `data` (records by [`RecordKey::encode`], JSON), `changes` (big-endian `seq` → JSON
-//! entry), `meta` (`format`, `seq`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
+//! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
 //! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes). A commit writes `data`,
 //! `changes` and `meta` in one sled transaction and flushes before it returns.
 
@@ -14,6 +14,9 @@ use super::backend::{Backend, Loaded, Observations};
 use super::{Change, CheckIn, StoreError, SyncState, UploadMeta, FORMAT_VERSION};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
+
+/// `meta` key prefix of a group's last `group_seq`.
+const GROUP_SEQ: &[u8] = b"group_seq/";
 
 /// sled logs record bytes at debug and trace: never more than warnings from it.
 pub(super) const LOG_DIRECTIVE: &str = "sled=warn";
@@ -106,6 +109,13 @@ impl Backend for Embedded {
                     .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut group_seqs = Vec::new();
+        for item in self.meta.scan_prefix(GROUP_SEQ) {
+            let (k, v) = item?;
+            let g = String::from_utf8_lossy(&k[GROUP_SEQ.len()..]).into_owned();
+            let g = GroupId::parse(&g).map_err(|e| corrupt(format!("group_seq key: {e}")))?;
+            group_seqs.push((g, be_u64(&v, "group_seq")?));
+        }
         let mut checkins = Vec::new();
         for item in self.checkins.iter() {
             let (k, v) = item?;
@@ -121,6 +131,7 @@ impl Backend for Embedded {
             records,
             seq,
             first_seq,
+            group_seqs,
             checkins,
         })
     }
@@ -142,6 +153,10 @@ impl Backend for Embedded {
             .collect();
         let entry = serde_json::to_vec(change).expect("changes serialise");
         let seq = change.seq.to_be_bytes();
+        let group_seq = match (&change.group, change.group_seq) {
+            (Some(g), Some(n)) => Some(([GROUP_SEQ, g.as_str().as_bytes()].concat(), n)),
+            _ => None,
+        };
         (&self.data, &self.changes, &self.meta)
             .transaction(|(d, c, m)| {
                 for (k, v) in &encoded {
@@ -152,6 +167,9 @@ impl Backend for Embedded {
                 }
                 c.insert(&seq, entry.as_slice())?;
                 m.insert("seq", &seq)?;
+                if let Some((k, n)) = &group_seq {
+                    m.insert(k.as_slice(), &n.to_be_bytes())?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {

@@ -21,6 +21,7 @@ mod ops;
 pub(crate) mod records;
 mod seal;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,12 +72,19 @@ pub(crate) struct StoreOptions {
 pub struct Snapshot {
     state: State,
     seq: u64,
+    /// Every group's last `group_seq` as of `seq`.
+    group_seqs: Arc<BTreeMap<GroupId, u64>>,
 }
 
 impl Snapshot {
     /// The last change-log seq this snapshot includes.
     pub(crate) fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The group's last `group_seq` this snapshot includes (0 before its first change).
+    pub(crate) fn group_seq(&self, g: &GroupId) -> u64 {
+        self.group_seqs.get(g).copied().unwrap_or(0)
     }
 }
 
@@ -100,6 +108,7 @@ fn seal_record(sealer: &seal::Sealer, r: &Record) -> Record {
 struct Writer {
     state: State,
     seq: u64,
+    group_seqs: Arc<BTreeMap<GroupId, u64>>,
 }
 
 pub struct Store {
@@ -177,6 +186,7 @@ impl Store {
         }
         let state = State::from_records(loaded.records);
         let (committed, _) = tokio::sync::watch::channel(loaded.seq);
+        let group_seqs = Arc::new(loaded.group_seqs.into_iter().collect());
         let store = Store {
             observer: observations::Observer::start(
                 backend.clone(),
@@ -188,10 +198,12 @@ impl Store {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 state: state.clone(),
                 seq: loaded.seq,
+                group_seqs: Arc::clone(&group_seqs),
             }),
             writer: Mutex::new(Writer {
                 state,
                 seq: loaded.seq,
+                group_seqs,
             }),
             first_seq: AtomicU64::new(loaded.first_seq),
             env: RulesEnv {
@@ -260,8 +272,13 @@ impl Store {
                 tx.put(Record::Device(d));
             }
         }
+        let group_seq = fx
+            .group
+            .as_ref()
+            .map(|g| w.group_seqs.get(g).copied().unwrap_or(0) + 1);
         let change = Change {
             seq,
+            group_seq,
             at: now(),
             actor: actor.to_string(),
             action: fx.action,
@@ -285,9 +302,13 @@ impl Store {
                 Some(std::time::Instant::now());
         }
         w.seq = seq;
+        if let (Some(g), Some(n)) = (&change.group, group_seq) {
+            Arc::make_mut(&mut w.group_seqs).insert(g.clone(), n);
+        }
         self.snapshot.store(Arc::new(Snapshot {
             state: w.state.clone(),
             seq,
+            group_seqs: Arc::clone(&w.group_seqs),
         }));
         self.compact(seq);
         drop(guard);
@@ -340,6 +361,43 @@ impl Store {
     ) -> Result<Vec<Change>, StoreError> {
         let mut out = self.backend.changes(since, limit, group)?;
         out.retain(|c| c.seq <= upto);
+        Ok(out)
+    }
+
+    /// A group's entries with `group_seq > since`, oldest first, at most `limit`, up to the
+    /// latest snapshot. Entries written before `group_seq` was kept have none and are skipped.
+    pub(crate) fn group_changes(
+        &self,
+        g: &GroupId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let upto = self.last_seq();
+        let mut out = Vec::new();
+        // A group's n-th entry has a global seq of at least n: start the scan there.
+        let mut from = since;
+        loop {
+            let batch = self.backend.changes(from, limit, Some(g))?;
+            let Some(last) = batch.last().map(|c| c.seq) else {
+                break;
+            };
+            let full = batch.len() >= limit;
+            for c in batch {
+                if c.seq > upto {
+                    return Ok(out);
+                }
+                if c.group_seq.is_some_and(|n| n > since) {
+                    out.push(c);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+            from = last;
+        }
         Ok(out)
     }
 

@@ -10,8 +10,14 @@ use crate::domain::{Action, ChangeKind, GroupId, Mac};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(from = "super::change_entry::StoredChange")]
 pub struct Change {
-    /// Gapless, increasing.
+    /// Gapless, increasing (not shown to group tokens: see `group_seq`).
+    #[schema(required = false)]
     pub(crate) seq: u64,
+    /// Gapless and increasing within the entry's group: the numbering a group token reads the
+    /// log by (the global `seq` would show other tenants' writes as gaps). None for platform
+    /// entries and for entries written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group_seq: Option<u64>,
     /// RFC 3339 UTC.
     pub(crate) at: String,
     /// Who: `token:<id>` or `cli`.

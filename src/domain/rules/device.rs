@@ -109,8 +109,13 @@ pub(crate) fn create_device(
     g: &GroupId,
     input: DeviceInput,
 ) -> Result<(Effect, Device), DomainError> {
-    if let Some(d) = tx.state().devices.get(&input.mac) {
-        return Err(exists(&format!("device {} (in group {})", d.mac, d.group)).with_field("mac"));
+    // The same answer whichever group has it: the group is not named.
+    if tx.state().devices.contains_key(&input.mac) {
+        return Err(DomainError::conflict(
+            ErrorCode::AlreadyExists,
+            format!("MAC {} is already provisioned", input.mac),
+        )
+        .with_field("mac"));
     }
     let d = build_device(tx.state(), env, g, input, None)?;
     let mut fx = Effect::new(

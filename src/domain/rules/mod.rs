@@ -241,10 +241,13 @@ fn unknown_model(m: &str) -> DomainError {
 
 // ---------------------------------------------------------------- shared rule checks
 
-fn line_port_in_use(port: &str, holder: &str) -> DomainError {
+/// A line port is unique on the platform. The message never says who holds it: the holder may
+/// be in another group, and a group's admin must not learn another tenant's users or lines
+/// (a platform admin can look the holder up).
+fn line_port_in_use(port: &str) -> DomainError {
     DomainError::conflict(
         ErrorCode::LinePortInUse,
-        format!("Line Port ID {port} is already in use (by {holder})"),
+        format!("Line Port ID {port} is already in use"),
     )
 }
 

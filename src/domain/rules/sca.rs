@@ -33,11 +33,12 @@ fn resolve_device(s: &State, g: &GroupId, reference: &str) -> Result<Mac, Domain
     if let Ok(mac) = Mac::parse(reference) {
         if let Some(d) = s.devices.get(&mac) {
             if &d.group != g {
+                // Not naming the group; the admin API answers a group token as for an unknown
+                // device (`no_device`), so that it cannot tell the MAC exists elsewhere.
                 return Err(DomainError::unprocessable(
                     ErrorCode::CrossGroup,
                     format!(
-                        "device {mac} is in group {}: a line cannot be shared across groups",
-                        d.group
+                        "device {mac} is in another group: a line cannot be shared across groups"
                     ),
                 )
                 .with_field("device"));
@@ -45,10 +46,15 @@ fn resolve_device(s: &State, g: &GroupId, reference: &str) -> Result<Mac, Domain
             return Ok(mac);
         }
     }
-    Err(DomainError::validation(
+    Err(no_device(g, reference))
+}
+
+/// The `device` field names no device of the group.
+pub(crate) fn no_device(g: &GroupId, reference: &str) -> DomainError {
+    DomainError::validation(
         "device",
         format!("no device named or with MAC '{reference}' in group {g}"),
-    ))
+    )
 }
 
 /// The line port to use: the given one, checked, or the lowest free `_scaN`.
@@ -60,14 +66,14 @@ fn pick_line_port(s: &State, u: &User, given: Option<&str>) -> Result<LinePort, 
             if lp.prefix() != prefix {
                 return Err(invalid_line_port(p, Some(&prefix)));
             }
-            if let Some(holder) = s.line_port_holder(lp.as_str()) {
-                return Err(line_port_in_use(lp.as_str(), &holder).with_field("line_port"));
+            if s.line_port_taken(lp.as_str()) {
+                return Err(line_port_in_use(lp.as_str()).with_field("line_port"));
             }
             Ok(lp)
         }
         None => (1u32..)
             .map(|n| LinePort::new(&prefix, n))
-            .find(|lp| s.line_port_holder(lp.as_str()).is_none())
+            .find(|lp| !s.line_port_taken(lp.as_str()))
             .ok_or_else(|| DomainError::conflict(ErrorCode::LinePortInUse, "no free line port")),
     }
 }

@@ -111,8 +111,8 @@ pub(crate) fn create_shared_line(
         ));
     }
     let line = build_shared_line(s, env, g, input, None)?;
-    if let Some(holder) = s.line_port_holder(&line.line_port()) {
-        return Err(line_port_in_use(&line.line_port(), &holder).with_field("number"));
+    if s.line_port_taken(&line.line_port()) {
+        return Err(line_port_in_use(&line.line_port()).with_field("number"));
     }
     let mut fx = Effect::new(
         Action::SharedLineCreate,

@@ -146,23 +146,19 @@ fn build_user(
     };
     // Platform-wide uniqueness of the phone number and the primary line port.
     if let Some(p) = &u.phone_number {
-        if let Some(other) = s.user_with_phone(p).filter(|x| !same_user(x, &u)) {
+        if s.user_with_phone(p).is_some_and(|x| !same_user(x, &u)) {
             return Err(DomainError::conflict(
                 ErrorCode::AlreadyExists,
-                format!(
-                    "phone number {p} already belongs to {}/{}",
-                    other.group, other.extension
-                ),
+                // Who has it is not said: it may be another group's user.
+                format!("phone number {p} is already in use"),
             )
             .with_field("phone_number"));
         }
     }
     let port = u.sip_username();
     let own_port = old.map(|o| o.sip_username());
-    if own_port.as_deref() != Some(port.as_str()) {
-        if let Some(holder) = s.line_port_holder(&port) {
-            return Err(line_port_in_use(&port, &holder).with_field("sip.username"));
-        }
+    if own_port.as_deref() != Some(port.as_str()) && s.line_port_taken(&port) {
+        return Err(line_port_in_use(&port).with_field("sip.username"));
     }
     Ok(u)
 }

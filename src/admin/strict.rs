@@ -1,0 +1,178 @@
+//! JSON bodies parsed strictly: a key twice in one object is an error, at any depth.
+//!
+//! serde_json keeps the last of duplicate keys, so `{"group": "A", "group": "B"}` means whatever
+//! the last parser in a chain thinks it means. The admin API refuses such a body with the path
+//! of the key. Parsing builds the same [`Value`] serde_json would, through a visitor that sees
+//! each key as it is inserted (one map insert per key, as before), and keeps serde_json's
+//! recursion limit.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Why a body was refused.
+#[derive(Debug)]
+pub(crate) enum StrictError {
+    /// Not JSON at all (serde_json's message, with line and column).
+    Syntax(String),
+    /// A key appears twice in one object: the key's path (`members[1].extension`).
+    Duplicate(String),
+}
+
+/// Parses `bytes` as one JSON value, refusing duplicate keys.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Value, StrictError> {
+    let mut found: Option<String> = None;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = Strict {
+        at: &Path::Root,
+        found: &mut found,
+    };
+    let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    match (parsed, found) {
+        (_, Some(path)) => Err(StrictError::Duplicate(path)),
+        (Ok(v), None) => Ok(v),
+        (Err(e), None) => Err(StrictError::Syntax(e.to_string())),
+    }
+}
+
+/// Where a value is, built on the stack: nothing is allocated unless a duplicate is found.
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(Path::Root, k) => f.write_str(k),
+            Path::Key(p, k) => write!(f, "{p}.{k}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+        }
+    }
+}
+
+struct Strict<'a, 'f> {
+    at: &'a Path<'a>,
+    /// Set to the duplicate's path; the error serde returns only stops the parse.
+    found: &'f mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_, '_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        loop {
+            let at = Path::Index(self.at, out.len());
+            let seed = Strict {
+                at: &at,
+                found: &mut *self.found,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(v) => out.push(v),
+                None => return Ok(Value::Array(out)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let at = Path::Key(self.at, &k);
+            let seed = Strict {
+                at: &at,
+                found: &mut *self.found,
+            };
+            let v = map.next_value_seed(seed)?;
+            if out.contains_key(&k) {
+                *self.found = Some(Path::Key(self.at, &k).to_string());
+                return Err(de::Error::custom("duplicate key"));
+            }
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn dup(s: &str) -> String {
+        match parse(s.as_bytes()) {
+            Err(StrictError::Duplicate(p)) => p,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builds_what_serde_json_builds() {
+        let s = r#"{"a": [1, -2, 3.5, "x", null, true, {"b": {}}], "c": "é\n", "d": 18446744073709551615}"#;
+        assert_eq!(
+            parse(s.as_bytes()).unwrap(),
+            serde_json::from_str::<Value>(s).unwrap()
+        );
+        assert_eq!(parse(b" 7 ").unwrap(), json!(7));
+    }
+
+    #[test]
+    fn a_key_twice_is_refused_with_its_path_at_any_depth() {
+        assert_eq!(dup(r#"{"mac": "a", "mac": "b"}"#), "mac");
+        assert_eq!(dup(r#"{"sip": {"port": 1, "port": 2}}"#), "sip.port");
+        assert_eq!(
+            dup(r#"{"members": [{"extension": "1"}, {"extension": "2", "extension": "3"}]}"#),
+            "members[1].extension"
+        );
+        assert_eq!(dup(r#"[{"a": 1, "a": 1}]"#), "[0].a");
+        // The same key in sibling objects is fine.
+        assert!(parse(br#"[{"a": 1}, {"a": 2}]"#).is_ok());
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_bytes_are_syntax_errors() {
+        assert!(matches!(parse(b"{"), Err(StrictError::Syntax(_))));
+        assert!(matches!(parse(b"{} x"), Err(StrictError::Syntax(_))));
+        // serde_json's recursion limit still holds.
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            parse(deep.as_bytes()),
+            Err(StrictError::Syntax(_))
+        ));
+    }
+}
