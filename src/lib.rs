@@ -8,6 +8,9 @@ pub(crate) mod admin;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;

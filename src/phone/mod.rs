@@ -65,7 +65,7 @@ fn status(code: StatusCode) -> Response {
 
 /// The requested file name, or the status to refuse it with. Only a single plain segment is a
 /// file name; anything encoded, nested or over-long is refused before any lookup.
-fn file_name(path: &str) -> Result<&str, StatusCode> {
+pub(crate) fn file_name(path: &str) -> Result<&str, StatusCode> {
     let name = path.strip_prefix('/').ok_or(StatusCode::BAD_REQUEST)?;
     if name.len() > 128 {
         return Err(StatusCode::BAD_REQUEST);

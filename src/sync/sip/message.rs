@@ -10,11 +10,11 @@ use super::{Notify, Target};
 
 /// A parsed SIP response.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct Response {
-    pub(super) status: u16,
-    pub(super) reason: String,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) reason: String,
     /// Header (lowercase full name) → values, in order.
-    pub(super) headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -25,7 +25,7 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
     /// The `branch` parameter of the top Via.
-    pub(super) fn branch(&self) -> Option<&str> {
+    pub(crate) fn branch(&self) -> Option<&str> {
         let via = self.header("via")?;
         let top = via.split(',').next()?;
         top.split(';')
@@ -54,7 +54,7 @@ pub(super) fn full_name(h: &str) -> String {
 /// Parses one response datagram (or one framed TCP message). Strict: a status line
 /// `SIP/2.0 NNN reason`, `name: value` headers, a blank line, and the mandatory Via, CSeq,
 /// Call-ID, From and To.
-pub(super) fn parse_response(buf: &[u8]) -> Result<Response, String> {
+pub(crate) fn parse_response(buf: &[u8]) -> Result<Response, String> {
     let text = std::str::from_utf8(buf).map_err(|_| "not UTF-8".to_string())?;
     let (head, _body) = text
         .split_once("\r\n\r\n")

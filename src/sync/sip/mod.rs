@@ -15,7 +15,7 @@
 //! `Client::notify` runs one NOTIFY to its outcome over either transport.
 
 mod digest;
-mod message;
+pub(crate) mod message;
 mod tcp;
 mod udp;
 
