@@ -87,7 +87,7 @@ declare -A max_len=(
 )
 targets=(mac_parse file_name user_agent digest_header sip_response config_toml template_validate)
 
-cargo +nightly fuzz build --sanitizer "$sanitizer" --manifest-path fuzz/Cargo.toml 2>&1 | tail -n 2
+cargo +nightly fuzz build --sanitizer "$sanitizer" 2>&1 | tail -n 2
 mkdir -p fuzz/artifacts fuzz/logs
 status=0
 summary=()
@@ -96,7 +96,7 @@ for t in "${targets[@]}"; do
     log="fuzz/logs/$t.log"
     echo "== $t: ${secs}s"
     set +e
-    cargo +nightly fuzz run --sanitizer "$sanitizer" --manifest-path fuzz/Cargo.toml "$t" \
+    cargo +nightly fuzz run --sanitizer "$sanitizer" "$t" \
         "$corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len="${max_len[$t]}" \
         -timeout=10 -print_final_stats=1 >"$log" 2>&1
     rc=$?

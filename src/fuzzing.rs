@@ -49,6 +49,11 @@ pub fn resolve(
     )
 }
 
+/// The model of the provisioned device `mac` in `state`.
+pub fn device_model<'a>(state: &'a State, mac: &Mac) -> Option<&'a str> {
+    state.devices.get(mac).map(|d| d.model.as_str())
+}
+
 /// A parsed User-Agent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UserAgent {

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use deskprov::catalog::{Catalog, MacCase};
 use deskprov::domain::state::State;
-use deskprov::fuzzing::{phone_file_name, resolve, valid_file_name, Resolved};
+use deskprov::fuzzing::{device_model, phone_file_name, resolve, valid_file_name, Resolved};
 use libfuzzer_sys::fuzz_target;
 
 static WORLD: LazyLock<(Catalog, State, Vec<String>)> = LazyLock::new(|| {
@@ -63,8 +63,7 @@ fuzz_target!(|data: &[u8]| {
         Some(Resolved::Device(mac, model, pattern)) => {
             let (m, spec) = spec_of(&model, &pattern);
             assert!(spec.per_device);
-            let d = state.devices.get(&mac).expect("a provisioned device");
-            assert_eq!(d.model, m.id);
+            assert_eq!(device_model(state, &mac), Some(m.id.as_str()));
             assert!(
                 spec.name_for(&mac, MacCase::Lower)
                     .eq_ignore_ascii_case(name),

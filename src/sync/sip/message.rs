@@ -78,9 +78,15 @@ pub(crate) fn parse_response(buf: &[u8]) -> Result<Response, String> {
     for line in lines {
         if line.starts_with([' ', '\t']) {
             // Folded continuation (obsolete but legal).
+            // The value stays trimmed: one space joins non-empty parts.
             let last = headers.last_mut().ok_or("continuation before any header")?;
-            last.1.push(' ');
-            last.1.push_str(line.trim());
+            let more = line.trim();
+            if !more.is_empty() {
+                if !last.1.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(more);
+            }
             continue;
         }
         let (n, v) = line
@@ -201,6 +207,24 @@ mod tests {
             assert!(parse_response(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert!(parse_response(&[0xff, 0xfe, 0x00]).is_err());
+    }
+
+    #[test]
+    fn folded_values_stay_trimmed_so_a_response_reparses_identically() {
+        // Found by fuzzing (sip_response): an empty value continued on the next line kept a
+        // leading space, and a blank continuation a trailing one.
+        let folded = OK
+            .replace("Call-ID: x@deskprov\r\n", "Call-ID:\r\n  x@deskprov\r\n")
+            .replace("CSeq: 1 NOTIFY\r\n", "CSeq: 1 NOTIFY\r\n \r\n");
+        let r = parse_response(folded.as_bytes()).unwrap();
+        assert_eq!(r.header("call-id"), Some("x@deskprov"));
+        assert_eq!(r.header("cseq"), Some("1 NOTIFY"));
+        let mut text = format!("SIP/2.0 {} {}\r\n", r.status, r.reason);
+        for (n, v) in &r.headers {
+            text.push_str(&format!("{n}: {v}\r\n"));
+        }
+        text.push_str("\r\n");
+        assert_eq!(parse_response(text.as_bytes()), Ok(r));
     }
 
     #[test]
