@@ -189,7 +189,8 @@ async fn get_one(
     Ok(axum::Json(view(&app, &d)))
 }
 
-/// Changes a device (JSON merge patch): name, model, owner, keys, settings, notify_target.
+/// Changes a device (JSON merge patch): name, model, owner, keys, settings, notify_target,
+/// expansion_modules.
 #[utoipa::path(patch, path = "/devices/{mac}", tag = "devices", request_body = Object,
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn patch(

@@ -102,6 +102,8 @@ pub(crate) struct DeviceView {
     pub(crate) keys: Vec<ProgKey>,
     pub(crate) settings: BTreeMap<String, String>,
     pub(crate) notify_target: Option<String>,
+    /// Sidecars: `[{model, count}]`.
+    pub(crate) expansion_modules: Vec<ExpansionModule>,
     /// The last change-log seq that touched this device.
     pub(crate) revision: u64,
     /// The revision of the last main-file fetch (the phone has applied it).
@@ -155,8 +157,12 @@ impl DeviceView {
             keys: d.keys.clone(),
             settings: d.settings.clone(),
             notify_target: d.notify_target.as_ref().map(|t| t.to_string()),
+            expansion_modules: d.expansion_modules.clone(),
             revision: d.revision,
-            layout: catalog.caps(&d.model).and_then(|c| layout(s, d, c).ok()),
+            layout: catalog
+                .device_caps(&d.model, &d.expansion_modules)
+                .and_then(|c| c.ok())
+                .and_then(|c| layout(s, d, c).ok()),
             credentials: None,
         }
     }
@@ -178,6 +184,7 @@ pub(crate) fn device_input(d: &Device) -> DeviceInput {
         keys: d.keys.clone(),
         settings: d.settings.clone(),
         notify_target: d.notify_target.clone(),
+        expansion_modules: d.expansion_modules.clone(),
     }
 }
 

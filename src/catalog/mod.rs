@@ -18,12 +18,20 @@ use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{ChangeKind, Env, ModelCaps};
+use std::sync::Arc;
+
+use crate::domain::{ChangeKind, DomainError, Env, ExpansionModule, KeyNo, ModelCaps};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
 
 /// The folder (beside the model folders) that holds one template folder per family.
 const FAMILIES_DIR: &str = "_families";
+
+/// The folder (beside the model folders) that holds one `<module-id>.toml` per expansion module.
+const MODULES_DIR: &str = "_modules";
+
+/// A family's vendor names for time zones and languages: `_families/<family>/locale.toml`.
+const LOCALE_FILE: &str = "locale.toml";
 
 /// Template sources by file name.
 type Templates = BTreeMap<String, String>;
@@ -142,6 +150,39 @@ struct ModelFile {
     checks: Checks,
     #[serde(default)]
     vars: BTreeMap<String, String>,
+    /// Module ids (`_modules/<id>.toml`) this model takes.
+    #[serde(default)]
+    expansion_modules: Vec<String>,
+    /// How many modules it takes in all.
+    #[serde(default)]
+    max_expansion_modules: u8,
+}
+
+/// A family's own names for time zones (by IANA name) and languages (by tag `de-DE`, then
+/// code `de`), as the templates get them in `timezone.vendor` and `language.vendor`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Locale {
+    #[serde(default)]
+    pub(crate) timezones: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) languages: BTreeMap<String, String>,
+}
+
+/// An expansion module (sidecar): `_modules/<id>.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpansionModel {
+    #[serde(skip_deserializing)]
+    pub(crate) id: String,
+    pub(crate) vendor: String,
+    pub(crate) family: String,
+    pub(crate) name: String,
+    /// Programmable keys per module.
+    pub(crate) keys: KeyNo,
+    /// Free values for templates (`device.expansion_modules[].vars`).
+    #[serde(default)]
+    pub(crate) vars: BTreeMap<String, String>,
 }
 
 /// One phone model.
@@ -171,9 +212,79 @@ pub struct Model {
     /// fields above (templates read `model.vars.<name>`).
     #[serde(skip)]
     pub(crate) vars: BTreeMap<String, String>,
+    /// The expansion modules this model takes.
+    #[schema(value_type = Vec<ExpansionModel>)]
+    pub(crate) expansion_modules: Vec<Arc<ExpansionModel>>,
+    /// How many expansion modules it takes in all (0: none).
+    pub(crate) max_expansion_modules: u8,
+    /// The family's vendor names for time zones and languages.
+    #[serde(skip)]
+    pub(crate) locale: Arc<Locale>,
 }
 
 impl Model {
+    /// The key space of this model carrying `modules`: its own line keys, then each module's
+    /// keys in order. Accounts are the phone's.
+    pub(crate) fn device_caps(
+        &self,
+        modules: &[ExpansionModule],
+    ) -> Result<ModelCaps, DomainError> {
+        let bad = |msg: String| DomainError::validation("expansion_modules", msg);
+        let mut keys = u32::from(self.line_keys);
+        let mut total = 0u32;
+        for m in modules {
+            let Some(em) = self.expansion_module(&m.model) else {
+                let takes: Vec<&str> = self
+                    .expansion_modules
+                    .iter()
+                    .map(|e| e.id.as_str())
+                    .collect();
+                return Err(bad(if takes.is_empty() {
+                    format!("model {} takes no expansion module", self.id)
+                } else {
+                    format!(
+                        "model {} does not take expansion module {} (it takes {})",
+                        self.id,
+                        m.model,
+                        takes.join(", ")
+                    )
+                }));
+            };
+            if m.count == 0 {
+                return Err(bad(format!("count of {} must be at least 1", m.model)));
+            }
+            total += u32::from(m.count);
+            keys += u32::from(em.keys) * u32::from(m.count);
+        }
+        if total > u32::from(self.max_expansion_modules) {
+            return Err(bad(format!(
+                "model {} takes at most {} expansion modules; {total} given",
+                self.id, self.max_expansion_modules
+            )));
+        }
+        Ok(ModelCaps {
+            line_keys: KeyNo::try_from(keys).map_err(|_| bad("too many keys".into()))?,
+            accounts: self.accounts,
+        })
+    }
+
+    /// An expansion module this model takes, by id.
+    pub(crate) fn expansion_module(&self, id: &str) -> Option<&Arc<ExpansionModel>> {
+        self.expansion_modules.iter().find(|e| e.id == id)
+    }
+
+    /// The physical modules of a device in key order, one entry per module (`count` expanded).
+    pub(crate) fn modules_of<'a>(
+        &'a self,
+        modules: &'a [ExpansionModule],
+    ) -> impl Iterator<Item = &'a Arc<ExpansionModel>> + 'a {
+        modules.iter().flat_map(move |m| {
+            self.expansion_module(&m.model)
+                .into_iter()
+                .flat_map(move |e| std::iter::repeat_n(e, usize::from(m.count)))
+        })
+    }
+
     /// The main per-device file (see [`FileSpec::main`]).
     pub fn main_file(&self) -> Option<&FileSpec> {
         self.files
@@ -225,6 +336,7 @@ fn parse_model(
     text: &str,
     own: Templates,
     families: &BTreeMap<String, Templates>,
+    parsed: &Parsed,
 ) -> Result<Model, CatalogError> {
     let invalid = |msg: String| CatalogError::Invalid {
         id: id.to_string(),
@@ -271,6 +383,21 @@ fn parse_model(
             )));
         }
     }
+    let mut expansion_modules = Vec::new();
+    for m in &f.expansion_modules {
+        let em = parsed.modules.get(m).ok_or_else(|| {
+            invalid(format!(
+                "expansion module {m} has no {MODULES_DIR}/{m}.toml (built in or in templates_dir)"
+            ))
+        })?;
+        expansion_modules.push(em.clone());
+    }
+    if expansion_modules.is_empty() != (f.max_expansion_modules == 0) {
+        return Err(invalid(
+            "expansion_modules and max_expansion_modules go together (both set, or neither)".into(),
+        ));
+    }
+    let locale = parsed.locales.get(&f.family).cloned().unwrap_or_default();
     Ok(Model {
         id: id.to_string(),
         vendor: f.vendor,
@@ -286,7 +413,48 @@ fn parse_model(
         checks: f.checks,
         templates,
         vars: f.vars,
+        expansion_modules,
+        max_expansion_modules: f.max_expansion_modules,
+        locale,
     })
+}
+
+/// Expansion modules and family locales, parsed before the models that name them.
+#[derive(Default)]
+struct Parsed {
+    modules: BTreeMap<String, Arc<ExpansionModel>>,
+    locales: BTreeMap<String, Arc<Locale>>,
+}
+
+impl Parsed {
+    fn of(sources: &Sources) -> Result<Parsed, CatalogError> {
+        let mut p = Parsed::default();
+        for (id, text) in &sources.modules {
+            let invalid = |msg: String| CatalogError::Invalid {
+                id: format!("{MODULES_DIR}/{id}"),
+                msg,
+            };
+            if !valid_id(id) {
+                return Err(invalid(
+                    "a module id is lowercase letters, digits and '-'".into(),
+                ));
+            }
+            let mut m: ExpansionModel = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+            if m.keys == 0 {
+                return Err(invalid("keys must be at least 1".into()));
+            }
+            m.id = id.clone();
+            p.modules.insert(id.clone(), Arc::new(m));
+        }
+        for (family, text) in &sources.locales {
+            let l: Locale = toml::from_str(text).map_err(|e| CatalogError::Invalid {
+                id: format!("{FAMILIES_DIR}/{family}/{LOCALE_FILE}"),
+                msg: e.to_string(),
+            })?;
+            p.locales.insert(family.clone(), Arc::new(l));
+        }
+        Ok(p)
+    }
 }
 
 /// The `.tera` files of an embedded folder.
@@ -356,6 +524,10 @@ struct Sources {
     models: BTreeMap<String, (String, Templates)>,
     /// Family → its templates.
     families: BTreeMap<String, Templates>,
+    /// Family → its locale.toml text.
+    locales: BTreeMap<String, String>,
+    /// Module id → its `_modules/<id>.toml` text.
+    modules: BTreeMap<String, String>,
 }
 
 impl Sources {
@@ -368,10 +540,28 @@ impl Sources {
                     let Some(family) = fam.path().file_name() else {
                         continue;
                     };
+                    let family = family.to_string_lossy().to_string();
+                    if let Some(l) = fam.get_file(fam.path().join(LOCALE_FILE)) {
+                        let text = l.contents_utf8().unwrap_or_default().to_string();
+                        s.locales.insert(family.clone(), text);
+                    }
                     s.families
-                        .entry(family.to_string_lossy().to_string())
+                        .entry(family)
                         .or_default()
                         .extend(builtin_templates(fam));
+                }
+                continue;
+            }
+            if name == MODULES_DIR {
+                for f in dir.files() {
+                    let p = f.path();
+                    if let (Some(stem), Some("toml")) = (
+                        p.file_stem().map(|x| x.to_string_lossy().to_string()),
+                        p.extension().and_then(|e| e.to_str()),
+                    ) {
+                        let text = f.contents_utf8().unwrap_or_default().to_string();
+                        s.modules.insert(stem, text);
+                    }
                 }
                 continue;
             }
@@ -389,10 +579,32 @@ impl Sources {
         for (name, path) in read_subdirs(dir)? {
             if name == FAMILIES_DIR {
                 for (family, fam) in read_subdirs(&path)? {
+                    let locale = fam.join(LOCALE_FILE);
+                    if locale.is_file() {
+                        self.locales.insert(family.clone(), read_text(&locale)?);
+                    }
                     self.families
                         .entry(family)
                         .or_default()
                         .extend(read_templates(&fam)?);
+                }
+                continue;
+            }
+            if name == MODULES_DIR {
+                let io = |e| CatalogError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                };
+                for f in std::fs::read_dir(&path).map_err(io)? {
+                    let p = f.map_err(io)?.path();
+                    if p.is_file() && p.extension().is_some_and(|e| e == "toml") {
+                        let stem = p
+                            .file_stem()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .to_string();
+                        self.modules.insert(stem, read_text(&p)?);
+                    }
                 }
                 continue;
             }
@@ -408,8 +620,9 @@ impl Sources {
 
     fn parse(self) -> Result<Catalog, CatalogError> {
         let mut c = Catalog::default();
+        let parsed = Parsed::of(&self)?;
         for (id, (text, own)) in self.models {
-            let m = parse_model(&id, &text, own, &self.families)?;
+            let m = parse_model(&id, &text, own, &self.families, &parsed)?;
             c.models.insert(id, m);
         }
         Ok(c)
@@ -472,6 +685,15 @@ impl Catalog {
             accounts: m.accounts,
         })
     }
+
+    /// The key space of a phone of `model` carrying `modules` ([`Model::device_caps`]).
+    pub(crate) fn device_caps(
+        &self,
+        model: &str,
+        modules: &[ExpansionModule],
+    ) -> Option<Result<ModelCaps, DomainError>> {
+        self.get(model).map(|m| m.device_caps(modules))
+    }
 }
 
 /// The rules' view of the outside world: catalogue, limits, and random secrets.
@@ -483,6 +705,13 @@ pub(crate) struct RulesEnv {
 impl Env for RulesEnv {
     fn model(&self, id: &str) -> Option<ModelCaps> {
         self.catalog.caps(id)
+    }
+    fn device_caps(
+        &self,
+        model: &str,
+        modules: &[ExpansionModule],
+    ) -> Option<Result<ModelCaps, DomainError>> {
+        self.catalog.device_caps(model, modules)
     }
     fn max_sca_per_user(&self) -> usize {
         self.max_sca_per_user
@@ -688,16 +917,16 @@ mod tests {
     fn reboot_on_parses_into_change_kinds_and_refuses_unknown_names() {
         let base = "vendor = \"V\"\nfamily = \"f\"\nname = \"N\"\nline_keys = 2\nmac_case = \"lower\"\n[notify]\nresync = \"r\"\nreboot = \"b\"\n";
         let families = BTreeMap::from([("f".to_string(), Templates::new())]);
-        let m = parse_model("m", base, BTreeMap::new(), &families).unwrap();
+        let m = parse_model("m", base, BTreeMap::new(), &families, &Parsed::default()).unwrap();
         assert_eq!(m.notify.reboot_on, vec![ChangeKind::Lines], "default");
         let text = format!("{base}reboot_on = [\"keys\", \"template\"]\n");
-        let m = parse_model("m", &text, BTreeMap::new(), &families).unwrap();
+        let m = parse_model("m", &text, BTreeMap::new(), &families, &Parsed::default()).unwrap();
         assert_eq!(
             m.notify.reboot_on,
             vec![ChangeKind::Keys, ChangeKind::Template]
         );
         let text = format!("{base}reboot_on = [\"line\"]\n");
-        let e = parse_model("m", &text, BTreeMap::new(), &families)
+        let e = parse_model("m", &text, BTreeMap::new(), &families, &Parsed::default())
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("model m:"), "{e}");
@@ -710,8 +939,22 @@ mod tests {
     #[test]
     fn a_broken_model_file_is_an_error_naming_the_model() {
         let families = BTreeMap::new();
-        let e = parse_model("x", "vendor = 1", Templates::new(), &families).unwrap_err();
+        let e = parse_model(
+            "x",
+            "vendor = 1",
+            Templates::new(),
+            &families,
+            &Parsed::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("model x:"), "{e}");
-        assert!(parse_model("Bad/Id", "", Templates::new(), &families).is_err());
+        assert!(parse_model(
+            "Bad/Id",
+            "",
+            Templates::new(),
+            &families,
+            &Parsed::default()
+        )
+        .is_err());
     }
 }

@@ -317,6 +317,17 @@ pub(crate) struct ProgKey {
     pub(crate) label: Option<String>,
 }
 
+/// Expansion modules (sidecars) of one model on a device: `count` of catalogue module `model`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExpansionModule {
+    /// A module id of the catalogue (`device-templates/_modules/<id>.toml`).
+    #[schema(value_type = String)]
+    pub(crate) model: CompactString,
+    /// How many of them, 1 or more.
+    pub(crate) count: u8,
+}
+
 /// Where NOTIFYs for a device go: `udp:host:port` or `tcp:host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct NotifyTarget {
@@ -395,6 +406,9 @@ pub struct Device {
     pub prov_password: Secret,
     /// The hot-desk user logged in, if any.
     pub(crate) hot_desk: Option<Extension>,
+    /// Sidecars, in the order their keys follow the phone's own line keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) expansion_modules: Vec<ExpansionModule>,
     /// The last change-log `seq` that touched this device.
     pub(crate) revision: u64,
 }

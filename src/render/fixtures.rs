@@ -76,6 +76,13 @@ impl Env for FixtureEnv<'_> {
     fn model(&self, id: &str) -> Option<ModelCaps> {
         self.catalog.caps(id)
     }
+    fn device_caps(
+        &self,
+        model: &str,
+        modules: &[ExpansionModule],
+    ) -> Option<Result<ModelCaps, DomainError>> {
+        self.catalog.device_caps(model, modules)
+    }
     fn max_sca_per_user(&self) -> usize {
         35
     }
@@ -244,10 +251,9 @@ fn render_scenario(
         let name = main.name_for(&device.mac, model.mac_case);
         if let Some(text) = files.get(&name) {
             let facts = flatten::flatten(&main.content_type, text).unwrap_or_default();
-            let caps = ModelCaps {
-                line_keys: model.line_keys,
-                accounts: model.accounts,
-            };
+            let caps = model
+                .device_caps(&device.expansion_modules)
+                .map_err(|e| e.to_string())?;
             let lay = layout(&state, device, caps).map_err(|e| e.to_string())?;
             for a in lay
                 .appearances

@@ -23,6 +23,9 @@ pub struct DeviceInput {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub(crate) notify_target: Option<NotifyTarget>,
+    /// Sidecars: `[{model, count}]`, module ids the device's model takes.
+    #[serde(default)]
+    pub(crate) expansion_modules: Vec<ExpansionModule>,
 }
 
 fn build_device(
@@ -38,8 +41,8 @@ fn build_device(
         return Err(DomainError::validation("name", "name must not be empty"));
     }
     text("name", &name, 64)?;
-    env.model(&input.model)
-        .ok_or_else(|| unknown_model(&input.model))?;
+    env.device_caps(&input.model, &input.expansion_modules)
+        .ok_or_else(|| unknown_model(&input.model))??;
     if let Some(other) = s.device_by_name(g, &name) {
         if other.mac != input.mac {
             return Err(exists(&format!("a device named '{name}' in group {g}")).with_field("name"));
@@ -74,6 +77,7 @@ fn build_device(
         notify_target: input.notify_target,
         prov_password: Secret::default(),
         hot_desk: None,
+        expansion_modules: input.expansion_modules,
         revision: 0,
     };
     match old {
@@ -92,12 +96,14 @@ fn build_device(
 /// | field | kind | why |
 /// |---|---|---|
 /// | `owner` | `lines` | the primary line (and every appearance after it) |
-/// | `model` | `lines` | the key space and registrations the layout is built for |
+/// | `model`, `expansion_modules` | `lines` | the key space and registrations the layout is built for |
 /// | `keys` | `keys` | programmable keys only |
 /// | `name`, `settings`, `notify_target` | `settings` | rendered values, or server-side only |
 fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
     ChangeKind::when(
-        old.owner != new.owner || old.model != new.model,
+        old.owner != new.owner
+            || old.model != new.model
+            || old.expansion_modules != new.expansion_modules,
         ChangeKind::Lines,
     )
     .and(ChangeKind::when(old.keys != new.keys, ChangeKind::Keys))

@@ -136,7 +136,7 @@ fn settings(field: &str, m: &BTreeMap<String, String>) -> Result<(), DomainError
         }
         text(&format!("{field}.{k}"), v, 1024)?;
     }
-    Ok(())
+    super::locale::check_settings(field, m)
 }
 
 fn exists(what: &str) -> DomainError {
@@ -225,11 +225,16 @@ fn check_layouts<'a>(
 ) -> Result<(), DomainError> {
     for mac in macs {
         if let Some(d) = s.devices.get(mac) {
-            let caps = env.model(&d.model).ok_or_else(|| unknown_model(&d.model))?;
-            layout(s, d, caps)?;
+            layout(s, d, device_caps(env, d)?)?;
         }
     }
     Ok(())
+}
+
+/// The key space of a stored device: its model's line keys and its expansion modules'.
+fn device_caps(env: &dyn Env, d: &Device) -> Result<super::ModelCaps, DomainError> {
+    env.device_caps(&d.model, &d.expansion_modules)
+        .ok_or_else(|| unknown_model(&d.model))?
 }
 
 fn unknown_model(m: &str) -> DomainError {

@@ -119,7 +119,7 @@ fn place_sca(
     match key {
         Some(k) => Ok(k),
         None => {
-            let caps = env.model(&d.model).ok_or_else(|| unknown_model(&d.model))?;
+            let caps = device_caps(env, d)?;
             layout(s, d, caps)?.first_free_key().ok_or_else(|| {
                 DomainError::unprocessable(
                     ErrorCode::NoFreeKey,

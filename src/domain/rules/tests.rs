@@ -96,6 +96,7 @@ fn device_in(m: &str, name: &str, model: &str, owner: Option<&str>) -> DeviceInp
         keys: vec![],
         settings: Default::default(),
         notify_target: None,
+        expansion_modules: vec![],
     }
 }
 
