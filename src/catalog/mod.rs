@@ -679,13 +679,6 @@ impl Catalog {
         })
     }
 
-    pub(crate) fn caps(&self, id: &str) -> Option<ModelCaps> {
-        self.get(id).map(|m| ModelCaps {
-            line_keys: m.line_keys,
-            accounts: m.accounts,
-        })
-    }
-
     /// The key space of a phone of `model` carrying `modules` ([`Model::device_caps`]).
     pub(crate) fn device_caps(
         &self,
@@ -703,9 +696,6 @@ pub(crate) struct RulesEnv {
 }
 
 impl Env for RulesEnv {
-    fn model(&self, id: &str) -> Option<ModelCaps> {
-        self.catalog.caps(id)
-    }
     fn device_caps(
         &self,
         model: &str,
@@ -763,7 +753,7 @@ mod tests {
         )
         .unwrap();
         let c = Catalog::load(Some(dir.path())).unwrap();
-        assert_eq!(c.caps("yealink-t57w").unwrap().line_keys, 29);
+        assert_eq!(c.get("yealink-t57w").unwrap().line_keys, 29);
         assert!(c.get("polycom-vvx-450").is_some(), "built-ins stay");
     }
 

@@ -77,25 +77,14 @@ pub(crate) struct ModelCaps {
 /// What the rules need from outside the state: the model catalogue, the limits, and fresh
 /// secrets. Keeping these behind a trait keeps the rules pure and testable.
 pub(crate) trait Env {
-    /// Capabilities of a model id, `None` for an unknown model.
-    fn model(&self, id: &str) -> Option<ModelCaps>;
     /// The key space of a phone of `model` carrying `modules` (its own line keys, then each
     /// module's), `None` for an unknown model, an error naming `expansion_modules` when the
-    /// model does not take those modules. Without a catalogue of modules, none fit.
+    /// model does not take those modules.
     fn device_caps(
         &self,
         model: &str,
         modules: &[ExpansionModule],
-    ) -> Option<Result<ModelCaps, DomainError>> {
-        let caps = self.model(model)?;
-        Some(match modules.first() {
-            None => Ok(caps),
-            Some(m) => Err(DomainError::validation(
-                "expansion_modules",
-                format!("model {model} does not take expansion module {}", m.model),
-            )),
-        })
-    }
+    ) -> Option<Result<ModelCaps, DomainError>>;
     /// `[rules] max_sca_per_user`.
     fn max_sca_per_user(&self) -> usize;
     /// A fresh random password (16+ characters).

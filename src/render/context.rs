@@ -109,8 +109,8 @@ pub(crate) fn device_context(
             let at = place(k.key);
             json!({
                 "key": k.key,
-                "module": at["module"],
-                "position": at["position"],
+                "module": at.module,
+                "position": at.position,
                 "type": k.kind,
                 "value": k.value,
                 "label": k.label.clone().unwrap_or_else(|| k.value.clone()),
@@ -126,8 +126,8 @@ pub(crate) fn device_context(
             let at = place(*key);
             keys.push(json!({
                 "key": key,
-                "module": at["module"],
-                "position": at["position"],
+                "module": at.module,
+                "position": at.position,
                 "type": KeyType::Blf,
                 "value": m.sip_username(),
                 "label": m.display(),
@@ -198,20 +198,40 @@ pub(crate) fn device_context(
     }))
 }
 
-/// Where line key `key` sits: on the phone (`module` 0) or on the n-th expansion module, with
-/// its 1-based position there. Keys past every module (never produced by a valid layout) stay
-/// on the phone.
-fn key_place(phone_keys: KeyNo, modules: &[&std::sync::Arc<ExpansionModel>], key: KeyNo) -> Value {
+/// Where a line key sits: on the phone (`module` 0) or on the n-th expansion module, with its
+/// 1-based `position` there.
+#[derive(serde::Serialize)]
+struct KeySlot {
+    key: KeyNo,
+    module: usize,
+    position: KeyNo,
+}
+
+/// The slot of line key `key` on a phone with `phone_keys` keys and `modules` in order. Keys
+/// past every module (never produced by a valid layout) stay on the phone.
+fn key_place(
+    phone_keys: KeyNo,
+    modules: &[&std::sync::Arc<ExpansionModel>],
+    key: KeyNo,
+) -> KeySlot {
     let mut first = phone_keys;
     if key > first {
         for (i, m) in modules.iter().enumerate() {
             if key <= first + m.keys {
-                return json!({"key": key, "module": i + 1, "position": key - first});
+                return KeySlot {
+                    key,
+                    module: i + 1,
+                    position: key - first,
+                };
             }
             first += m.keys;
         }
     }
-    json!({"key": key, "module": 0, "position": key})
+    KeySlot {
+        key,
+        module: 0,
+        position: key,
+    }
 }
 
 /// The `timezone` context of a zone, with the family's own name for it.

@@ -73,9 +73,6 @@ struct FixtureEnv<'a> {
 }
 
 impl Env for FixtureEnv<'_> {
-    fn model(&self, id: &str) -> Option<ModelCaps> {
-        self.catalog.caps(id)
-    }
     fn device_caps(
         &self,
         model: &str,
@@ -126,6 +123,26 @@ fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainE
 /// comment), `&`, `<`, quotes — also in the group id, hence in line ports. Template uploads are
 /// validated against it, and the fixture check renders every model's files for it.
 pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError> {
+    // Scaled to the model: a two-key, two-account phone gets the primary line and the SCA;
+    // the shared line and the speed dial come where there is room for them.
+    let (keys, accounts) = catalog
+        .get(model)
+        .map_or((6, 3), |m| (m.line_keys, m.accounts));
+    let lines = keys.min(accounts).min(3);
+    let mut device = serde_json::json!({"mac": "000000000001", "name": "Desk -- A&B <x> \"q\"", "model": model, "owner": "1001"});
+    if keys > lines {
+        device["keys"] = serde_json::json!([{"key": keys.min(6), "type": "speed_dial", "value": "*68", "label": "Park -- & <here>"}]);
+    }
+    let shared_lines = if lines >= 3 {
+        serde_json::json!([{"number": "555", "description": "Sales -- & <team>", "members": [{"extension": "1001", "ring": "delayed"}]}])
+    } else {
+        serde_json::json!([])
+    };
+    let sca = if lines >= 2 {
+        serde_json::json!([{"extension": "1002", "device": "000000000001", "label": "Boss -- 'x' & y"}])
+    } else {
+        serde_json::json!([])
+    };
     let input: FixtureInput = serde_json::from_value(serde_json::json!({
         "device": "000000000001",
         "group": {"id": "sample--1", "name": "Sample -- <group> & co", "sip": {"domain": "sip.example.net", "proxy": "proxy.example.net"},
@@ -135,10 +152,9 @@ pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError
             {"extension": "1001", "first_name": "Ann -- B", "last_name": "<Owner> & 'x'", "phone_number": "6035550100",
              "features": {"monitoring": ["1002"], "voicemail": {"enabled": true, "access_number": "*97"}}}
         ],
-        "devices": [{"mac": "000000000001", "name": "Desk -- A&B <x> \"q\"", "model": model, "owner": "1001",
-                     "keys": [{"key": 6, "type": "speed_dial", "value": "*68", "label": "Park -- & <here>"}]}],
-        "shared_lines": [{"number": "555", "description": "Sales -- & <team>", "members": [{"extension": "1001", "ring": "delayed"}]}],
-        "sca": [{"extension": "1002", "device": "000000000001", "label": "Boss -- 'x' & y"}]
+        "devices": [device],
+        "shared_lines": shared_lines,
+        "sca": sca
     }))
     .map_err(|e| DomainError::validation("fixture", e.to_string()))?;
     build_state(catalog, &input)

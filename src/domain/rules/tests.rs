@@ -11,7 +11,7 @@ struct TestEnv {
     n: Cell<u32>,
 }
 
-impl Env for TestEnv {
+impl TestEnv {
     fn model(&self, id: &str) -> Option<ModelCaps> {
         match id {
             "m4" => Some(ModelCaps {
@@ -24,6 +24,24 @@ impl Env for TestEnv {
             }),
             _ => None,
         }
+    }
+}
+
+impl Env for TestEnv {
+    /// The test models take no expansion module.
+    fn device_caps(
+        &self,
+        model: &str,
+        modules: &[ExpansionModule],
+    ) -> Option<Result<ModelCaps, DomainError>> {
+        let caps = self.model(model)?;
+        Some(match modules.first() {
+            None => Ok(caps),
+            Some(m) => Err(DomainError::validation(
+                "expansion_modules",
+                format!("model {model} does not take expansion module {}", m.model),
+            )),
+        })
     }
     fn max_sca_per_user(&self) -> usize {
         self.max_sca
