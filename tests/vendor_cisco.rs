@@ -1,6 +1,8 @@
 //! Cisco IP Phone multiplatform (3PCC/MPP) facts, through the real HTTPS phone listener: the
 //! common file a factory-fresh phone asks for (`/$PSN.xml`), the User-Agent of every MPP model,
 //! the time zone and language as the phone takes them, and key expansion module keys.
+//! One template test renders the family file directly with a hand-made context: a disabled
+//! line (`lines[].enabled` false) cannot be produced through the API yet.
 
 mod common;
 
@@ -223,4 +225,60 @@ async fn the_8841_takes_no_key_expansion_module_and_the_8851_at_most_two() {
         assert_eq!(r.status(), 422, "{model} with {count}: {}", r.body);
         assert_eq!(r.body["field"], "expansion_modules", "{}", r.body);
     }
+}
+
+/// The template context of a 4-key phone whose primary line has `enabled` = `enabled` (what
+/// `login_allowed: false` will produce), as README "Template context" documents it.
+fn context_with_primary(enabled: bool) -> Value {
+    json!({
+        "device": {"mac": "00562b043606", "expansion_modules": []},
+        "model": {"name": "Test", "line_keys": 4, "accounts": 4, "vars": {}},
+        "group": {"sip": {"domain": "sip.example.net", "port": 5060, "transport": "udp"}},
+        "settings": {"ntp": "pool.ntp.org"},
+        "timezone": null,
+        "language": null,
+        "lines": [{
+            "index": 1, "kind": "primary", "appearance": "primary", "line_port": "6035551212",
+            "auth_username": "6035551212", "password": "pw", "display_name": "Ada",
+            "label": "Ada", "extension": "1001", "keys": [1],
+            "key_slots": [{"key": 1, "module": 0, "position": 1}], "enabled": enabled,
+            "options": {"allow_origination": true, "allow_termination": true},
+        }],
+        "keys": [],
+        "user": null,
+        "server": {"base_url": "https://prov.example.net:8443", "revision": 1},
+    })
+}
+
+/// Renders a family template from `device-templates/_families/` with `ctx` (plain Tera: the
+/// family templates use only built-in functions and filters).
+fn render_family(family: &str, file: &str, ctx: &Value) -> String {
+    let path = format!(
+        "{}/device-templates/_families/{family}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut t = tera::Tera::new();
+    t.add_raw_template(file, &std::fs::read_to_string(path).unwrap())
+        .unwrap();
+    t.render(file, &tera::Context::from_serialize(ctx).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_line_that_may_not_log_in_is_switched_off() {
+    let on = render_family("cisco-mpp", "mac.xml.tera", &context_with_primary(true));
+    assert!(
+        on.contains("<Line_Enable_1_ ua=\"na\">Yes</Line_Enable_1_>"),
+        "{on}"
+    );
+    let off = render_family("cisco-mpp", "mac.xml.tera", &context_with_primary(false));
+    assert!(
+        off.contains("<Line_Enable_1_ ua=\"na\">No</Line_Enable_1_>"),
+        "{off}"
+    );
+    // The key stays on the extension, so the appearance comes back as it was.
+    assert!(
+        off.contains("<Extension_1_ ua=\"na\">1</Extension_1_>"),
+        "{off}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Grandstream GRP26xx/GXP2170 facts, through the real HTTPS phone listener: the files a
 //! factory-fresh phone asks for, the User-Agent of every model, the time zone (a self-defined
 //! POSIX rule) and language code, and extension-board keys.
+//! One template test renders the family file directly with a hand-made context: a disabled
+//! account (`lines[].enabled` false) cannot be produced through the API yet.
 
 mod common;
 
@@ -181,4 +183,60 @@ async fn the_grp2612_takes_no_gbx20_and_the_gxp2170_takes_the_gxp2200ext() {
                "expansion_modules": [{"model": "grandstream-gxp2200ext", "count": 4}]}),
     )
     .await;
+}
+
+/// The template context of a 4-key phone whose primary line has `enabled` = `enabled` (what
+/// `login_allowed: false` will produce), as README "Template context" documents it.
+fn context_with_primary(enabled: bool) -> Value {
+    json!({
+        "device": {"mac": "c074ad000106", "expansion_modules": []},
+        "model": {"name": "Test", "line_keys": 4, "accounts": 4, "vars": {}},
+        "group": {"sip": {"domain": "sip.example.net", "port": 5060, "transport": "udp"}},
+        "settings": {"ntp": "pool.ntp.org"},
+        "timezone": null,
+        "language": null,
+        "lines": [{
+            "index": 1, "kind": "primary", "appearance": "primary", "line_port": "6035551212",
+            "auth_username": "6035551212", "password": "pw", "display_name": "Ada",
+            "label": "Ada", "extension": "1001", "keys": [1],
+            "key_slots": [{"key": 1, "module": 0, "position": 1}], "enabled": enabled,
+            "options": {"allow_origination": true, "allow_termination": true},
+        }],
+        "keys": [],
+        "user": null,
+        "server": {"base_url": "https://prov.example.net:8443", "revision": 1},
+    })
+}
+
+/// Renders a family template from `device-templates/_families/` with `ctx` (plain Tera: the
+/// family templates use only built-in functions and filters).
+fn render_family(family: &str, file: &str, ctx: &Value) -> String {
+    let path = format!(
+        "{}/device-templates/_families/{family}/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut t = tera::Tera::new();
+    t.add_raw_template(file, &std::fs::read_to_string(path).unwrap())
+        .unwrap();
+    t.render(file, &tera::Context::from_serialize(ctx).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn an_account_that_may_not_log_in_is_switched_off() {
+    let on = render_family("grandstream", "mac.xml.tera", &context_with_primary(true));
+    assert!(
+        on.contains("<item name=\"account.1.enable\">Yes</item>"),
+        "{on}"
+    );
+    let off = render_family("grandstream", "mac.xml.tera", &context_with_primary(false));
+    assert!(
+        off.contains("<item name=\"account.1.enable\">No</item>"),
+        "{off}"
+    );
+    // The VPK stays on the account, so the appearance comes back as it was.
+    assert!(
+        off.contains("<item name=\"pks.vpk.1.keyMode\">Line</item>"),
+        "{off}"
+    );
 }
