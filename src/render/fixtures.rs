@@ -288,12 +288,15 @@ fn render_scenario(
                     }
                 }
                 for key in &a.keys {
-                    for fact in &model.checks.line_key {
+                    let (module, position) = key_slot(&ctx, a.index, *key);
+                    for fact in line_key_checks(&model.checks.line_key, module) {
                         let f = fact
                             .replace("{index}", &index)
                             .replace("{index0}", &index0)
                             .replace("{key}", &key.to_string())
-                            .replace("{key0}", &(key - 1).to_string());
+                            .replace("{key0}", &(key - 1).to_string())
+                            .replace("{module}", &module.to_string())
+                            .replace("{position}", &position.to_string());
                         if !flatten::holds(&facts, &f) {
                             problems.push(format!(
                                 "{name}: line key {key} of {}: '{f}' does not hold",
@@ -312,6 +315,34 @@ fn render_scenario(
         }
     }
     Ok(ScenarioResult { files, problems })
+}
+
+/// Where line key `key` of registration `index` sits, from the context's `key_slots`:
+/// (`module`, `position`), module 0 being the phone itself.
+fn key_slot(ctx: &serde_json::Value, index: u16, key: KeyNo) -> (u64, u64) {
+    ctx["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["index"].as_u64() == Some(u64::from(index)))
+        .flat_map(|l| l["key_slots"].as_array().into_iter().flatten())
+        .find(|s| s["key"].as_u64() == Some(u64::from(key)))
+        .and_then(|s| Some((s["module"].as_u64()?, s["position"].as_u64()?)))
+        .unwrap_or((0, u64::from(key)))
+}
+
+/// The `[checks] line_key` facts for a key on `module` (0: the phone). Facts naming
+/// `{module}` or `{position}` describe sidecar keys: they apply to keys on a module only, and
+/// the others to keys on the phone only; a model without such facts numbers its sidecar keys
+/// like its own, so all its facts apply everywhere.
+fn line_key_checks(checks: &[String], module: u64) -> impl Iterator<Item = &String> {
+    let sidecar = |f: &String| f.contains("{module}") || f.contains("{position}");
+    let any_sidecar = checks.iter().any(sidecar);
+    checks.iter().filter(move |f| match (module, any_sidecar) {
+        (0, _) => !sidecar(f),
+        (_, true) => sidecar(f),
+        (_, false) => true,
+    })
 }
 
 /// A short line diff: the first differing lines with their numbers.
