@@ -475,3 +475,94 @@ pub fn check_all(
     }
     Ok((count, problems))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main file of fixture `fixtures/<model>/<scenario>` rendered with its context changed
+    /// by `edit`, as facts; and the line keys of registration 2.
+    fn main_facts(
+        model: &str,
+        scenario: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (flatten::Facts, Vec<u64>) {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(model)
+            .join(scenario)
+            .join("input.json");
+        let input: FixtureInput =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let state = build_state(&catalog, &input).unwrap();
+        let device = state.devices.get(&input.device).unwrap();
+        let m = catalog.get(&device.model).unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        edit(&mut ctx);
+        let keys = ctx["lines"][1]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        let spec = m.main_file().unwrap();
+        let text = engine.render(&m.id, spec, &ctx).unwrap();
+        (flatten::flatten(&spec.content_type, &text).unwrap(), keys)
+    }
+
+    fn disable_line_2(ctx: &mut serde_json::Value) {
+        ctx["lines"][1]["enabled"] = serde_json::Value::Bool(false);
+    }
+
+    #[test]
+    fn a_disabled_yealink_line_is_a_disabled_account_that_keeps_its_key() {
+        let (facts, keys) = main_facts("yealink-t46u", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "account.2.enable = 0"));
+        assert!(flatten::holds(&facts, "account.1.enable = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("linekey.{k}.line = 2")));
+        }
+    }
+
+    #[test]
+    fn a_disabled_polycom_line_does_not_register_and_keeps_its_key() {
+        let (facts, keys) = main_facts("polycom-vvx-450", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "reg.2.server.1.register = 0"));
+        assert!(flatten::holds(&facts, "reg.1.server.1.register = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("lineKey.{k}.index = 2")));
+        }
+    }
+
+    #[test]
+    fn sidecar_facts_apply_to_sidecar_keys_only() {
+        let checks: Vec<String> = ["linekey.{key}.type = 15", "m.{module}.key.{position} = 15"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            line_key_checks(&checks, 0).collect::<Vec<_>>(),
+            [&checks[0]]
+        );
+        assert_eq!(
+            line_key_checks(&checks, 2).collect::<Vec<_>>(),
+            [&checks[1]]
+        );
+        let global = &checks[..1];
+        assert_eq!(
+            line_key_checks(global, 1).count(),
+            1,
+            "no sidecar facts: all apply"
+        );
+    }
+}
