@@ -9,8 +9,8 @@ use common::{phone_get, TestServer, G};
 use serde_json::{json, Value};
 
 /// Every Polycom model of the catalogue with a User-Agent as the phone sends it (VENDORS.md:
-/// "FileTransport PolycomVVX-VVX_450-UA/6.3.0.14929 Type/Application", no MAC; the Edge E's by
-/// analogy [I]).
+/// "FileTransport PolycomVVX-VVX_450-UA/6.3.0.14929 Type/Application", no MAC; the Edge E as a
+/// public FreePBX Polycom module quotes it: "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602").
 const MODELS: &[(&str, &str)] = &[
     (
         "polycom-vvx-150",
@@ -34,11 +34,11 @@ const MODELS: &[(&str, &str)] = &[
     ),
     (
         "polycom-edge-e350",
-        "FileTransport PolycomEdge-Edge_E350-UA/8.1.1.3208 Type/Application",
+        "FileTransport PolyEdge-Edge_E350-UA/8.0.0.15602 Type/Application",
     ),
     (
         "polycom-edge-e450",
-        "FileTransport PolycomEdge-Edge_E450-UA/8.1.1.3208 Type/Application",
+        "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application",
     ),
 ];
 
