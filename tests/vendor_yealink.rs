@@ -228,3 +228,39 @@ async fn an_sca_on_an_exp50_key_renders_as_an_expansion_module_key() {
         .await;
     assert_eq!(r.status(), 422, "{:?}", r.body);
 }
+
+#[tokio::test]
+async fn a_half_hour_zone_is_hours_and_minutes_and_a_zone_without_dst_switches_it_off() {
+    for (tz, lines) in [
+        (
+            "Asia/Kolkata",
+            [
+                "local_time.time_zone = +5:30",
+                "local_time.time_zone_name = India(Calcutta)",
+                "local_time.summer_time = 0",
+            ],
+        ),
+        (
+            "America/St_Johns",
+            [
+                "local_time.time_zone = -3:30",
+                "local_time.time_zone_name = Canada-New Foundland(St.Johns)",
+                "local_time.summer_time = 1",
+            ],
+        ),
+    ] {
+        let s = server(json!({"timezone": tz})).await;
+        let mac = "805ec0a20300";
+        let pw = device(
+            &s,
+            json!({"mac": mac, "name": "desk", "model": "yealink-t33g"}),
+        )
+        .await;
+        let ua = format!("Yealink SIP-T33G 124.85.257.55 {}", colon(mac));
+        let (st, main) = fetch(&s, &format!("{mac}.cfg"), &ua, mac, &pw).await;
+        assert_eq!(st, 200);
+        for l in lines {
+            assert!(main.lines().any(|x| x == l), "{tz}: {l} in\n{main}");
+        }
+    }
+}
