@@ -14,6 +14,12 @@
 //! Uploads are bounded per device (files and bytes): the writer thread keeps an index of each
 //! uploading device's files (read from that device's prefix the first time), and an upload over
 //! either bound removes the device's oldest files in the same atomic batch that stores it.
+//!
+//! The provisioning log (every fetch and upload of a device, refusals with their reason) goes
+//! the same way, bounded per device ([`ObservationLimits::log_entries`]) by an index of each
+//! logging device's entry ids; it is never flushed on its own: a clean shutdown flushes it
+//! (`Store::flush`), a crash loses what the engine had not written yet (sled writes its log
+//! every 500 ms), never a phone's answer.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +32,9 @@ use tokio::sync::oneshot;
 
 use super::backend::{Backend, Observations};
 use super::seal::Sealer;
-use super::{now, Applied, CheckIn, StoreError, SyncState, Unprovisioned, UploadMeta};
+use super::{
+    now, Applied, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta,
+};
 use crate::domain::{Mac, Secret};
 
 /// Most unprovisioned MACs remembered (newest first).
@@ -50,6 +58,8 @@ pub(crate) struct ObservationLimits {
     pub(crate) upload_max_total_bytes: u64,
     /// New MACs one client address may add to the unprovisioned list per minute.
     pub(crate) unprovisioned_per_ip_per_min: u32,
+    /// Provisioning log entries kept per device.
+    pub(crate) log_entries: usize,
 }
 
 impl Default for ObservationLimits {
@@ -59,6 +69,7 @@ impl Default for ObservationLimits {
             upload_max_files: 20,
             upload_max_total_bytes: 8 << 20,
             unprovisioned_per_ip_per_min: 10,
+            log_entries: 200,
         }
     }
 }
@@ -76,6 +87,12 @@ enum Job {
     Flush(mpsc::Sender<Result<(), String>>),
     /// Check-ins to write again as they are (a key roll); acknowledged once durable.
     Reseal(Vec<(Mac, CheckIn)>, mpsc::Sender<Result<(), String>>),
+    /// A provisioning log entry (its id is given by the writer).
+    Log(Mac, Box<ProvLogEntry>),
+    /// Forget a device's provisioning log (an unknown MAC that left the unprovisioned list).
+    LogForget(Mac),
+    /// Answered once every job queued before it is written (not flushed).
+    Barrier(mpsc::Sender<()>),
 }
 
 /// The writer thread and the in-memory observations.
@@ -269,21 +286,46 @@ impl Observer {
             .map_err(engine_error)
     }
 
+    /// Adds an entry to a device's provisioning log, in the background.
+    pub(super) fn log(&self, mac: &Mac, entry: ProvLogEntry) {
+        self.send(Job::Log(mac.clone(), Box::new(entry)));
+    }
+
+    /// Forgets a device's provisioning log, in the background.
+    pub(super) fn log_forget(&self, mac: &Mac) {
+        self.send(Job::LogForget(mac.clone()));
+    }
+
+    /// Waits until every job queued before this call is written (not flushed): a read of the
+    /// engine after it sees them.
+    pub(super) fn barrier(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Barrier(tx));
+        let _ = rx.recv();
+    }
+
     /// Remembers an unknown MAC (bounded, newest first, one entry per MAC). A MAC not in the
     /// list yet is added only while `ip` is within its rate of new MACs; past it the sighting
-    /// is dropped (and counted in a log line at most once a minute per address).
-    pub(super) fn unprovisioned_seen(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
+    /// is dropped (and counted in a log line at most once a minute per address). Returns
+    /// whether the MAC is in the list now, and the MACs that fell off its end.
+    pub(super) fn unprovisioned_seen(
+        &self,
+        mac: &Mac,
+        file: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> (bool, Vec<Mac>) {
         let per_min = self.limits.unprovisioned_per_ip_per_min;
         let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
         let count = match l.entries.iter().position(|u| &u.mac == mac) {
             Some(i) => l.entries.remove(i).map(|u| u.count).unwrap_or(0) + 1,
             None => match l.admit(ip, per_min, Instant::now()) {
                 Ok(true) => 1,
-                Ok(false) => return,
+                Ok(false) => return (false, Vec::new()),
                 Err(dropped) => {
                     drop(l);
                     tracing::warn!(%ip, dropped, "more than {per_min} new unprovisioned MACs per minute from {ip}; their sightings are dropped");
-                    return;
+                    return (false, Vec::new());
                 }
             },
         };
@@ -295,7 +337,16 @@ impl Observer {
             at: now(),
             count,
         });
-        l.entries.truncate(UNPROVISIONED_MAX);
+        let evicted = if l.entries.len() > UNPROVISIONED_MAX {
+            l.entries
+                .split_off(UNPROVISIONED_MAX)
+                .into_iter()
+                .map(|u| u.mac)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (true, evicted)
     }
 
     pub(super) fn unprovisioned(&self) -> Vec<Unprovisioned> {
@@ -373,6 +424,36 @@ fn make_room(
     evicted
 }
 
+/// A device's provisioning log ids, oldest first: from the writer's index, or the engine the
+/// first time.
+fn kept_log<'i>(
+    index: &'i mut HashMap<Mac, VecDeque<u64>>,
+    backend: &dyn Backend,
+    mac: &Mac,
+) -> Result<&'i mut VecDeque<u64>, StoreError> {
+    Ok(match index.entry(mac.clone()) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(backend.log_ids(mac)?.into()),
+    })
+}
+
+/// Adds `id` to a device's log ids (oldest first) and returns the ids that no longer fit.
+fn log_make_room(kept: &mut VecDeque<u64>, id: u64, max: usize) -> Vec<u64> {
+    kept.push_back(id);
+    let over = kept.len().saturating_sub(max.max(1));
+    kept.drain(..over).collect()
+}
+
+/// The next log entry id: the time in microseconds, or one more than the last when the clock
+/// has not moved (or went back).
+fn next_log_id(last: u64) -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    micros.max(last + 1)
+}
+
 fn write_loop(
     backend: &dyn Backend,
     sealer: &Sealer,
@@ -382,6 +463,9 @@ fn write_loop(
 ) {
     // Every uploading device's files, oldest first: only this thread writes uploads.
     let mut uploads: HashMap<Mac, Vec<UploadMeta>> = HashMap::new();
+    // Every logging device's entry ids, oldest first: only this thread writes the log.
+    let mut logs: HashMap<Mac, VecDeque<u64>> = HashMap::new();
+    let mut last_log_id = 0;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MAX {
@@ -394,6 +478,7 @@ fn write_loop(
         let mut durable = false;
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
+        let mut barriers = Vec::new();
         for job in jobs {
             match job {
                 Job::CheckIn(mac, c, ack) => {
@@ -437,6 +522,31 @@ fn write_loop(
                     batch.checkins.extend(all);
                     flushes.push(done);
                 }
+                Job::Log(mac, mut entry) => {
+                    let kept = match kept_log(&mut logs, backend, &mac) {
+                        Ok(k) => k,
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading a provisioning log failed");
+                            continue;
+                        }
+                    };
+                    last_log_id = next_log_id(last_log_id);
+                    entry.id = last_log_id;
+                    let evicted = log_make_room(kept, entry.id, limits.log_entries);
+                    batch
+                        .log_removals
+                        .extend(evicted.into_iter().map(|id| (mac.clone(), id)));
+                    batch.log_entries.push((mac, *entry));
+                }
+                Job::LogForget(mac) => {
+                    if let Ok(kept) = kept_log(&mut logs, backend, &mac) {
+                        batch
+                            .log_removals
+                            .extend(kept.drain(..).map(|id| (mac.clone(), id)));
+                    }
+                    logs.remove(&mac);
+                }
+                Job::Barrier(done) => barriers.push(done),
             }
         }
         // The map is updated with the plain check-ins; the backend gets them sealed.
@@ -463,6 +573,9 @@ fn write_loop(
                 for (mac, _, _) in &batch.uploads {
                     uploads.remove(mac);
                 }
+                for (mac, _) in &batch.log_entries {
+                    logs.remove(mac);
+                }
             }
         }
         let result = result.map_err(|e| e.to_string());
@@ -471,6 +584,9 @@ fn write_loop(
         }
         for f in flushes {
             let _ = f.send(result.clone());
+        }
+        for b in barriers {
+            let _ = b.send(());
         }
     }
 }
@@ -497,6 +613,7 @@ mod tests {
             upload_max_files: 3,
             upload_max_total_bytes: 100,
             unprovisioned_per_ip_per_min: 10,
+            log_entries: 200,
         };
         let mut kept = vec![up("a", 10), up("b", 10), up("c", 10)];
         assert_eq!(make_room(&mut kept, &up("d", 10), &limits), ["a"]);
@@ -506,6 +623,25 @@ mod tests {
         // Same name: replaced in place of the old one, nothing else goes.
         assert!(make_room(&mut kept, &up("d", 15), &limits).is_empty());
         assert_eq!(names(&kept), ["e", "d"]);
+    }
+
+    #[test]
+    fn a_log_entry_over_the_bound_evicts_the_oldest() {
+        let mut kept: VecDeque<u64> = [1, 2, 3].into();
+        assert_eq!(log_make_room(&mut kept, 4, 3), [1]);
+        assert_eq!(kept, [2, 3, 4]);
+        assert!(log_make_room(&mut kept, 5, 5).is_empty());
+        // A lowered bound (config change) evicts down to it at the next entry.
+        assert_eq!(log_make_room(&mut kept, 6, 2), [2, 3, 4]);
+        assert_eq!(kept, [5, 6]);
+    }
+
+    #[test]
+    fn log_ids_increase_even_when_the_clock_does_not() {
+        let a = next_log_id(0);
+        assert!(a > 1_600_000_000_000_000, "microseconds since the epoch");
+        assert_eq!(next_log_id(u64::MAX - 1), u64::MAX);
+        assert!(next_log_id(a) > a);
     }
 
     #[test]
