@@ -232,3 +232,18 @@ async fn fetch(s: &TestServer, pw: &str) -> reqwest::Response {
     )
     .await
 }
+
+#[tokio::test]
+async fn a_locked_out_fetch_is_logged_as_locked_out() {
+    let p = OnePhone::start_with(|c| c.phones.auth_fail_limit = 2).await;
+    for _ in 0..3 {
+        p.fetch_with("not-the-password-1").await;
+    }
+    // The right credentials now: still refused, and the log says why.
+    let r = p.fetch().await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(
+        outcomes(&log(&p.s, OnePhone::MAC, "?limit=1").await),
+        [(429, reason("locked_out"))]
+    );
+}

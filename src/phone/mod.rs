@@ -405,18 +405,12 @@ impl Ctx<'_> {
         if attempted && !stale {
             self.failed(Some(&device.mac));
         }
-        // For the log only, the most telling first: where it came from, then what it sent.
-        let reason = if !network_ok {
-            Refusal::NetworkNotAllowed
-        } else if stale {
-            Refusal::StaleNonce
-        } else if self.cert.is_some() && p.auth != ProvAuth::Digest && !cert_ok {
-            Refusal::CertificateMacMismatch
-        } else if self.creds.is_some() {
-            Refusal::WrongCredentials
-        } else {
-            Refusal::NoCredentials
-        };
+        let reason = refusal(
+            network_ok,
+            stale,
+            self.cert.is_some() && p.auth != ProvAuth::Digest,
+            self.creds.is_some(),
+        );
         Err(Denied::Challenge { stale, reason })
     }
 
@@ -530,9 +524,38 @@ impl Ctx<'_> {
     }
 }
 
+/// Why a known device's request was refused, for its provisioning log only; the most telling
+/// first: where it came from, then what it sent (`cert_counts`: a client certificate the
+/// group's policy would have accepted had it carried the MAC).
+fn refusal(network_ok: bool, stale: bool, cert_counts: bool, creds: bool) -> Refusal {
+    if !network_ok {
+        Refusal::NetworkNotAllowed
+    } else if stale {
+        Refusal::StaleNonce
+    } else if cert_counts {
+        Refusal::CertificateMacMismatch
+    } else if creds {
+        Refusal::WrongCredentials
+    } else {
+        Refusal::NoCredentials
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_network_first_then_what_the_phone_sent() {
+        use Refusal::*;
+        assert_eq!(refusal(false, true, true, true), NetworkNotAllowed);
+        assert_eq!(refusal(true, true, false, true), StaleNonce);
+        assert_eq!(refusal(true, false, true, true), CertificateMacMismatch);
+        assert_eq!(refusal(true, false, false, true), WrongCredentials);
+        assert_eq!(refusal(true, false, false, false), NoCredentials);
+        let locked = Denied::Locked(300);
+        assert_eq!(locked.reason(), LockedOut);
+    }
 
     #[test]
     fn hostile_names_are_refused_before_any_lookup() {
