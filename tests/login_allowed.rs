@@ -301,3 +301,33 @@ async fn login_allowed_false_renders_the_lines_disabled_and_reboots_true_brings_
         (201, json!(false))
     );
 }
+
+#[tokio::test]
+async fn the_built_in_yealink_template_switches_a_disabled_account_off_and_keeps_its_key() {
+    let s = TestServer::start().await;
+    common::phones::group_with_users(&s).await;
+    common::phones::device(&s, MAC, "yealink-t54w", "desk").await;
+    let file = |s: &TestServer| {
+        let req = s
+            .client
+            .get(format!("{}/api/v1/devices/{MAC}/files/{MAC}.cfg", s.admin))
+            .bearer_auth(&s.token);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let before = file(&s).await;
+    assert!(before.contains("account.2.enable = 1"), "{before}");
+    let r = s
+        .patch(
+            &format!("/api/v1/groups/{G}/users/5555"),
+            json!({"login_allowed": false}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+    let after = file(&s).await;
+    assert!(after.contains("account.1.enable = 1"), "{after}");
+    assert!(after.contains("account.2.enable = 0"), "{after}");
+    assert!(
+        after.contains("linekey.2.line = 2"),
+        "the key stays: {after}"
+    );
+}
