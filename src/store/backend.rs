@@ -105,8 +105,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ProvLogEntry>, StoreError>;
 
-    /// The ids of a device's provisioning log entries, oldest first.
-    fn log_ids(&self, mac: &Mac) -> Result<Vec<u64>, StoreError>;
+    /// The ids of a device's `n` oldest provisioning log entries, oldest first.
+    fn log_oldest(&self, mac: &Mac, n: usize) -> Result<Vec<u64>, StoreError>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;

@@ -338,9 +338,9 @@ impl Backend for Embedded {
         Ok(out)
     }
 
-    fn log_ids(&self, mac: &Mac) -> Result<Vec<u64>, StoreError> {
+    fn log_oldest(&self, mac: &Mac, n: usize) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
-        for item in self.provlog.scan_prefix(mac.as_str().as_bytes()) {
+        for item in self.provlog.scan_prefix(mac.as_str().as_bytes()).take(n) {
             let (k, _) = item?;
             out.push(be_u64(&k[k.len().saturating_sub(8)..], "provlog key")?);
         }

@@ -16,8 +16,9 @@
 //! either bound removes the device's oldest files in the same atomic batch that stores it.
 //!
 //! The provisioning log (every fetch and upload of a device, refusals with their reason) goes
-//! the same way, bounded per device ([`ObservationLimits::log_entries`]) by an index of each
-//! logging device's entry ids; it is never flushed on its own: a clean shutdown flushes it
+//! the same way, bounded per device ([`ObservationLimits::log_entries`]): the writer keeps each
+//! logging device's entry count (not its ids) and removes the oldest over the bound in the batch
+//! that adds the new ones; it is never flushed on its own: a clean shutdown flushes it
 //! (`Store::flush`), a crash loses what the engine had not written yet (sled writes its log
 //! every 500 ms), never a phone's answer.
 
@@ -424,24 +425,47 @@ fn make_room(
     evicted
 }
 
-/// A device's provisioning log ids, oldest first: from the writer's index, or the engine the
-/// first time.
-fn kept_log<'i>(
-    index: &'i mut HashMap<Mac, VecDeque<u64>>,
-    backend: &dyn Backend,
-    mac: &Mac,
-) -> Result<&'i mut VecDeque<u64>, StoreError> {
-    Ok(match index.entry(mac.clone()) {
-        Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(backend.log_ids(mac)?.into()),
-    })
-}
-
-/// Adds `id` to a device's log ids (oldest first) and returns the ids that no longer fit.
-fn log_make_room(kept: &mut VecDeque<u64>, id: u64, max: usize) -> Vec<u64> {
-    kept.push_back(id);
-    let over = kept.len().saturating_sub(max.max(1));
-    kept.drain(..over).collect()
+/// Keeps each device that logs in `batch` within `max` entries: `counts` holds every logging
+/// device's entry count (read from the engine the first time); what is over goes from the
+/// engine's oldest (`oldest(mac, n)`), then from the batch's own oldest. Only counts are kept
+/// in memory, never the ids, so the index stays small with many devices.
+fn trim_logs(
+    batch: &mut Observations,
+    counts: &mut HashMap<Mac, usize>,
+    max: usize,
+    mut oldest: impl FnMut(&Mac, usize) -> Result<Vec<u64>, StoreError>,
+) -> Result<(), StoreError> {
+    let max = max.max(1);
+    let mut in_batch: HashMap<Mac, usize> = HashMap::new();
+    for (m, _) in &batch.log_entries {
+        *in_batch.entry(m.clone()).or_default() += 1;
+    }
+    for (mac, new) in in_batch {
+        let Some(count) = counts.get_mut(&mac) else {
+            continue;
+        };
+        if *count <= max {
+            continue;
+        }
+        let over = *count - max;
+        let stored = count.saturating_sub(new);
+        let ids = oldest(&mac, over.min(stored))?;
+        let mut skip = over - ids.len();
+        *count -= ids.len();
+        batch
+            .log_removals
+            .extend(ids.into_iter().map(|id| (mac.clone(), id)));
+        batch.log_entries.retain(|(m, _)| {
+            if m == &mac && skip > 0 {
+                skip -= 1;
+                *count -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    Ok(())
 }
 
 /// The next log entry id: the time in microseconds, or one more than the last when the clock
@@ -463,8 +487,8 @@ fn write_loop(
 ) {
     // Every uploading device's files, oldest first: only this thread writes uploads.
     let mut uploads: HashMap<Mac, Vec<UploadMeta>> = HashMap::new();
-    // Every logging device's entry ids, oldest first: only this thread writes the log.
-    let mut logs: HashMap<Mac, VecDeque<u64>> = HashMap::new();
+    // Every logging device's entry count: only this thread writes the log.
+    let mut log_counts: HashMap<Mac, usize> = HashMap::new();
     let mut last_log_id = 0;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -523,31 +547,37 @@ fn write_loop(
                     flushes.push(done);
                 }
                 Job::Log(mac, mut entry) => {
-                    let kept = match kept_log(&mut logs, backend, &mac) {
-                        Ok(k) => k,
-                        Err(e) => {
-                            tracing::error!(error = %e, "reading a provisioning log failed");
-                            continue;
-                        }
+                    let count = match log_counts.entry(mac.clone()) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => match backend.log_oldest(&mac, usize::MAX) {
+                            Ok(ids) => e.insert(ids.len()),
+                            Err(e) => {
+                                tracing::error!(error = %e, "reading a provisioning log failed");
+                                continue;
+                            }
+                        },
                     };
+                    *count += 1;
                     last_log_id = next_log_id(last_log_id);
                     entry.id = last_log_id;
-                    let evicted = log_make_room(kept, entry.id, limits.log_entries);
-                    batch
-                        .log_removals
-                        .extend(evicted.into_iter().map(|id| (mac.clone(), id)));
                     batch.log_entries.push((mac, *entry));
                 }
                 Job::LogForget(mac) => {
-                    if let Ok(kept) = kept_log(&mut logs, backend, &mac) {
+                    if let Ok(ids) = backend.log_oldest(&mac, usize::MAX) {
                         batch
                             .log_removals
-                            .extend(kept.drain(..).map(|id| (mac.clone(), id)));
+                            .extend(ids.into_iter().map(|id| (mac.clone(), id)));
                     }
-                    logs.remove(&mac);
+                    batch.log_entries.retain(|(m, _)| m != &mac);
+                    log_counts.remove(&mac);
                 }
                 Job::Barrier(done) => barriers.push(done),
             }
+        }
+        if let Err(e) = trim_logs(&mut batch, &mut log_counts, limits.log_entries, |m, n| {
+            backend.log_oldest(m, n)
+        }) {
+            tracing::error!(error = %e, "trimming a provisioning log failed");
         }
         // The map is updated with the plain check-ins; the backend gets them sealed.
         let plain = std::mem::take(&mut batch.checkins);
@@ -574,7 +604,7 @@ fn write_loop(
                     uploads.remove(mac);
                 }
                 for (mac, _) in &batch.log_entries {
-                    logs.remove(mac);
+                    log_counts.remove(mac);
                 }
             }
         }
@@ -625,15 +655,53 @@ mod tests {
         assert_eq!(names(&kept), ["e", "d"]);
     }
 
+    fn entry(id: u64) -> ProvLogEntry {
+        ProvLogEntry {
+            id,
+            at: now(),
+            ip: "192.0.2.1".into(),
+            method: "GET".into(),
+            file: "x.cfg".into(),
+            user_agent: String::new(),
+            status: 200,
+            bytes: 0,
+            reason: None,
+        }
+    }
+
     #[test]
-    fn a_log_entry_over_the_bound_evicts_the_oldest() {
-        let mut kept: VecDeque<u64> = [1, 2, 3].into();
-        assert_eq!(log_make_room(&mut kept, 4, 3), [1]);
-        assert_eq!(kept, [2, 3, 4]);
-        assert!(log_make_room(&mut kept, 5, 5).is_empty());
-        // A lowered bound (config change) evicts down to it at the next entry.
-        assert_eq!(log_make_room(&mut kept, 6, 2), [2, 3, 4]);
-        assert_eq!(kept, [5, 6]);
+    fn a_log_over_its_bound_loses_the_engines_oldest_then_the_batchs() {
+        let a = Mac::parse("805ec0000001").unwrap();
+        let b = Mac::parse("805ec0000002").unwrap();
+        // a: 3 stored (ids 1..=3) + 2 new; b: 0 stored + 4 new; bound 3.
+        let mut batch = Observations::default();
+        for id in [10, 11] {
+            batch.log_entries.push((a.clone(), entry(id)));
+        }
+        for id in [20, 21, 22, 23] {
+            batch.log_entries.push((b.clone(), entry(id)));
+        }
+        let mut counts: HashMap<Mac, usize> = [(a.clone(), 5), (b.clone(), 4)].into();
+        let stored: HashMap<Mac, Vec<u64>> = [(a.clone(), vec![1, 2, 3])].into();
+        trim_logs(&mut batch, &mut counts, 3, |m, n| {
+            Ok(stored
+                .get(m)
+                .map(|v| v.iter().take(n).copied().collect())
+                .unwrap_or_default())
+        })
+        .unwrap();
+        let mut removed = batch.log_removals.clone();
+        removed.sort();
+        assert_eq!(removed, [(a.clone(), 1), (a.clone(), 2)]);
+        let kept: Vec<u64> = batch.log_entries.iter().map(|(_, e)| e.id).collect();
+        assert_eq!(kept, [10, 11, 21, 22, 23], "b's oldest new entry goes");
+        assert_eq!((counts[&a], counts[&b]), (3, 3));
+        // Within the bound nothing goes.
+        let mut batch = Observations::default();
+        batch.log_entries.push((a.clone(), entry(12)));
+        let mut counts: HashMap<Mac, usize> = [(a.clone(), 3)].into();
+        trim_logs(&mut batch, &mut counts, 3, |_, _| panic!("not read")).unwrap();
+        assert!(batch.log_removals.is_empty());
     }
 
     #[test]
