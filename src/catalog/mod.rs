@@ -921,7 +921,9 @@ mod tests {
             .to_string();
         assert!(e.starts_with("model m:"), "{e}");
         assert!(
-            e.contains("unknown change kind 'line' (one of lines, keys, settings, template)"),
+            e.contains(
+                "unknown change kind 'line' (one of lines, keys, settings, template, unregister)"
+            ),
             "{e}"
         );
     }
