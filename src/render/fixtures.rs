@@ -249,15 +249,33 @@ fn render_scenario(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
-    // The bytes must not depend on the revision, or the same-hash check could never skip.
+    // The bytes must not depend on the revision, or the same-hash check could never skip;
+    // except the lines the model declares in `[checks] revision_lines`, which must then change.
     let mut bumped = device.clone();
     bumped.revision += 1;
+    let marked = |l: &str| {
+        model
+            .checks
+            .revision_lines
+            .iter()
+            .any(|m| l.contains(m.as_str()))
+    };
+    let unmarked = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !marked(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if let Ok(ctx2) = context::device_context(&state, model, &bumped, BASE_URL) {
         for spec in model.files.iter().filter(|f| f.per_device) {
             let name = spec.name_for(&device.mac, model.mac_case);
             if let (Some(a), Ok(b)) = (files.get(&name), engine.render(&model.id, spec, &ctx2)) {
-                if *a != b {
-                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision)"));
+                if unmarked(a) != unmarked(&b) {
+                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision outside [checks] revision_lines)"));
+                } else if a.lines().any(marked) && *a == b {
+                    problems.push(format!(
+                        "{name}: the [checks] revision_lines do not change with the revision"
+                    ));
                 }
             }
         }
@@ -288,12 +306,31 @@ fn render_scenario(
                     }
                 }
                 for key in &a.keys {
-                    for fact in &model.checks.line_key {
+                    // Where the key sits: the phone (module 0) or the n-th expansion module.
+                    let (mut module, mut position) = (0usize, *key);
+                    if *key > model.line_keys {
+                        let mut first = model.line_keys;
+                        for (i, m) in model.modules_of(&device.expansion_modules).enumerate() {
+                            if *key <= first + m.keys {
+                                (module, position) = (i + 1, key - first);
+                                break;
+                            }
+                            first += m.keys;
+                        }
+                    }
+                    let facts_of = if module > 0 && !model.checks.sidecar_line_key.is_empty() {
+                        &model.checks.sidecar_line_key
+                    } else {
+                        &model.checks.line_key
+                    };
+                    for fact in facts_of {
                         let f = fact
                             .replace("{index}", &index)
                             .replace("{index0}", &index0)
                             .replace("{key}", &key.to_string())
-                            .replace("{key0}", &(key - 1).to_string());
+                            .replace("{key0}", &(key - 1).to_string())
+                            .replace("{module}", &module.to_string())
+                            .replace("{position}", &position.to_string());
                         if !flatten::holds(&facts, &f) {
                             problems.push(format!(
                                 "{name}: line key {key} of {}: '{f}' does not hold",
