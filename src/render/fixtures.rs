@@ -481,3 +481,45 @@ pub fn check_all(
     }
     Ok((count, problems))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders `model`'s main file for the sample device with every line's `enabled` forced to
+    /// false (nothing sets it false yet: login_allowed will) and returns its facts.
+    fn disabled_facts(model: &str) -> flatten::Facts {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let m = catalog.get(model).unwrap();
+        let state = sample_state(&catalog, model).unwrap();
+        let device = state.devices.values().next().unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        for line in ctx["lines"].as_array_mut().unwrap() {
+            line["enabled"] = serde_json::Value::Bool(false);
+        }
+        let main = m.main_file().unwrap();
+        let text = engine.render(model, main, &ctx).unwrap();
+        flatten::flatten(&main.content_type, &text).unwrap()
+    }
+
+    #[test]
+    fn a_disabled_line_renders_as_the_vendors_account_off_setting_and_keeps_its_key() {
+        let f = disabled_facts("snom-d785");
+        assert!(flatten::holds(&f, "user_active[1] = off"));
+        assert!(flatten::holds(&f, "fkey[0] = line"), "the key stays");
+        let f = disabled_facts("fanvil-x6u");
+        assert!(flatten::holds(&f, "line[1]/EnableReg = 0"));
+        assert!(flatten::holds(&f, "dssSide[1]/Fkey[1]/Value = SIP1"));
+        let f = disabled_facts("mitel-6867i");
+        assert!(flatten::holds(&f, "sip line1 registrar ip = 0.0.0.0"));
+        assert!(flatten::holds(&f, "topsoftkey1 type = line"));
+    }
+}
