@@ -126,11 +126,6 @@ pub(crate) struct Checks {
     /// Facts that put registration `{index}` on line key `{key}`.
     #[serde(default)]
     pub(crate) line_key: Vec<String>,
-    /// Facts that put registration `{index}` on a key of an expansion module: `{module}` (1-based,
-    /// in key order) and `{position}` on it, besides `{key}`. Empty: `line_key` applies to
-    /// sidecar keys too (a vendor that numbers them on from the phone's keys).
-    #[serde(default)]
-    pub(crate) sidecar_line_key: Vec<String>,
     /// The one declared exception to "the bytes do not depend on the revision": lines of a
     /// per-device file containing one of these strings may change with `server.revision` (Fanvil's
     /// `<Version>`, which must rise for the phone to apply a file). Such a model's files change
