@@ -25,6 +25,7 @@ use super::{Action, ChangeKind, DomainError, Effect, Env, ErrorCode};
 mod device;
 mod group;
 mod hot_desk;
+mod key_profile;
 mod sca;
 mod shared_line;
 mod template;
@@ -34,6 +35,7 @@ mod user;
 pub use device::*;
 pub(crate) use group::*;
 pub(crate) use hot_desk::*;
+pub(crate) use key_profile::*;
 pub(crate) use sca::*;
 pub(crate) use shared_line::*;
 pub(crate) use template::*;
@@ -139,6 +141,39 @@ fn settings(field: &str, m: &BTreeMap<String, String>) -> Result<(), DomainError
     super::locale::check_settings(field, m)
 }
 
+/// Programmable keys of a device or a key profile: bounded label and value, key numbers from 1
+/// and each once, at most one `blf_all` (its `key` is where the expansion starts).
+fn check_keys(field: &str, keys: &[ProgKey]) -> Result<(), DomainError> {
+    let mut seen = BTreeSet::new();
+    for k in keys {
+        if let Some(l) = &k.label {
+            text(&format!("{field}.label"), l, 32)?;
+        }
+        text(&format!("{field}.value"), &k.value, 64)?;
+        if k.key == 0 {
+            return Err(DomainError::unprocessable(
+                ErrorCode::KeyUnavailable,
+                "line keys are numbered from 1",
+            )
+            .with_field(&format!("{field}.key")));
+        }
+        if k.kind != KeyType::BlfAll && !seen.insert(k.key) {
+            return Err(DomainError::unprocessable(
+                ErrorCode::KeyUnavailable,
+                format!("line key {} is listed twice", k.key),
+            )
+            .with_field(&format!("{field}.key")));
+        }
+    }
+    if keys.iter().filter(|k| k.kind == KeyType::BlfAll).count() > 1 {
+        return Err(DomainError::validation(
+            &format!("{field}.type"),
+            "at most one blf_all key: it expands to every other user of the group",
+        ));
+    }
+    Ok(())
+}
+
 fn exists(what: &str) -> DomainError {
     DomainError::conflict(ErrorCode::AlreadyExists, format!("{what} already exists"))
 }
@@ -199,6 +234,9 @@ fn devices_showing_user(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> 
         .map(|d| d.mac.clone())
         .collect();
     out.extend(s.scas_of_user(g, e).map(|x| x.device.clone()));
+    if let Some(u) = s.user(g, e) {
+        out.extend(devices_with_blf_on(s, u));
+    }
     for watcher in s.users_of(g).filter(|u| u.features.monitoring.contains(e)) {
         out.extend(
             s.devices_with_context_user(g, &watcher.extension)

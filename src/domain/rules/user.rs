@@ -219,13 +219,14 @@ pub(crate) fn create_user(
 ) -> Result<(Effect, User), DomainError> {
     check_extension_free(tx.state(), g, &input.extension)?;
     let u = build_user(tx.state(), env, g, input, None)?;
-    let fx = Effect::new(
+    let mut fx = Effect::new(
         Action::UserCreate,
         ChangeKind::Settings,
         Some(g),
         u.extension.as_str(),
     );
     tx.put(Record::User(u.clone()));
+    touch_blf_watchers(tx.state(), &u, &mut fx);
     Ok((fx, u))
 }
 
@@ -338,7 +339,7 @@ pub(crate) fn duplicate_user(
         features: src.features,
     };
     let u = build_user(tx.state(), env, g, copy, None)?;
-    let fx = Effect::new(
+    let mut fx = Effect::new(
         Action::UserDuplicate,
         ChangeKind::Settings,
         Some(g),
@@ -346,6 +347,7 @@ pub(crate) fn duplicate_user(
     )
     .detail(json!({ "from": e }));
     tx.put(Record::User(u.clone()));
+    touch_blf_watchers(tx.state(), &u, &mut fx);
     Ok((fx, u))
 }
 
