@@ -157,6 +157,19 @@ async fn renaming_the_monitored_user_changes_the_label_and_touches_both_phones()
         let f = file(&s, mac).await;
         assert!(has(&f, "linekey.3.label = Ada King"), "{f}");
     }
+    // Both show 1001 on a BLF key only: for them it is a `keys` change (a re-sync, no reboot).
+    assert_eq!(c["kind"], "lines");
+    assert_eq!(c["keys_only"], json!([FRONT, BACK]));
+    // Renaming Front's own user: Front's line changes, Back shows it by blf_all only.
+    s.patch(
+        &format!("/api/v1/groups/{G}/users/5555"),
+        json!({"display_name": "Bob Rock"}),
+    )
+    .await;
+    let c = last_change(&s).await;
+    assert_eq!(macs(&c), vec![FRONT, BACK]);
+    assert_eq!(c["keys_only"], json!([BACK]));
+    assert!(has(&file(&s, BACK).await, "linekey.5.label = Bob Rock"));
 }
 
 #[tokio::test]
@@ -310,4 +323,71 @@ async fn profiles_list_in_pages_take_spaced_names_and_stay_in_their_group() {
         404,
         "not_found",
     );
+}
+
+/// A phone on loopback UDP: answers every request 200 OK and hands on each `Event:` it saw.
+async fn udp_phone() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let get = |name: &str| {
+                req.split("\r\n")
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim()
+                            .eq_ignore_ascii_case(name)
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let mut resp = String::from("SIP/2.0 200 OK\r\n");
+            for h in ["Via", "From", "Call-ID", "CSeq"] {
+                resp.push_str(&format!("{h}: {}\r\n", get(h)));
+            }
+            resp.push_str(&format!(
+                "To: {};tag=kp1\r\nContent-Length: 0\r\n\r\n",
+                get("To")
+            ));
+            let _ = sock.send_to(resp.as_bytes(), from).await;
+            let _ = tx.send(get("Event"));
+        }
+    });
+    (port, rx)
+}
+
+async fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .expect("a NOTIFY arrives")
+        .expect("the phone runs")
+}
+
+#[tokio::test]
+async fn a_phone_showing_a_renamed_user_on_blf_gets_a_resync_notify() {
+    let s = TestServer::start_with(|c| {
+        c.sync.debounce_ms = 200;
+        c.sync.ack_timeout_s = 600;
+    })
+    .await;
+    setup(&s).await;
+    let (port, mut rx) = udp_phone().await;
+    let r = s
+        .patch(
+            &format!("/api/v1/devices/{BACK}"),
+            json!({"notify_target": format!("udp:127.0.0.1:{port}")}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+    next_event(&mut rx).await; // the pending work of its creation and the target change
+                               // Back shows 5555 only by blf_all: the rename re-syncs it; the T54W reboots on `lines`.
+    s.patch(
+        &format!("/api/v1/groups/{G}/users/5555"),
+        json!({"display_name": "Bob Rock"}),
+    )
+    .await;
+    assert_eq!(next_event(&mut rx).await, "check-sync");
 }

@@ -246,6 +246,20 @@ fn devices_showing_user(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> 
     out
 }
 
+/// Of [`devices_showing_user`], those that show the user only on BLF keys (its monitoring
+/// watchers', BLF keys naming it, `blf_all`): for them a change of the user is a `keys` change.
+fn devices_watching_only(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> {
+    let mut lines: BTreeSet<Mac> = s
+        .devices_with_context_user(g, e)
+        .map(|d| d.mac.clone())
+        .collect();
+    lines.extend(s.scas_of_user(g, e).map(|x| x.device.clone()));
+    devices_showing_user(s, g, e)
+        .into_iter()
+        .filter(|m| !lines.contains(m))
+        .collect()
+}
+
 /// Devices that show a shared line (where a member is the context user).
 fn devices_of_members(s: &State, line: &SharedLine) -> BTreeSet<Mac> {
     line.members

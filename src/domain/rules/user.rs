@@ -197,8 +197,8 @@ fn check_extension_free(s: &State, g: &GroupId, e: &Extension) -> Result<(), Dom
 /// | `features.monitoring` | `keys` | the BLF keys on the user's phones |
 /// | `kind`, other `features` | `settings` | rendered settings (a kind change moves no line: the rules forbid it on owned or logged-in devices) |
 ///
-/// One kind per change: a rename also reaches the phones that monitor the user (a BLF label),
-/// and they get `lines` too.
+/// A rename also reaches the phones that show the user on a BLF key only (monitoring, a BLF key
+/// naming it, `blf_all`): for them the entry's `keys_only` makes it a `keys` change.
 fn user_change_kind(old: &User, new: &User) -> ChangeKind {
     let line = old.sip_username() != new.sip_username()
         || old.auth_username() != new.auth_username()
@@ -270,6 +270,7 @@ pub(crate) fn update_user(
         e.as_str(),
     );
     fx.devices = devices_showing_user(s, g, e);
+    fx.keys_only = devices_watching_only(s, g, e);
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
 }
@@ -279,6 +280,7 @@ pub(crate) fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Eff
     let s = tx.state();
     let mut fx = Effect::new(Action::UserDelete, ChangeKind::Lines, Some(g), e.as_str());
     fx.devices = devices_showing_user(s, g, e);
+    fx.keys_only = devices_watching_only(s, g, e);
     let scas: Vec<_> = s.scas_of_user(g, e).map(|x| x.line_port.clone()).collect();
     let mut devices: Vec<Device> = s
         .devices_of(g)
@@ -367,6 +369,7 @@ pub(crate) fn rotate_sip_password(
         e.as_str(),
     );
     fx.devices = devices_showing_user(tx.state(), g, e);
+    fx.keys_only = devices_watching_only(tx.state(), g, e);
     tx.put(Record::User(u));
     Ok((fx, pw))
 }

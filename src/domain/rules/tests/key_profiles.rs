@@ -162,6 +162,9 @@ fn renaming_a_monitored_user_touches_the_devices_showing_it_and_the_label_follow
         "lobby shows nothing of 2002"
     );
     assert_eq!(lay(&s, &env, A).keys[0].label, "Grace Hopper");
+    // Those phones show 2002 on BLF keys only: a `keys` change for them.
+    assert_eq!(fx.kind, ChangeKind::Lines);
+    assert_eq!(fx.keys_only, fx.devices);
     // A rename of a user nobody monitors touches neither.
     let fx = rename(&mut s, &env, "3003", "Someone");
     assert!(fx.devices.is_empty());
@@ -522,4 +525,27 @@ fn deleting_the_group_deletes_its_key_profiles() {
     add_profile(&mut s, "Reception", vec![]);
     run(&mut s, |tx| delete_group(tx, &g(G), true)).unwrap();
     assert!(s.key_profiles.is_empty());
+}
+
+#[test]
+fn a_rename_is_a_keys_change_for_watching_phones_and_not_for_the_users_own() {
+    let (mut s, env) = fixture();
+    // desk-b (5555's phone) shows 1001 by blf_all; desk-a is 1001's own phone.
+    assign(
+        &mut s,
+        &env,
+        B,
+        None,
+        vec![pk(2, KeyType::BlfAll, "", None)],
+    )
+    .unwrap();
+    let fx = rename(&mut s, &env, "1001", "Ada King");
+    assert_eq!(
+        fx.devices.iter().cloned().collect::<Vec<_>>(),
+        vec![mac(A), mac(B)]
+    );
+    assert_eq!(
+        fx.keys_only.iter().cloned().collect::<Vec<_>>(),
+        vec![mac(B)]
+    );
 }
