@@ -292,3 +292,23 @@ async fn a_certificate_for_another_mac_is_logged_as_certificate_mac_mismatch() {
         [(401, reason("certificate_mac_mismatch"))]
     );
 }
+
+#[tokio::test]
+async fn a_deleted_device_takes_its_log_with_it() {
+    let p = OnePhone::start().await;
+    assert_eq!(p.fetch().await.status(), 200);
+    assert_eq!(log(&p.s, OnePhone::MAC, "").await.len(), 2);
+    let r =
+        p.s.delete(&format!("/api/v1/devices/{}", OnePhone::MAC))
+            .await;
+    assert_eq!(r.status(), 204, "{}", r.body);
+    // Provisioned again (here in the same group): a log of its own, not the old device's.
+    let d =
+        p.s.create(
+            &format!("/api/v1/groups/{G}/devices"),
+            json!({"mac": OnePhone::MAC, "name": "desk", "model": "yealink-t54w"}),
+        )
+        .await;
+    assert_eq!(d["mac"], OnePhone::MAC);
+    assert_eq!(log(&p.s, OnePhone::MAC, "").await, Vec::<Value>::new());
+}
