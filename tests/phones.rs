@@ -38,13 +38,18 @@ fn user_agent(model: &str, mac: &Mac) -> String {
         // Every Cisco MPP and Grandstream model (more in tests/vendor_cisco.rs, vendor_grandstream.rs).
         m if m.starts_with("cisco-cp-") => format!("Cisco-{}/11.3.1 ({mac})", m["cisco-".len()..].to_uppercase()),
         m if m.starts_with("grandstream-") => format!("Grandstream Model HW {} SW 1.0.5.67 DevId {mac}", m["grandstream-".len()..].to_uppercase()),
+        // Every Snom, Fanvil and Mitel model (more in tests/vendor_snom.rs, vendor_fanvil.rs, vendor_mitel.rs).
+        m if m.starts_with("snom-") => format!("Mozilla/4.0 (compatible; snom{}-SIP 10.1.152.12 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)", m["snom-".len()..].to_uppercase(), mac.upper()),
+        m if m.starts_with("fanvil-") => format!("Fanvil {} 2.12.16.17 {mac}", m["fanvil-".len()..].to_uppercase()),
+        m if m.starts_with("mitel-") => format!("Mitel{} MAC:{dashes} V:5.1.0.2051-SIP", &m["mitel-".len()..]),
         other => panic!("no User-Agent for {other}: add one here"),
     }
 }
 
 #[tokio::test]
 async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
-    let s = TestServer::start().await;
+    // Every device carries an SCA of 5555: one per model, more than the default limit of 35.
+    let s = TestServer::start_with(|c| c.rules.max_sca_per_user = 1000).await;
     group_with_users(&s).await;
     let catalog = Catalog::builtin().unwrap();
     // Models without files fail the fixture test (tests/fixtures.rs).
