@@ -58,11 +58,47 @@ enum Command {
         #[arg(long)]
         file: String,
     },
+    /// Import an export document (JSON) or, with --group and --kind, a CSV file; offline on
+    /// the data dir (the server must not be running; use POST /api/v1/import while it runs).
+    Import {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// Report what would be created, changed and left; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The group a CSV file is for.
+        #[arg(long)]
+        group: Option<String>,
+        /// The CSV file's kind: users, devices, sca or members (absent: a JSON document).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Print the export document (JSON) or one group's CSV file of a kind; offline on the
+    /// data dir (use GET /api/v1/export while the server runs).
+    Export {
+        /// One group only (required for CSV).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// The CSV kind: users, devices, sca or members.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Include SIP and provisioning passwords (so an import reproduces them).
+        #[arg(long)]
+        secrets: bool,
+    },
     /// Manage admin API tokens offline (the server must not be running on the data dir).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +191,27 @@ fn main() -> ExitCode {
                 },
         } => load_config(cli.config.as_ref())
             .and_then(|c| templates_check(c, &fixtures, templates_dir, update, model.as_deref())),
+        Command::Import {
+            file,
+            dry_run,
+            group,
+            kind,
+        } => load_config(cli.config.as_ref())
+            .and_then(|c| import(c, &file, dry_run, group.as_deref(), kind.as_deref())),
+        Command::Export {
+            group,
+            format,
+            kind,
+            secrets,
+        } => load_config(cli.config.as_ref()).and_then(|c| {
+            let kind = match (format, kind) {
+                (ExportFormat::Json, None) => None,
+                (ExportFormat::Json, Some(_)) => return Err("--kind needs --format csv".into()),
+                (ExportFormat::Csv, Some(k)) => Some(k),
+                (ExportFormat::Csv, None) => return Err("--format csv needs --kind".into()),
+            };
+            export(c, group.as_deref(), kind.as_deref(), secrets)
+        }),
         Command::Render { mac, file } => {
             load_config(cli.config.as_ref()).and_then(|c| render(c, &mac, &file))
         }
@@ -253,6 +310,61 @@ fn token(config: Config, command: TokenCommand) -> Result<(), String> {
             store.delete_token("cli", &id).map_err(|e| e.to_string())?;
             println!("revoked {id}");
         }
+    }
+    Ok(())
+}
+
+fn offline_store(config: &Config) -> Result<deskprov::store::Store, String> {
+    let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
+    open_store(config, catalog)
+        .map_err(|e| format!("{e} (is a server running on this data directory? use the admin API)"))
+}
+
+fn import(
+    config: Config,
+    file: &std::path::Path,
+    dry_run: bool,
+    group: Option<&str>,
+    kind: Option<&str>,
+) -> Result<(), String> {
+    let text = if file == std::path::Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| e.to_string())?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let store = offline_store(&config)?;
+    let outcome = store.import_text(&text, group, kind, dry_run)?;
+    match outcome {
+        deskprov::store::ImportOutcome::Done(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok(())
+        }
+        deskprov::store::ImportOutcome::Refused(errors) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&errors).unwrap_or_default()
+            );
+            Err("bad rows (listed above); nothing was imported".into())
+        }
+    }
+}
+
+fn export(
+    config: Config,
+    group: Option<&str>,
+    kind: Option<&str>,
+    secrets: bool,
+) -> Result<(), String> {
+    let store = offline_store(&config)?;
+    let out = store.export_text(group, kind, secrets)?;
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
     }
     Ok(())
 }

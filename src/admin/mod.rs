@@ -14,6 +14,7 @@ mod shared_lines;
 mod strict;
 mod templates;
 mod tokens;
+mod transfer;
 mod users;
 pub(crate) mod views;
 
@@ -65,7 +66,8 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(changes::routes())
         .merge(tokens::routes())
         .merge(models::routes())
-        .merge(templates::routes());
+        .merge(templates::routes())
+        .merge(transfer::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .split_for_parts();

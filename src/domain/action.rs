@@ -161,6 +161,7 @@ actions! {
     TemplateUpdate = "template.update" => Template,
     TemplateRollback = "template.rollback" => Template,
     TemplateReset = "template.reset" => Template,
+    Import = "import" => Settings,
 }
 
 /// By hand: utoipa's derive does not see serde renames made inside `macro_rules!` (it would list

@@ -20,6 +20,7 @@ mod observations;
 mod ops;
 pub(crate) mod records;
 mod seal;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,7 @@ use axum::body::Bytes;
 pub(crate) use backend::Backend;
 pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
+pub use transfer::ImportOutcome;
 
 use crate::catalog::RulesEnv;
 use crate::domain::state::{Record, State, Tx};
