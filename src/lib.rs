@@ -5,6 +5,7 @@
 //! wires the listeners; [`tls`] owns certificates; [`catalog`] the phone models.
 
 pub(crate) mod admin;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod domain;

@@ -88,6 +88,11 @@ enum Command {
         #[arg(long)]
         secrets: bool,
     },
+    /// Write a backup of the data dir to FILE, offline (the server must not be running; while
+    /// it runs, use POST /api/v1/backup, see the README).
+    Backup { file: PathBuf },
+    /// Restore a backup FILE into the configured data dir, which must be new or empty.
+    Restore { file: PathBuf },
     /// Manage admin API tokens offline (the server must not be running on the data dir).
     Token {
         #[command(subcommand)]
@@ -211,6 +216,29 @@ fn main() -> ExitCode {
                 (ExportFormat::Csv, None) => return Err("--format csv needs --kind".into()),
             };
             export(c, group.as_deref(), kind.as_deref(), secrets)
+        }),
+        Command::Backup { file } => load_config(cli.config.as_ref()).and_then(|c| {
+            let store = offline_store(&c)?;
+            let (bytes, seq) = deskprov::backup::backup(&store, &c.data_dir)?;
+            std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+            println!(
+                "backup of seq {seq} written to {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            );
+            Ok(())
+        }),
+        Command::Restore { file } => load_config(cli.config.as_ref()).and_then(|c| {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let r = deskprov::backup::restore(&bytes, &c.data_dir)?;
+            println!(
+                "restored seq {} ({} stored pairs, {} files) into {}",
+                r.seq,
+                r.entries,
+                r.files,
+                c.data_dir.display()
+            );
+            Ok(())
         }),
         Command::Render { mac, file } => {
             load_config(cli.config.as_ref()).and_then(|c| render(c, &mac, &file))

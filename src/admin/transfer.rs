@@ -29,6 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(export_json))
         .routes(routes!(import_csv))
         .routes(routes!(export_csv))
+        .routes(routes!(backup))
         .layer(DefaultBodyLimit::max(IMPORT_LIMIT))
 }
 
@@ -214,4 +215,36 @@ async fn export_csv(
     }
     let csv = transfer::export_csv(&s, &g, kind, q.secrets);
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response())
+}
+
+/// A backup of the whole server at one change-log seq (platform tokens only): the file
+/// `deskprov restore` reads. It opens every password it holds; keep it secret.
+#[utoipa::path(post, path = "/backup", tag = "transfer",
+    responses((status = 200, description = "the backup file (JSON lines, sha256-checked)", content_type = "application/octet-stream"),
+        (status = 403, body = Problem)))]
+async fn backup(State(app): State<SharedApp>, caller: Caller) -> ApiResult<Response> {
+    caller.platform()?;
+    let app2 = app.clone();
+    let (bytes, seq) = tokio::task::spawn_blocking(move || {
+        crate::backup::backup(&app2.store, &app2.config.data_dir)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    tracing::info!(seq, bytes = bytes.len(), "backup taken");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"deskprov-{seq}.backup\""),
+            ),
+            (
+                header::HeaderName::from_static("x-deskprov-seq"),
+                seq.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }

@@ -92,4 +92,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Everything stored, as (tree, key, value) in the engine's own encoding, for a backup.
+    /// The store calls it under its write lock, so records, change log and `seq` are of one
+    /// commit. (Added for backup/restore; a restore goes through the engine's own `restore`.)
+    fn dump(&self) -> Result<Vec<DumpEntry>, StoreError>;
 }
+
+/// One stored key/value pair of a [`Backend::dump`].
+pub(crate) type DumpEntry = (String, Vec<u8>, Vec<u8>);

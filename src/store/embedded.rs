@@ -297,4 +297,53 @@ impl Backend for Embedded {
         self.db.flush()?;
         Ok(())
     }
+
+    fn dump(&self) -> Result<Vec<super::backend::DumpEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                out.push((name.to_string(), k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Embedded {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 6] {
+        [
+            ("data", &self.data),
+            ("changes", &self.changes),
+            ("meta", &self.meta),
+            ("checkins", &self.checkins),
+            ("uploads", &self.uploads),
+            ("sync", &self.sync),
+        ]
+    }
+
+    /// Writes a [`Backend::dump`] into a new engine in `dir` (which must not hold one).
+    pub(crate) fn restore(
+        dir: &Path,
+        entries: &[super::backend::DumpEntry],
+    ) -> Result<(), StoreError> {
+        let e = Embedded::open(dir, 8 << 20)?;
+        if !e.data.is_empty() || !e.changes.is_empty() {
+            return Err(StoreError::Engine(format!(
+                "{} already holds a store",
+                dir.display()
+            )));
+        }
+        for (name, k, v) in entries {
+            let tree = e
+                .trees()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| corrupt(format!("backup names an unknown tree '{name}'")))?;
+            tree.insert(k.as_slice(), v.as_slice())?;
+        }
+        e.db.flush()?;
+        Ok(())
+    }
 }

@@ -33,6 +33,7 @@ use axum::body::Bytes;
 pub(crate) use backend::Backend;
 pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
+pub(crate) use transfer::restore_dump;
 pub use transfer::ImportOutcome;
 
 use crate::catalog::RulesEnv;
@@ -132,6 +133,11 @@ pub struct Store {
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
 /// one roll).
 const ROLL_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The current time, RFC 3339 (UTC).
+pub(crate) fn now_rfc3339() -> String {
+    now()
+}
 
 pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()

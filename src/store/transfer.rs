@@ -133,3 +133,44 @@ impl Store {
         }
     }
 }
+
+/// A consistent copy of the store: every stored pair at one `seq`, and the key file that
+/// opens its sealed passwords.
+pub(crate) struct Dump {
+    pub(crate) seq: u64,
+    pub(crate) entries: Vec<super::backend::DumpEntry>,
+    pub(crate) key_file: Vec<u8>,
+}
+
+impl Store {
+    /// Everything stored, at the last committed `seq`: taken under the write lock (writers wait
+    /// a moment, readers and phones do not), after the pending phone observations are written.
+    pub(crate) fn dump(&self) -> Result<Dump, StoreError> {
+        self.observer.flush()?;
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = guard.seq;
+        let entries = self.backend.dump()?;
+        let key_file = std::fs::read(self.sealer.path())
+            .map_err(|e| StoreError::Engine(format!("reading the key file: {e}")))?;
+        drop(guard);
+        Ok(Dump {
+            seq,
+            entries,
+            key_file,
+        })
+    }
+}
+
+/// Restores a dump into `store_dir` (and its key file beside it); both must be new.
+pub(crate) fn restore_dump(
+    store_dir: &std::path::Path,
+    entries: &[super::backend::DumpEntry],
+    key_file: &[u8],
+) -> Result<(), StoreError> {
+    let key = store_dir.with_extension("key");
+    if key.exists() {
+        return Err(StoreError::Engine(format!("{} exists", key.display())));
+    }
+    super::embedded::Embedded::restore(store_dir, entries)?;
+    crate::tls::write_private(&key, key_file).map_err(|e| StoreError::Engine(e.to_string()))
+}
