@@ -12,6 +12,7 @@ pub mod domain;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod metrics;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;

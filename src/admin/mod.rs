@@ -87,6 +87,7 @@ pub(crate) fn router(app: SharedApp) -> Router {
         }),
     )
     .route("/healthz", get(healthz))
+    .route("/metrics", get(metrics))
     .fallback(|| async { ApiError::not_found("no such resource") })
     .method_not_allowed_fallback(|| async {
         ApiError::code(
@@ -95,6 +96,7 @@ pub(crate) fn router(app: SharedApp) -> Router {
         )
     })
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(axum::middleware::from_fn(crate::metrics::admin_requests))
     .with_state(app)
 }
 
@@ -115,6 +117,20 @@ async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json
         status: "ok",
         seq: platform.then(|| app.store.last_seq()),
     })
+}
+
+/// Prometheus metrics (text format); platform tokens only: the counters span every tenant.
+async fn metrics(State(app): State<SharedApp>, caller: extract::Caller) -> ApiResult<Response> {
+    caller.platform()?;
+    let text = crate::metrics::render(&app);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Runs a store operation on the blocking pool (it writes and flushes to disk).

@@ -8,6 +8,7 @@
 
 pub(crate) mod cert;
 pub(crate) mod digest;
+mod observe;
 pub(crate) mod useragent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -90,6 +91,19 @@ pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
 }
 
 async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
+    use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let id = crate::metrics::request_id(req.headers());
+    let span = tracing::info_span!("phone", request_id = %id);
+    let mut resp = handle_request(app, req).instrument(span.clone()).await;
+    span.in_scope(|| observe::fetched(&method, &path, &resp, started.elapsed()));
+    crate::metrics::set_request_id(&mut resp, &id);
+    resp
+}
+
+async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -203,8 +217,15 @@ impl Ctx<'_> {
             Outcome::Denied(d) => self.deny(d, name),
             Outcome::Failed(e) => self.render_failed(name, &e),
             Outcome::File {
-                file, device: None, ..
-            } => self.respond(file),
+                file,
+                model,
+                device: None,
+                ..
+            } => {
+                let mut r = self.respond(file);
+                observe::mark(&mut r, None, &model.id);
+                r
+            }
             Outcome::File {
                 file,
                 model,
@@ -220,6 +241,8 @@ impl Ctx<'_> {
                     identity: file.identity.clone(),
                 });
                 let durable = self.check_in(&device.mac, &ua, applied);
+                let model_id = model.id.clone();
+                let mac = device.mac.clone();
                 drop(state);
                 // A newly applied revision is answered once it is recorded durably: the
                 // dispatcher counts the device in sync from then on.
@@ -227,7 +250,9 @@ impl Ctx<'_> {
                     tracing::error!(error = %e, "recording a check-in failed");
                     return status(StatusCode::SERVICE_UNAVAILABLE);
                 }
-                self.respond(file)
+                let mut r = self.respond(file);
+                observe::mark(&mut r, Some(&mac), &model_id);
+                r
             }
         }
     }
@@ -324,6 +349,7 @@ impl Ctx<'_> {
         }
         let attempted = self.creds.is_some() || self.cert.is_some();
         if attempted && !stale {
+            crate::metrics::auth_failure(if network_ok { "credentials" } else { "network" });
             self.failed(Some(&device.mac));
         }
         Err(Denied::Challenge { stale })
@@ -345,6 +371,7 @@ impl Ctx<'_> {
             );
         }
         if self.creds.is_some() || self.cert.is_some() {
+            crate::metrics::auth_failure("unknown_device");
             self.failed(Some(mac));
         }
         Denied::Challenge { stale: false }
@@ -361,9 +388,11 @@ impl Ctx<'_> {
         match self.app.phone_auth.lockout.fail(ip, mac) {
             digest::Locked::No => {}
             digest::Locked::Pair => {
+                crate::metrics::lockout("pair");
                 tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}{for_mac}; locked out")
             }
             digest::Locked::Address => {
+                crate::metrics::lockout("address");
                 tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}; locked out")
             }
         }

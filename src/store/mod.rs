@@ -301,7 +301,10 @@ impl Store {
             .into_iter()
             .map(|(k, r)| (k, r.map(|r| seal_record(&self.sealer, &r))))
             .collect();
-        if let Err(e) = self.backend.commit(&writes, &change) {
+        let started = std::time::Instant::now();
+        let committed = self.backend.commit(&writes, &change);
+        crate::metrics::commit_latency(started.elapsed());
+        if let Err(e) = committed {
             tx.rollback();
             return Err(e);
         }
