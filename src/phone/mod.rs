@@ -389,11 +389,11 @@ impl Ctx<'_> {
             digest::Locked::No => {}
             digest::Locked::Pair => {
                 crate::metrics::lockout("pair");
-                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}{for_mac}; locked out")
+                tracing::warn!(target: "deskprov::phone::auth", "{}", observe::pair_lockout_line(ip, &for_mac))
             }
             digest::Locked::Address => {
                 crate::metrics::lockout("address");
-                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}; locked out")
+                tracing::warn!(target: "deskprov::phone::auth", "{}", observe::address_lockout_line(ip))
             }
         }
     }
