@@ -111,3 +111,23 @@ async fn every_request_answers_with_its_request_id() {
         "phone answers too"
     );
 }
+
+#[tokio::test]
+async fn the_unprovisioned_list_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    let r = s
+        .client
+        .get(format!("{}/805ec0abcdef.cfg", s.phones))
+        .header("user-agent", "Yealink SIP-T54W 96.86.0.70 805ec0abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let before = s.get("/api/v1/unprovisioned").await.body;
+    assert!(before.to_string().contains("805ec0abcdef"), "{before}");
+    s.shutdown().await;
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    let after = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(after, before);
+}

@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 
-use super::{Change, CheckIn, StoreError, SyncState, UploadMeta};
+use super::{Change, CheckIn, StoreError, SyncState, Unprovisioned, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
@@ -24,6 +24,8 @@ pub(crate) struct Loaded {
     pub(crate) group_seqs: Vec<(GroupId, u64)>,
     /// The last check-in of every device that was seen applying a revision.
     pub(crate) checkins: Vec<(Mac, CheckIn)>,
+    /// The unprovisioned list as last saved (newest first).
+    pub(crate) unprovisioned: Vec<Unprovisioned>,
 }
 
 /// Phone observations and sync work, written together by the store's observation writer.
@@ -40,6 +42,8 @@ pub(crate) struct Observations {
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
     pub(crate) sync_cursor: Option<u64>,
+    /// The whole unprovisioned list to save in place of the last one (bounded).
+    pub(crate) unprovisioned: Option<Vec<Unprovisioned>>,
 }
 
 impl Observations {
@@ -49,6 +53,7 @@ impl Observations {
             && self.upload_removals.is_empty()
             && self.sync_states.is_empty()
             && self.sync_cursor.is_none()
+            && self.unprovisioned.is_none()
     }
 }
 

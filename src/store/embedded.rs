@@ -1,7 +1,7 @@
 //! The embedded engine: sled trees in `<data_dir>/store`, for one machine.
 //!
 //! Trees: `data` (records by [`RecordKey::encode`], JSON), `changes` (big-endian `seq` → JSON
-//! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
+//! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`, `unprovisioned`), `checkins` and `sync` (by MAC, JSON) and
 //! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes). A commit writes `data`,
 //! `changes` and `meta` in one sled transaction and flushes before it returns.
 
@@ -17,6 +17,9 @@ use crate::domain::{GroupId, Mac};
 
 /// `meta` key prefix of a group's last `group_seq`.
 const GROUP_SEQ: &[u8] = b"group_seq/";
+
+/// `meta` key of the saved unprovisioned list (JSON, newest first).
+const UNPROVISIONED: &str = "unprovisioned";
 
 /// sled logs record bytes at debug and trace: never more than warnings from it.
 pub(super) const LOG_DIRECTIVE: &str = "sled=warn";
@@ -127,12 +130,18 @@ impl Backend for Embedded {
                 checkins.push((mac, c));
             }
         }
+        // An observation too: a list that no longer parses starts empty.
+        let unprovisioned = match self.meta.get(UNPROVISIONED)? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => Vec::new(),
+        };
         Ok(Loaded {
             records,
             seq,
             first_seq,
             group_seqs,
             checkins,
+            unprovisioned,
         })
     }
 
@@ -244,6 +253,7 @@ impl Backend for Embedded {
             }
         }
         let cursor = o.sync_cursor.map(u64::to_be_bytes);
+        let unprovisioned = o.unprovisioned.as_ref().map(json);
         (&self.checkins, &self.uploads, &self.sync, &self.meta)
             .transaction(|(c, u, s, m)| {
                 c.apply_batch(&checkins)?;
@@ -251,6 +261,9 @@ impl Backend for Embedded {
                 s.apply_batch(&sync)?;
                 if let Some(cursor) = &cursor {
                     m.insert("sync_cursor", cursor)?;
+                }
+                if let Some(list) = &unprovisioned {
+                    m.insert(UNPROVISIONED, list.as_slice())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })

@@ -200,6 +200,7 @@ impl Store {
                 backend.clone(),
                 sealer.clone(),
                 loaded.checkins,
+                loaded.unprovisioned,
                 opts.limits,
             ),
             backend,
@@ -423,13 +424,31 @@ impl Store {
         {
             self.roll_keys()?;
         }
+        self.save_unprovisioned()?;
         self.observer.flush()?;
         self.backend.flush()
+    }
+
+    /// Saves the unprovisioned list when it changed (from `maintain`, about once a second, and
+    /// on shutdown), so it survives a restart; it is bounded, and losing the last second of
+    /// sightings in a crash costs nothing (the phones ask again).
+    fn save_unprovisioned(&self) -> Result<(), StoreError> {
+        match self.observer.unprovisioned_to_save() {
+            Some(list) => self.backend.observe(
+                &backend::Observations {
+                    unprovisioned: Some(list),
+                    ..Default::default()
+                },
+                false,
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Background upkeep, called about once a second off the async workers: the key roll that
     /// follows replaced passwords, once they have been quiet for a moment.
     pub(crate) fn maintain(&self) -> Result<(), StoreError> {
+        self.save_unprovisioned()?;
         let due = *self.roll_due.lock().unwrap_or_else(|p| p.into_inner());
         match due {
             Some(at) if at.elapsed() >= ROLL_QUIET => self.roll_keys(),
