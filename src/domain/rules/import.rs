@@ -204,6 +204,45 @@ fn outcome(tx: &Tx, key: &RecordKey, before: &Option<Record>) -> Outcome {
     }
 }
 
+fn unchanged(object: String) -> Applied {
+    Applied {
+        object,
+        outcome: Outcome::Unchanged,
+        fx: None,
+        secret: None,
+    }
+}
+
+/// Whether a user row asks for exactly what is stored (then its rule would write the same
+/// record, and is not run: a rerun of a large import stays fast).
+fn same_user(u: &User, i: &UserInput) -> bool {
+    u.phone_number == i.phone_number
+        && u.first_name == i.first_name
+        && u.last_name == i.last_name
+        && u.display_name.as_deref() == i.display_name.as_deref()
+        && u.kind == i.kind
+        && u.sip.username == i.sip.username
+        && u.sip.auth_username == i.sip.auth_username
+        && i.sip
+            .password
+            .as_deref()
+            .is_none_or(|p| p == u.sip.password.expose())
+        && u.features == i.features
+}
+
+/// Whether a device row asks for exactly what is stored (see [`same_user`]).
+fn same_device(d: &Device, g: &GroupId, i: &DeviceInput, pw: Option<&str>) -> bool {
+    &d.group == g
+        && i.name.as_deref().unwrap_or(i.mac.as_str()) == d.name
+        && i.model == d.model
+        && i.owner == d.owner
+        && i.keys == d.keys
+        && i.settings == d.settings
+        && i.notify_target == d.notify_target
+        && i.expansion_modules == d.expansion_modules
+        && pw.is_none_or(|p| p == d.prov_password.expose())
+}
+
 fn apply(
     tx: &mut Tx,
     env: &dyn Env,
@@ -233,6 +272,11 @@ fn apply(
             let key = RecordKey::User(g.clone(), e.clone());
             let before = tx.state().get(&key);
             let generate = before.is_none() && input.sip.password.is_none();
+            if let Some(Record::User(old)) = &before {
+                if same_user(old, &input) {
+                    return Ok(unchanged(format!("user {g}/{e}")));
+                }
+            }
             let fx = if before.is_some() {
                 update_user(tx, env, &g, &e, input)?.0
             } else if input.features.monitoring.is_empty() {
@@ -263,6 +307,11 @@ fn apply(
             let mac = input.mac.clone();
             let key = RecordKey::Device(mac.clone());
             let before = tx.state().get(&key);
+            if let Some(Record::Device(d)) = &before {
+                if same_device(d, &g, &input, pw.as_deref()) {
+                    return Ok(unchanged(format!("device {mac}")));
+                }
+            }
             let fx = match &before {
                 Some(Record::Device(d)) if d.group != g => {
                     return Err(DomainError::conflict(
