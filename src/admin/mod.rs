@@ -7,8 +7,10 @@ mod changes;
 mod devices;
 pub(crate) mod extract;
 mod groups;
+mod key_profiles;
 mod models;
 pub(crate) mod problem;
+mod provlog;
 mod sca;
 mod shared_lines;
 mod strict;
@@ -62,12 +64,14 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(users::routes())
         .merge(sca::routes())
         .merge(devices::routes())
+        .merge(key_profiles::routes())
         .merge(shared_lines::routes())
         .merge(changes::routes())
         .merge(tokens::routes())
         .merge(models::routes())
         .merge(templates::routes())
-        .merge(transfer::routes());
+        .merge(transfer::routes())
+        .merge(provlog::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .split_for_parts();

@@ -261,9 +261,23 @@ pub struct User {
     pub(crate) kind: UserKind,
     pub(crate) sip: UserSip,
     pub(crate) features: Features,
+    /// Seed "Extensions": "Select if user is allowed to log in". False renders every
+    /// appearance of the user's lines disabled (`lines[].enabled = false`).
+    #[serde(default = "default_true")]
+    pub(crate) login_allowed: bool,
+    /// Set by `POST .../unregister`, cleared by the next change of the user (any update, a
+    /// password rotation): while set, the user's lines render disabled, as for `login_allowed`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) unregistered: bool,
 }
 
 impl User {
+    /// Whether the user's lines render enabled on the phones: allowed to log in and not
+    /// unregistered since its last change.
+    pub(crate) fn lines_enabled(&self) -> bool {
+        self.login_allowed && !self.unregistered
+    }
+
     /// The primary line port: explicit `sip.username`, else the phone number, else
     /// `<group>_<extension>`.
     pub(crate) fn sip_username(&self) -> String {
@@ -302,6 +316,9 @@ pub(crate) enum KeyType {
     SpeedDial,
     Park,
     Voicemail,
+    /// A BLF key for every other user of the group, on the free keys from `key` on (see
+    /// `layout`); never rendered as such.
+    BlfAll,
 }
 
 /// A programmable key of a device; it occupies line key `key`.
@@ -315,6 +332,15 @@ pub(crate) struct ProgKey {
     pub(crate) value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) label: Option<String>,
+}
+
+/// A named, reusable key layout of a group (SPEC §1 "Key profile"), assigned to devices by
+/// `Device::key_profile`; the device's own keys win on a clash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyProfile {
+    pub(crate) group: GroupId,
+    pub(crate) name: ProfileName,
+    pub(crate) keys: Vec<ProgKey>,
 }
 
 /// Expansion modules (sidecars) of one model on a device: `count` of catalogue module `model`.
@@ -409,6 +435,9 @@ pub struct Device {
     /// Sidecars, in the order their keys follow the phone's own line keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) expansion_modules: Vec<ExpansionModule>,
+    /// The group key profile whose keys this device shows under its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_profile: Option<ProfileName>,
     /// The last change-log `seq` that touched this device.
     pub(crate) revision: u64,
 }

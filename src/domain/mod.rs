@@ -41,6 +41,10 @@ pub(crate) struct Effect {
     pub(crate) subject: String,
     /// Every device whose rendered files may change.
     pub(crate) devices: BTreeSet<Mac>,
+    /// Touched devices for which the change is only a `keys` change whatever `kind` says (a
+    /// phone that shows a renamed user on a BLF key: it re-syncs, the user's own phones may
+    /// reboot).
+    pub(crate) keys_only: BTreeSet<Mac>,
     pub(crate) detail: serde_json::Value,
 }
 
@@ -57,6 +61,7 @@ impl Effect {
             group: group.cloned(),
             subject: subject.into(),
             devices: BTreeSet::new(),
+            keys_only: BTreeSet::new(),
             detail: serde_json::Value::Object(Default::default()),
         }
     }
@@ -71,6 +76,9 @@ impl Effect {
 pub(crate) struct ModelCaps {
     /// Line keys, numbered 1..=line_keys.
     pub(crate) line_keys: KeyNo,
+    /// Keys 1..=appearance_keys can show a line (SCA, shared line, primary): the phone's own
+    /// keys and those of expansion modules that show lines. Programmable keys may use them all.
+    pub(crate) appearance_keys: KeyNo,
     /// SIP registrations (accounts) the phone can hold.
     pub(crate) accounts: u16,
 }

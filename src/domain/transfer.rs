@@ -67,6 +67,10 @@ pub(crate) struct DeviceDoc {
     pub(crate) notify_target: Option<NotifyTarget>,
     #[serde(default)]
     pub(crate) expansion_modules: Vec<ExpansionModule>,
+    /// A key profile of the group (key profiles are not in the document yet: see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub(crate) key_profile: Option<ProfileName>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) prov_password: Option<String>,
 }
@@ -119,6 +123,7 @@ fn user_input(u: &User, secrets: bool) -> UserInput {
         last_name: u.last_name.to_string(),
         display_name: u.display_name.as_ref().map(|d| d.to_string()),
         kind: u.kind,
+        login_allowed: u.login_allowed,
         sip: SipInput {
             username: u.sip.username.clone(),
             auth_username: u.sip.auth_username.clone(),
@@ -138,6 +143,7 @@ fn device_doc(d: &Device, secrets: bool) -> DeviceDoc {
         settings: d.settings.clone(),
         notify_target: d.notify_target.clone(),
         expansion_modules: d.expansion_modules.clone(),
+        key_profile: d.key_profile.clone(),
         prov_password: secrets.then(|| d.prov_password.expose().to_string()),
     }
 }
@@ -230,6 +236,7 @@ impl Document {
                     settings: d.settings,
                     notify_target: d.notify_target,
                     expansion_modules: d.expansion_modules,
+                    key_profile: d.key_profile,
                 };
                 rows.push(ImportRow {
                     at: at("devices", n),
@@ -568,6 +575,7 @@ fn user_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError> 
             last_name: String::new(),
             display_name: None,
             kind: UserKind::Standard,
+            login_allowed: true,
             sip: SipInput::default(),
             features: Features::default(),
         },
@@ -617,6 +625,7 @@ fn device_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError
                 settings: doc.settings,
                 notify_target: doc.notify_target,
                 expansion_modules: doc.expansion_modules,
+                key_profile: doc.key_profile,
             }
         }
         None => DeviceInput {
@@ -628,6 +637,7 @@ fn device_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError
             settings: BTreeMap::new(),
             notify_target: None,
             expansion_modules: Vec::new(),
+            key_profile: None,
         },
     };
     input.model = c.req("model").to_string();

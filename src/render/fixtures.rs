@@ -249,15 +249,33 @@ fn render_scenario(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
-    // The bytes must not depend on the revision, or the same-hash check could never skip.
+    // The bytes must not depend on the revision, or the same-hash check could never skip;
+    // except the lines the model declares in `[checks] revision_lines`, which must then change.
     let mut bumped = device.clone();
     bumped.revision += 1;
+    let marked = |l: &str| {
+        model
+            .checks
+            .revision_lines
+            .iter()
+            .any(|m| l.contains(m.as_str()))
+    };
+    let unmarked = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !marked(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if let Ok(ctx2) = context::device_context(&state, model, &bumped, BASE_URL) {
         for spec in model.files.iter().filter(|f| f.per_device) {
             let name = spec.name_for(&device.mac, model.mac_case);
             if let (Some(a), Ok(b)) = (files.get(&name), engine.render(&model.id, spec, &ctx2)) {
-                if *a != b {
-                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision)"));
+                if unmarked(a) != unmarked(&b) {
+                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision outside [checks] revision_lines)"));
+                } else if a.lines().any(marked) && *a == b {
+                    problems.push(format!(
+                        "{name}: the [checks] revision_lines do not change with the revision"
+                    ));
                 }
             }
         }
@@ -288,12 +306,15 @@ fn render_scenario(
                     }
                 }
                 for key in &a.keys {
-                    for fact in &model.checks.line_key {
+                    let (module, position) = key_slot(&ctx, a.index, *key);
+                    for fact in line_key_checks(&model.checks.line_key, module) {
                         let f = fact
                             .replace("{index}", &index)
                             .replace("{index0}", &index0)
                             .replace("{key}", &key.to_string())
-                            .replace("{key0}", &(key - 1).to_string());
+                            .replace("{key0}", &(key - 1).to_string())
+                            .replace("{module}", &module.to_string())
+                            .replace("{position}", &position.to_string());
                         if !flatten::holds(&facts, &f) {
                             problems.push(format!(
                                 "{name}: line key {key} of {}: '{f}' does not hold",
@@ -312,6 +333,34 @@ fn render_scenario(
         }
     }
     Ok(ScenarioResult { files, problems })
+}
+
+/// Where line key `key` of registration `index` sits, from the context's `key_slots`:
+/// (`module`, `position`), module 0 being the phone itself.
+fn key_slot(ctx: &serde_json::Value, index: u16, key: KeyNo) -> (u64, u64) {
+    ctx["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["index"].as_u64() == Some(u64::from(index)))
+        .flat_map(|l| l["key_slots"].as_array().into_iter().flatten())
+        .find(|s| s["key"].as_u64() == Some(u64::from(key)))
+        .and_then(|s| Some((s["module"].as_u64()?, s["position"].as_u64()?)))
+        .unwrap_or((0, u64::from(key)))
+}
+
+/// The `[checks] line_key` facts for a key on `module` (0: the phone). Facts naming
+/// `{module}` or `{position}` describe sidecar keys: they apply to keys on a module only, and
+/// the others to keys on the phone only; a model without such facts numbers its sidecar keys
+/// like its own, so all its facts apply everywhere.
+fn line_key_checks(checks: &[String], module: u64) -> impl Iterator<Item = &String> {
+    let sidecar = |f: &String| f.contains("{module}") || f.contains("{position}");
+    let any_sidecar = checks.iter().any(sidecar);
+    checks.iter().filter(move |f| match (module, any_sidecar) {
+        (0, _) => !sidecar(f),
+        (_, true) => sidecar(f),
+        (_, false) => true,
+    })
 }
 
 /// A short line diff: the first differing lines with their numbers.
@@ -443,4 +492,132 @@ pub fn check_all(
         }
     }
     Ok((count, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main file of fixture `fixtures/<model>/<scenario>` rendered with its context changed
+    /// by `edit`, as facts; and the line keys of registration 2.
+    fn main_facts(
+        model: &str,
+        scenario: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (flatten::Facts, Vec<u64>) {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(model)
+            .join(scenario)
+            .join("input.json");
+        let input: FixtureInput =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let state = build_state(&catalog, &input).unwrap();
+        let device = state.devices.get(&input.device).unwrap();
+        let m = catalog.get(&device.model).unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        edit(&mut ctx);
+        let keys = ctx["lines"][1]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        let spec = m.main_file().unwrap();
+        let text = engine.render(&m.id, spec, &ctx).unwrap();
+        (flatten::flatten(&spec.content_type, &text).unwrap(), keys)
+    }
+
+    fn disable_line_2(ctx: &mut serde_json::Value) {
+        ctx["lines"][1]["enabled"] = serde_json::Value::Bool(false);
+    }
+
+    #[test]
+    fn a_disabled_yealink_line_is_a_disabled_account_that_keeps_its_key() {
+        let (facts, keys) = main_facts("yealink-t46u", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "account.2.enable = 0"));
+        assert!(flatten::holds(&facts, "account.1.enable = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("linekey.{k}.line = 2")));
+        }
+    }
+
+    #[test]
+    fn a_disabled_polycom_line_does_not_register_and_keeps_its_key() {
+        let (facts, keys) = main_facts("polycom-vvx-450", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "reg.2.server.1.register = 0"));
+        assert!(flatten::holds(&facts, "reg.1.server.1.register = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("lineKey.{k}.index = 2")));
+        }
+    }
+
+    #[test]
+    fn sidecar_facts_apply_to_sidecar_keys_only() {
+        let checks: Vec<String> = ["linekey.{key}.type = 15", "m.{module}.key.{position} = 15"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            line_key_checks(&checks, 0).collect::<Vec<_>>(),
+            [&checks[0]]
+        );
+        assert_eq!(
+            line_key_checks(&checks, 2).collect::<Vec<_>>(),
+            [&checks[1]]
+        );
+        let global = &checks[..1];
+        assert_eq!(
+            line_key_checks(global, 1).count(),
+            1,
+            "no sidecar facts: all apply"
+        );
+    }
+
+    /// Renders `model`'s main file for the sample device with every line's `enabled` forced to
+    /// false (nothing sets it false yet: login_allowed will) and returns its facts.
+    fn disabled_facts(model: &str) -> flatten::Facts {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let m = catalog.get(model).unwrap();
+        let state = sample_state(&catalog, model).unwrap();
+        let device = state.devices.values().next().unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        for line in ctx["lines"].as_array_mut().unwrap() {
+            line["enabled"] = serde_json::Value::Bool(false);
+        }
+        let main = m.main_file().unwrap();
+        let text = engine.render(model, main, &ctx).unwrap();
+        flatten::flatten(&main.content_type, &text).unwrap()
+    }
+
+    #[test]
+    fn a_disabled_snom_fanvil_or_mitel_line_is_the_vendors_account_off_and_keeps_its_key() {
+        let f = disabled_facts("snom-d785");
+        assert!(flatten::holds(&f, "user_active[1] = off"));
+        assert!(flatten::holds(&f, "fkey[0] = line"), "the key stays");
+        let f = disabled_facts("fanvil-x6u");
+        assert!(flatten::holds(&f, "line[1]/EnableReg = 0"));
+        assert!(flatten::holds(&f, "dssSide[1]/Fkey[1]/Value = SIP1"));
+        let f = disabled_facts("mitel-6867i");
+        assert!(flatten::holds(&f, "sip line1 registrar ip = 0.0.0.0"));
+        assert!(flatten::holds(&f, "topsoftkey1 type = line"));
+    }
 }

@@ -88,6 +88,18 @@ impl Store {
             .0)
     }
 
+    /// `POST .../users/{ext}/unregister`: the user's lines off its phones until its next change.
+    pub(crate) fn unregister_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| rules::unregister_user(tx, g, e))?
+            .0)
+    }
+
     pub fn create_device(
         &self,
         actor: &str,
@@ -225,6 +237,65 @@ impl Store {
         Ok(self
             .commit(actor, |tx, _| {
                 Ok((rules::delete_shared_line(tx, g, n)?, ()))
+            })?
+            .1)
+    }
+
+    pub(crate) fn create_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: KeyProfileInput,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| rules::create_key_profile(tx, g, input))?
+            .0)
+    }
+    pub(crate) fn update_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+        input: KeyProfileInput,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_key_profile(tx, env, g, n, input)
+            })?
+            .0)
+    }
+    pub(crate) fn delete_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_key_profile(tx, g, n)?, ()))
+            })?
+            .1)
+    }
+    pub(crate) fn move_profile_key(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+        mv: KeyMove,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::move_profile_key(tx, env, g, n, mv))?
+            .0)
+    }
+    pub(crate) fn move_device_key(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        mv: KeyMove,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                Ok((rules::move_device_key(tx, env, mac, mv)?, ()))
             })?
             .1)
     }

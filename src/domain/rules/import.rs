@@ -221,6 +221,7 @@ fn same_user(u: &User, i: &UserInput) -> bool {
         && u.last_name == i.last_name
         && u.display_name.as_deref() == i.display_name.as_deref()
         && u.kind == i.kind
+        && u.login_allowed == i.login_allowed
         && u.sip.username == i.sip.username
         && u.sip.auth_username == i.sip.auth_username
         && i.sip
@@ -240,6 +241,7 @@ fn same_device(d: &Device, g: &GroupId, i: &DeviceInput, pw: Option<&str>) -> bo
         && i.settings == d.settings
         && i.notify_target == d.notify_target
         && i.expansion_modules == d.expansion_modules
+        && i.key_profile == d.key_profile
         && pw.is_none_or(|p| p == d.prov_password.expose())
 }
 
