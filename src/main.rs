@@ -389,12 +389,16 @@ fn export(
     secrets: bool,
 ) -> Result<(), String> {
     let store = offline_store(&config)?;
-    let out = store.export_text(group, kind, secrets)?;
-    print!("{out}");
+    let mut out = store.export_text(group, kind, secrets)?;
     if !out.ends_with('\n') {
-        println!();
+        out.push('\n');
     }
-    Ok(())
+    use std::io::Write;
+    match std::io::stdout().write_all(out.as_bytes()) {
+        // `deskprov export | head`: the reader left; not an error of the export.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.to_string()),
+        _ => Ok(()),
+    }
 }
 
 fn templates_check(
