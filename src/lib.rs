@@ -5,12 +5,14 @@
 //! wires the listeners; [`tls`] owns certificates; [`catalog`] the phone models.
 
 pub(crate) mod admin;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod domain;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod metrics;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;

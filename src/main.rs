@@ -58,11 +58,52 @@ enum Command {
         #[arg(long)]
         file: String,
     },
+    /// Import an export document (JSON) or, with --group and --kind, a CSV file; offline on
+    /// the data dir (the server must not be running; use POST /api/v1/import while it runs).
+    Import {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// Report what would be created, changed and left; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The group a CSV file is for.
+        #[arg(long)]
+        group: Option<String>,
+        /// The CSV file's kind: users, devices, sca or members (absent: a JSON document).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Print the export document (JSON) or one group's CSV file of a kind; offline on the
+    /// data dir (use GET /api/v1/export while the server runs).
+    Export {
+        /// One group only (required for CSV).
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// The CSV kind: users, devices, sca or members.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Include SIP and provisioning passwords (so an import reproduces them).
+        #[arg(long)]
+        secrets: bool,
+    },
+    /// Write a backup of the data dir to FILE, offline (the server must not be running; while
+    /// it runs, use POST /api/v1/backup, see the README).
+    Backup { file: PathBuf },
+    /// Restore a backup FILE into the configured data dir, which must be new or empty.
+    Restore { file: PathBuf },
     /// Manage admin API tokens offline (the server must not be running on the data dir).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +196,50 @@ fn main() -> ExitCode {
                 },
         } => load_config(cli.config.as_ref())
             .and_then(|c| templates_check(c, &fixtures, templates_dir, update, model.as_deref())),
+        Command::Import {
+            file,
+            dry_run,
+            group,
+            kind,
+        } => load_config(cli.config.as_ref())
+            .and_then(|c| import(c, &file, dry_run, group.as_deref(), kind.as_deref())),
+        Command::Export {
+            group,
+            format,
+            kind,
+            secrets,
+        } => load_config(cli.config.as_ref()).and_then(|c| {
+            let kind = match (format, kind) {
+                (ExportFormat::Json, None) => None,
+                (ExportFormat::Json, Some(_)) => return Err("--kind needs --format csv".into()),
+                (ExportFormat::Csv, Some(k)) => Some(k),
+                (ExportFormat::Csv, None) => return Err("--format csv needs --kind".into()),
+            };
+            export(c, group.as_deref(), kind.as_deref(), secrets)
+        }),
+        Command::Backup { file } => load_config(cli.config.as_ref()).and_then(|c| {
+            let store = offline_store(&c)?;
+            let (bytes, seq) = deskprov::backup::backup(&store, &c.data_dir)?;
+            std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+            println!(
+                "backup of seq {seq} written to {} ({} bytes)",
+                file.display(),
+                bytes.len()
+            );
+            Ok(())
+        }),
+        Command::Restore { file } => load_config(cli.config.as_ref()).and_then(|c| {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let r = deskprov::backup::restore(&bytes, &c.data_dir)?;
+            println!(
+                "restored seq {} ({} stored pairs, {} files) into {}",
+                r.seq,
+                r.entries,
+                r.files,
+                c.data_dir.display()
+            );
+            Ok(())
+        }),
         Command::Render { mac, file } => {
             load_config(cli.config.as_ref()).and_then(|c| render(c, &mac, &file))
         }
@@ -255,6 +340,65 @@ fn token(config: Config, command: TokenCommand) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn offline_store(config: &Config) -> Result<deskprov::store::Store, String> {
+    let catalog = Arc::new(Catalog::load(config.templates_dir()).map_err(|e| e.to_string())?);
+    open_store(config, catalog)
+        .map_err(|e| format!("{e} (is a server running on this data directory? use the admin API)"))
+}
+
+fn import(
+    config: Config,
+    file: &std::path::Path,
+    dry_run: bool,
+    group: Option<&str>,
+    kind: Option<&str>,
+) -> Result<(), String> {
+    let text = if file == std::path::Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| e.to_string())?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let store = offline_store(&config)?;
+    let outcome = store.import_text(&text, group, kind, dry_run)?;
+    match outcome {
+        deskprov::store::ImportOutcome::Done(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok(())
+        }
+        deskprov::store::ImportOutcome::Refused(errors) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&errors).unwrap_or_default()
+            );
+            Err("bad rows (listed above); nothing was imported".into())
+        }
+    }
+}
+
+fn export(
+    config: Config,
+    group: Option<&str>,
+    kind: Option<&str>,
+    secrets: bool,
+) -> Result<(), String> {
+    let store = offline_store(&config)?;
+    let mut out = store.export_text(group, kind, secrets)?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(out.as_bytes()) {
+        // `deskprov export | head`: the reader left; not an error of the export.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.to_string()),
+        _ => Ok(()),
+    }
 }
 
 fn templates_check(

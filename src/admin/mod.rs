@@ -16,6 +16,7 @@ mod shared_lines;
 mod strict;
 mod templates;
 mod tokens;
+mod transfer;
 mod users;
 pub(crate) mod views;
 
@@ -69,6 +70,7 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(models::routes())
         .merge(templates::routes())
+        .merge(transfer::routes())
         .merge(provlog::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
@@ -89,6 +91,7 @@ pub(crate) fn router(app: SharedApp) -> Router {
         }),
     )
     .route("/healthz", get(healthz))
+    .route("/metrics", get(metrics))
     .fallback(|| async { ApiError::not_found("no such resource") })
     .method_not_allowed_fallback(|| async {
         ApiError::code(
@@ -97,6 +100,7 @@ pub(crate) fn router(app: SharedApp) -> Router {
         )
     })
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(axum::middleware::from_fn(crate::metrics::admin_requests))
     .with_state(app)
 }
 
@@ -117,6 +121,20 @@ async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json
         status: "ok",
         seq: platform.then(|| app.store.last_seq()),
     })
+}
+
+/// Prometheus metrics (text format); platform tokens only: the counters span every tenant.
+async fn metrics(State(app): State<SharedApp>, caller: extract::Caller) -> ApiResult<Response> {
+    caller.platform()?;
+    let text = crate::metrics::render(&app);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// Runs a store operation on the blocking pool (it writes and flushes to disk).

@@ -174,6 +174,7 @@ actions! {
     TemplateUpdate = "template.update" => Template,
     TemplateRollback = "template.rollback" => Template,
     TemplateReset = "template.reset" => Template,
+    Import = "import" => Settings,
     // Newer than stored kinds: their legacy kind is never read.
     DeviceKeysMove = "device.keys_move" => Settings,
     KeyProfileCreate = "key_profile.create" => Settings,

@@ -19,6 +19,7 @@ pub(crate) mod layout;
 pub(crate) mod locale;
 pub mod rules;
 pub mod state;
+pub(crate) mod transfer;
 
 use std::collections::BTreeSet;
 

@@ -617,6 +617,26 @@ impl<'a> Tx<'a> {
         })
     }
 
+    /// Runs `f` as a nested step of this transaction: its writes stay when it succeeds and are
+    /// undone when it fails, the rest of the transaction untouched (an import checks every row
+    /// and reports each bad one, in one transaction).
+    pub(crate) fn step<R, E>(&mut self, f: impl FnOnce(&mut Tx) -> Result<R, E>) -> Result<R, E> {
+        let mut inner = Tx::new(self.state);
+        match f(&mut inner) {
+            Ok(v) => {
+                let Tx { undo, .. } = inner;
+                for (k, before) in undo {
+                    self.undo.entry(k).or_insert(before);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                inner.rollback();
+                Err(e)
+            }
+        }
+    }
+
     /// Restores every touched record to its first-seen value.
     pub(crate) fn rollback(self) {
         for (k, before) in self.undo {

@@ -12,6 +12,7 @@
 
 pub(crate) mod cert;
 pub(crate) mod digest;
+mod observe;
 pub(crate) mod useragent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -94,6 +95,19 @@ pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
 }
 
 async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
+    use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let id = crate::metrics::request_id(req.headers());
+    let span = tracing::info_span!("phone", request_id = %id);
+    let mut resp = handle_request(app, req).instrument(span.clone()).await;
+    span.in_scope(|| observe::fetched(&method, &path, &resp, started.elapsed()));
+    crate::metrics::set_request_id(&mut resp, &id);
+    resp
+}
+
+async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -251,8 +265,15 @@ impl Ctx<'_> {
                 r
             }
             Outcome::File {
-                file, device: None, ..
-            } => self.respond(file),
+                file,
+                model,
+                device: None,
+                ..
+            } => {
+                let mut r = self.respond(file);
+                observe::mark(&mut r, None, &model.id);
+                r
+            }
             Outcome::File {
                 file,
                 model,
@@ -268,6 +289,7 @@ impl Ctx<'_> {
                     identity: file.identity.clone(),
                 });
                 let durable = self.check_in(&device.mac, &ua, applied);
+                let model_id = model.id.clone();
                 let mac = device.mac.clone();
                 drop(state);
                 // A newly applied revision is answered once it is recorded durably: the
@@ -278,7 +300,8 @@ impl Ctx<'_> {
                     self.log(&mac, name, code, 0, Some(Refusal::Unavailable));
                     return status(code);
                 }
-                let r = self.respond(file.clone());
+                let mut r = self.respond(file.clone());
+                observe::mark(&mut r, Some(&mac), &model_id);
                 let sent = if r.status() == StatusCode::OK && self.method != Method::HEAD {
                     file.bytes.len() as u64
                 } else {
@@ -403,6 +426,7 @@ impl Ctx<'_> {
         }
         let attempted = self.creds.is_some() || self.cert.is_some();
         if attempted && !stale {
+            crate::metrics::auth_failure(if network_ok { "credentials" } else { "network" });
             self.failed(Some(&device.mac));
         }
         let reason = refusal(
@@ -430,6 +454,7 @@ impl Ctx<'_> {
             );
         }
         if self.creds.is_some() || self.cert.is_some() {
+            crate::metrics::auth_failure("unknown_device");
             self.failed(Some(mac));
         }
         Denied::Challenge {
@@ -449,10 +474,12 @@ impl Ctx<'_> {
         match self.app.phone_auth.lockout.fail(ip, mac) {
             digest::Locked::No => {}
             digest::Locked::Pair => {
-                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}{for_mac}; locked out")
+                crate::metrics::lockout("pair");
+                tracing::warn!(target: "deskprov::phone::auth", "{}", observe::pair_lockout_line(ip, &for_mac))
             }
             digest::Locked::Address => {
-                tracing::warn!(target: "deskprov::phone::auth", "too many authentication failures from {ip}; locked out")
+                crate::metrics::lockout("address");
+                tracing::warn!(target: "deskprov::phone::auth", "{}", observe::address_lockout_line(ip))
             }
         }
     }

@@ -426,8 +426,10 @@ impl Renderer {
         if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
             return Ok(hit);
         }
+        let started = std::time::Instant::now();
         let ctx = context::device_context(state, model, device, &self.base_url)?;
         let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
+        crate::metrics::render_latency(started.elapsed());
         let mut r = Rendered::new(text, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
         let r = Arc::new(r);
@@ -446,8 +448,10 @@ impl Renderer {
         if let Some(hit) = self.cached(&key, 0, engine.generation) {
             return Ok(hit);
         }
+        let started = std::time::Instant::now();
         let ctx = context::common_context(model, &self.base_url);
         let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
+        crate::metrics::render_latency(started.elapsed());
         let r = Arc::new(Rendered::new(text, spec, 0));
         self.store_cache(key, 0, engine.generation, r.clone());
         Ok(r)
@@ -459,10 +463,13 @@ impl Renderer {
     }
 
     fn cached(&self, key: &CacheKey, revision: u64, generation: u64) -> Option<Arc<Rendered>> {
-        self.cache
+        let hit = self
+            .cache
             .get(key)
             .filter(|(r, g, _)| *r == revision && *g == generation)
-            .map(|(_, _, x)| x)
+            .map(|(_, _, x)| x);
+        crate::metrics::render_cache(hit.is_some());
+        hit
     }
 
     fn store_cache(&self, key: CacheKey, revision: u64, generation: u64, r: Arc<Rendered>) {

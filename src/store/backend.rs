@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 
-use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
+use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
@@ -24,6 +24,8 @@ pub(crate) struct Loaded {
     pub(crate) group_seqs: Vec<(GroupId, u64)>,
     /// The last check-in of every device that was seen applying a revision.
     pub(crate) checkins: Vec<(Mac, CheckIn)>,
+    /// The unprovisioned list as last saved (newest first).
+    pub(crate) unprovisioned: Vec<Unprovisioned>,
 }
 
 /// Phone observations and sync work, written together by the store's observation writer.
@@ -40,6 +42,8 @@ pub(crate) struct Observations {
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
     pub(crate) sync_cursor: Option<u64>,
+    /// The whole unprovisioned list to save in place of the last one (bounded).
+    pub(crate) unprovisioned: Option<Vec<Unprovisioned>>,
     /// Provisioning log entries to add.
     pub(crate) log_entries: Vec<(Mac, ProvLogEntry)>,
     /// Provisioning log entries to remove (device, id), applied after `log_entries`: the
@@ -54,6 +58,7 @@ impl Observations {
             && self.upload_removals.is_empty()
             && self.sync_states.is_empty()
             && self.sync_cursor.is_none()
+            && self.unprovisioned.is_none()
             && self.log_entries.is_empty()
             && self.log_removals.is_empty()
     }
@@ -110,4 +115,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Everything stored, as (tree, key, value) in the engine's own encoding, for a backup.
+    /// The store calls it under its write lock, so records, change log and `seq` are of one
+    /// commit. (Added for backup/restore; a restore goes through the engine's own `restore`.)
+    fn dump(&self) -> Result<Vec<DumpEntry>, StoreError>;
 }
+
+/// One stored key/value pair of a [`Backend::dump`].
+pub(crate) type DumpEntry = (String, Vec<u8>, Vec<u8>);

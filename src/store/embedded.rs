@@ -1,7 +1,7 @@
 //! The embedded engine: sled trees in `<data_dir>/store`, for one machine.
 //!
 //! Trees: `data` (records by [`RecordKey::encode`], JSON), `changes` (big-endian `seq` → JSON
-//! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
+//! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`, `unprovisioned`), `checkins` and `sync` (by MAC, JSON) and
 //! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes), `provlog` (the 12 MAC
 //! characters then the big-endian entry id → JSON entry). A commit writes `data`,
 //! `changes` and `meta` in one sled transaction and flushes before it returns.
@@ -18,6 +18,9 @@ use crate::domain::{GroupId, Mac};
 
 /// `meta` key prefix of a group's last `group_seq`.
 const GROUP_SEQ: &[u8] = b"group_seq/";
+
+/// `meta` key of the saved unprovisioned list (JSON, newest first).
+const UNPROVISIONED: &str = "unprovisioned";
 
 /// sled logs record bytes at debug and trace: never more than warnings from it.
 pub(super) const LOG_DIRECTIVE: &str = "sled=warn";
@@ -137,12 +140,18 @@ impl Backend for Embedded {
                 checkins.push((mac, c));
             }
         }
+        // An observation too: a list that no longer parses starts empty.
+        let unprovisioned = match self.meta.get(UNPROVISIONED)? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+            None => Vec::new(),
+        };
         Ok(Loaded {
             records,
             seq,
             first_seq,
             group_seqs,
             checkins,
+            unprovisioned,
         })
     }
 
@@ -261,6 +270,7 @@ impl Backend for Embedded {
             provlog.remove(log_key(mac, *id));
         }
         let cursor = o.sync_cursor.map(u64::to_be_bytes);
+        let unprovisioned = o.unprovisioned.as_ref().map(json);
         (
             &self.checkins,
             &self.uploads,
@@ -275,6 +285,9 @@ impl Backend for Embedded {
                 p.apply_batch(&provlog)?;
                 if let Some(cursor) = &cursor {
                     m.insert("sync_cursor", cursor)?;
+                }
+                if let Some(list) = &unprovisioned {
+                    m.insert(UNPROVISIONED, list.as_slice())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
@@ -349,6 +362,56 @@ impl Backend for Embedded {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Vec<super::backend::DumpEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (k, v) = item?;
+                out.push((name.to_string(), k.to_vec(), v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Embedded {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 7] {
+        [
+            ("data", &self.data),
+            ("changes", &self.changes),
+            ("meta", &self.meta),
+            ("checkins", &self.checkins),
+            ("uploads", &self.uploads),
+            ("sync", &self.sync),
+            ("provlog", &self.provlog),
+        ]
+    }
+
+    /// Writes a [`Backend::dump`] into a new engine in `dir` (which must not hold one).
+    pub(crate) fn restore(
+        dir: &Path,
+        entries: &[super::backend::DumpEntry],
+    ) -> Result<(), StoreError> {
+        let e = Embedded::open(dir, 8 << 20)?;
+        if !e.data.is_empty() || !e.changes.is_empty() {
+            return Err(StoreError::Engine(format!(
+                "{} already holds a store",
+                dir.display()
+            )));
+        }
+        for (name, k, v) in entries {
+            let tree = e
+                .trees()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or_else(|| corrupt(format!("backup names an unknown tree '{name}'")))?;
+            tree.insert(k.as_slice(), v.as_slice())?;
+        }
+        e.db.flush()?;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ mod observations;
 mod ops;
 pub(crate) mod records;
 mod seal;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,8 @@ use axum::body::Bytes;
 pub(crate) use backend::Backend;
 pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
+pub(crate) use transfer::restore_dump;
+pub use transfer::ImportOutcome;
 
 use crate::catalog::RulesEnv;
 use crate::domain::state::{Record, State, Tx};
@@ -131,6 +134,11 @@ pub struct Store {
 /// one roll).
 const ROLL_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The current time, RFC 3339 (UTC).
+pub(crate) fn now_rfc3339() -> String {
+    now()
+}
+
 pub(crate) fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -192,6 +200,7 @@ impl Store {
                 backend.clone(),
                 sealer.clone(),
                 loaded.checkins,
+                loaded.unprovisioned,
                 opts.limits,
             ),
             backend,
@@ -298,7 +307,10 @@ impl Store {
             .into_iter()
             .map(|(k, r)| (k, r.map(|r| seal_record(&self.sealer, &r))))
             .collect();
-        if let Err(e) = self.backend.commit(&writes, &change) {
+        let started = std::time::Instant::now();
+        let committed = self.backend.commit(&writes, &change);
+        crate::metrics::commit_latency(started.elapsed());
+        if let Err(e) = committed {
             tx.rollback();
             return Err(e);
         }
@@ -424,13 +436,31 @@ impl Store {
         {
             self.roll_keys()?;
         }
+        self.save_unprovisioned()?;
         self.observer.flush()?;
         self.backend.flush()
+    }
+
+    /// Saves the unprovisioned list when it changed (from `maintain`, about once a second, and
+    /// on shutdown), so it survives a restart; it is bounded, and losing the last second of
+    /// sightings in a crash costs nothing (the phones ask again).
+    fn save_unprovisioned(&self) -> Result<(), StoreError> {
+        match self.observer.unprovisioned_to_save() {
+            Some(list) => self.backend.observe(
+                &backend::Observations {
+                    unprovisioned: Some(list),
+                    ..Default::default()
+                },
+                false,
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Background upkeep, called about once a second off the async workers: the key roll that
     /// follows replaced passwords, once they have been quiet for a moment.
     pub(crate) fn maintain(&self) -> Result<(), StoreError> {
+        self.save_unprovisioned()?;
         let due = *self.roll_due.lock().unwrap_or_else(|p| p.into_inner());
         match due {
             Some(at) if at.elapsed() >= ROLL_QUIET => self.roll_keys(),

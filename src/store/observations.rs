@@ -110,6 +110,8 @@ pub(super) struct Observer {
 struct UnprovisionedList {
     entries: VecDeque<Unprovisioned>,
     admission: HashMap<String, Admission>,
+    /// Changed since it was last saved.
+    dirty: bool,
 }
 
 /// One client address's minute of new unprovisioned MACs.
@@ -164,6 +166,7 @@ impl Observer {
         backend: Arc<dyn Backend>,
         sealer: Arc<Sealer>,
         loaded: Vec<(Mac, CheckIn)>,
+        unprovisioned: Vec<Unprovisioned>,
         limits: ObservationLimits,
     ) -> Observer {
         let checkins = Arc::new(RwLock::new(loaded.into_iter().collect()));
@@ -177,7 +180,10 @@ impl Observer {
             jobs: Some(tx),
             thread: Some(thread),
             checkins,
-            unprovisioned: Mutex::new(UnprovisionedList::default()),
+            unprovisioned: Mutex::new(UnprovisionedList {
+                entries: unprovisioned.into_iter().take(UNPROVISIONED_MAX).collect(),
+                ..UnprovisionedList::default()
+            }),
             limits,
         }
     }
@@ -347,7 +353,14 @@ impl Observer {
         } else {
             Vec::new()
         };
+        l.dirty = true;
         (true, evicted)
+    }
+
+    /// The list, when it changed since the last call (the store saves it then).
+    pub(super) fn unprovisioned_to_save(&self) -> Option<Vec<Unprovisioned>> {
+        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut l.dirty).then(|| l.entries.iter().cloned().collect())
     }
 
     pub(super) fn unprovisioned(&self) -> Vec<Unprovisioned> {

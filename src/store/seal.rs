@@ -78,6 +78,11 @@ impl Sealer {
         })
     }
 
+    /// The key file (a backup copies it with the sealed records).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Whether a key roll was interrupted (the key file still holds the previous key).
     pub(crate) fn rolling(&self) -> bool {
         self.read().previous.is_some()

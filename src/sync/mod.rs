@@ -465,6 +465,7 @@ pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                         let outcome = app2.sync.client.notify(&notify, &target).await;
                         drop(permit);
                         tracing::info!(mac = %mac, event = %event, to = %target.addr, result = %outcome.describe(), "NOTIFY");
+                        crate::metrics::notify(outcome.ok(), &event);
                         let max = app2.config.sync.max_attempts;
                         update(&app2, &mac, |s| {
                             s.attempts += 1;

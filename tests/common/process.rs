@@ -40,8 +40,20 @@ impl Proc {
 
     /// Like [`Proc::serve`], with `RUST_LOG=<filter>` and the log (stderr) sent to `log`.
     pub fn serve_logging(cwd: &Path, config: &Path, filter: &str, log: Stdio) -> Proc {
+        Self::serve_logging_args(cwd, config, filter, log, &[])
+    }
+
+    /// Like [`Proc::serve_logging`], with global arguments before `serve` (`--log-format json`).
+    pub fn serve_logging_args(
+        cwd: &Path,
+        config: &Path,
+        filter: &str,
+        log: Stdio,
+        args: &[&str],
+    ) -> Proc {
         let mut child = Command::new(BIN)
             .current_dir(cwd)
+            .args(args)
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", filter)

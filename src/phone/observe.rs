@@ -1,0 +1,130 @@
+//! What every phone request leaves behind: the metrics counter by status and model, and one
+//! log line `phone fetch` with the MAC, model, file, status, bytes and latency (never the
+//! query string, which may carry credentials, nor any header).
+
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::response::Response;
+
+use crate::domain::Mac;
+
+/// The device and model a response was for, set by the fetch path on the response.
+#[derive(Clone)]
+pub(super) struct Served {
+    mac: Option<Mac>,
+    model: String,
+}
+
+/// Marks `r` as served for `mac` (per-device files) and `model`.
+pub(super) fn mark(r: &mut Response, mac: Option<&Mac>, model: &str) {
+    r.extensions_mut().insert(Served {
+        mac: mac.cloned(),
+        model: model.to_string(),
+    });
+}
+
+/// Counts the request and logs its line.
+pub(super) fn fetched(method: &Method, path: &str, r: &Response, took: Duration) {
+    let served = r.extensions().get::<Served>();
+    let model = served.map(|s| s.model.as_str()).unwrap_or("-");
+    let status = r.status().as_u16();
+    crate::metrics::phone_request(status, model);
+    let bytes = axum::body::HttpBody::size_hint(r.body())
+        .exact()
+        .unwrap_or(0);
+    let mac = served
+        .and_then(|s| s.mac.as_ref())
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "-".into());
+    // The file name only: a phone's path has no secrets, its query string might.
+    let file = path.trim_start_matches('/');
+    let file: String = file.chars().take(128).collect();
+    tracing::info!(
+        target: "deskprov::phone::fetch",
+        method = %method,
+        mac = %mac,
+        model = %model,
+        file = %file,
+        status,
+        bytes,
+        latency_ms = took.as_secs_f64() * 1000.0,
+        "phone fetch"
+    );
+}
+
+/// The lockout line for a whole address: what the fail2ban filter in `contrib/` matches.
+pub(super) fn address_lockout_line(ip: std::net::IpAddr) -> String {
+    format!("too many authentication failures from {ip}; locked out")
+}
+
+/// The lockout line for one MAC from an address (`for_mac` is ` for <mac>`); not banned.
+pub(super) fn pair_lockout_line(ip: std::net::IpAddr, for_mac: &str) -> String {
+    format!("too many authentication failures from {ip}{for_mac}; locked out")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// fail2ban's `<ADDR>` (IPv4 or IPv6) as a regex group, the rest of `failregex` as is.
+    fn filter() -> regex::Regex {
+        let conf = include_str!("../../contrib/fail2ban/filter.d/deskprov.conf");
+        let line = conf
+            .lines()
+            .find_map(|l| l.strip_prefix("failregex = "))
+            .expect("a failregex");
+        let addr = r"(?P<host>[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]+)";
+        regex::Regex::new(&line.replace("<ADDR>", addr)).unwrap()
+    }
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines as the server logs them (same target, level and message) in `json` or human form.
+    fn logged(json: bool) -> String {
+        let buf = Buf::default();
+        let b = buf.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || b.clone())
+            .with_ansi(false);
+        let emit = || {
+            let v4: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+            let v6: std::net::IpAddr = "2001:db8::9".parse().unwrap();
+            tracing::warn!(target: "deskprov::phone::auth", "{}", address_lockout_line(v4));
+            tracing::warn!(target: "deskprov::phone::auth", "{}", pair_lockout_line(v4, " for 0004f2000001"));
+            tracing::warn!(target: "deskprov::phone::auth", "{}", address_lockout_line(v6));
+        };
+        if json {
+            tracing::subscriber::with_default(builder.json().finish(), emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn the_fail2ban_filter_bans_whole_address_lockouts_only() {
+        let re = filter();
+        for json in [false, true] {
+            let text = logged(json);
+            let hosts: Vec<&str> = text
+                .lines()
+                .filter_map(|l| re.captures(l).map(|c| c.name("host").unwrap().as_str()))
+                .collect();
+            assert_eq!(hosts, ["192.0.2.7", "2001:db8::9"], "{text}");
+        }
+    }
+}

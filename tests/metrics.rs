@@ -1,0 +1,133 @@
+//! `/metrics` (Prometheus text) on the admin listener and the request id on every request.
+
+mod common;
+
+use common::phones::OnePhone;
+
+async fn scrape(p: &OnePhone) -> String {
+    let r =
+        p.s.client
+            .get(format!("{}/metrics", p.s.admin))
+            .bearer_auth(&p.s.token)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    r.text().await.unwrap()
+}
+
+/// The value of the sample `line` (name with labels), 0 when absent.
+fn value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_scrape_after_phone_traffic_shows_the_counters_moved() {
+    let p = OnePhone::start().await;
+    let before = scrape(&p).await;
+    assert_eq!(p.fetch().await.status(), 200);
+    assert_eq!(p.fetch_with("wrong-password-1").await.status(), 401);
+    let after = scrape(&p).await;
+    let moved = |sample: &str| {
+        let (b, a) = (value(&before, sample), value(&after, sample));
+        assert!(a > b, "{sample}: {b} -> {a}\n{after}");
+    };
+    moved("deskprov_phone_requests_total{status=\"200\",model=\"yealink-t54w\"}");
+    moved("deskprov_phone_requests_total{status=\"401\",model=\"-\"}");
+    moved("deskprov_phone_auth_failures_total{reason=\"credentials\"}");
+    moved("deskprov_render_seconds_count");
+    assert!(value(&after, "deskprov_store_commit_seconds_count") >= 3.0);
+    assert!(value(&after, "deskprov_change_seq") >= 3.0);
+    assert!(after.contains("# TYPE deskprov_render_seconds histogram"));
+    assert!(after.contains("deskprov_devices{sync=\"in_sync\"}"));
+    assert!(
+        value(&after, "deskprov_render_cache_total{result=\"miss\"}") >= 1.0,
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_a_platform_token() {
+    let p = OnePhone::start().await;
+    let url = format!("{}/metrics", p.s.admin);
+    let r = p.s.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let g =
+        p.s.create(
+            "/api/v1/tokens",
+            serde_json::json!({"name": "g", "group": common::G}),
+        )
+        .await;
+    let r =
+        p.s.client
+            .get(&url)
+            .bearer_auth(g["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn every_request_answers_with_its_request_id() {
+    let p = OnePhone::start().await;
+    let r =
+        p.s.client
+            .get(format!("{}/healthz", p.s.admin))
+            .header("x-request-id", "lb-1234.abc")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "lb-1234.abc");
+    let r =
+        p.s.client
+            .get(format!("{}/healthz", p.s.admin))
+            .header("x-request-id", "bad id with spaces")
+            .send()
+            .await
+            .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(
+        id.len(),
+        16,
+        "a fresh id replaces one that is not a short token"
+    );
+    let r =
+        p.s.client
+            .get(format!("{}{}", p.s.phones, OnePhone::MAIN))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers().contains_key("x-request-id"),
+        "phone answers too"
+    );
+}
+
+#[tokio::test]
+async fn the_unprovisioned_list_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    let r = s
+        .client
+        .get(format!("{}/805ec0abcdef.cfg", s.phones))
+        .header("user-agent", "Yealink SIP-T54W 96.86.0.70 805ec0abcdef")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let before = s.get("/api/v1/unprovisioned").await.body;
+    assert!(before.to_string().contains("805ec0abcdef"), "{before}");
+    s.shutdown().await;
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    let after = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(after, before);
+}
