@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub mod catalog;
 pub mod config;
+pub(crate) mod console;
 pub mod domain;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
