@@ -24,6 +24,9 @@ fn user_agent(model: &str, mac: &Mac) -> String {
         "snom-d785" => format!("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)", mac.upper()),
         "fanvil-x6u" => format!("Fanvil X6U Pro 0.0.10 {mac}"),
         "mitel-6867i" => format!("Aastra6867i MAC:{dashes} V:4.1.0.128-SIP"),
+        // Every Cisco MPP and Grandstream model (more in tests/vendor_cisco.rs, vendor_grandstream.rs).
+        m if m.starts_with("cisco-cp-") => format!("Cisco-{}/11.3.1 ({mac})", m["cisco-".len()..].to_uppercase()),
+        m if m.starts_with("grandstream-") => format!("Grandstream Model HW {} SW 1.0.5.67 DevId {mac}", m["grandstream-".len()..].to_uppercase()),
         other => panic!("no User-Agent for {other}: add one here"),
     }
 }

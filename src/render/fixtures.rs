@@ -288,12 +288,15 @@ fn render_scenario(
                     }
                 }
                 for key in &a.keys {
-                    for fact in &model.checks.line_key {
+                    let (module, position) = key_slot(&ctx, a.index, *key);
+                    for fact in line_key_checks(&model.checks.line_key, module) {
                         let f = fact
                             .replace("{index}", &index)
                             .replace("{index0}", &index0)
                             .replace("{key}", &key.to_string())
-                            .replace("{key0}", &(key - 1).to_string());
+                            .replace("{key0}", &(key - 1).to_string())
+                            .replace("{module}", &module.to_string())
+                            .replace("{position}", &position.to_string());
                         if !flatten::holds(&facts, &f) {
                             problems.push(format!(
                                 "{name}: line key {key} of {}: '{f}' does not hold",
@@ -312,6 +315,34 @@ fn render_scenario(
         }
     }
     Ok(ScenarioResult { files, problems })
+}
+
+/// Where line key `key` of registration `index` sits, from the context's `key_slots`:
+/// (`module`, `position`), module 0 being the phone itself.
+fn key_slot(ctx: &serde_json::Value, index: u16, key: KeyNo) -> (u64, u64) {
+    ctx["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["index"].as_u64() == Some(u64::from(index)))
+        .flat_map(|l| l["key_slots"].as_array().into_iter().flatten())
+        .find(|s| s["key"].as_u64() == Some(u64::from(key)))
+        .and_then(|s| Some((s["module"].as_u64()?, s["position"].as_u64()?)))
+        .unwrap_or((0, u64::from(key)))
+}
+
+/// The `[checks] line_key` facts for a key on `module` (0: the phone). Facts naming
+/// `{module}` or `{position}` describe sidecar keys: they apply to keys on a module only, and
+/// the others to keys on the phone only; a model without such facts numbers its sidecar keys
+/// like its own, so all its facts apply everywhere.
+fn line_key_checks(checks: &[String], module: u64) -> impl Iterator<Item = &String> {
+    let sidecar = |f: &String| f.contains("{module}") || f.contains("{position}");
+    let any_sidecar = checks.iter().any(sidecar);
+    checks.iter().filter(move |f| match (module, any_sidecar) {
+        (0, _) => !sidecar(f),
+        (_, true) => sidecar(f),
+        (_, false) => true,
+    })
 }
 
 /// A short line diff: the first differing lines with their numbers.
@@ -443,4 +474,95 @@ pub fn check_all(
         }
     }
     Ok((count, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The main file of fixture `fixtures/<model>/<scenario>` rendered with its context changed
+    /// by `edit`, as facts; and the line keys of registration 2.
+    fn main_facts(
+        model: &str,
+        scenario: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (flatten::Facts, Vec<u64>) {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(model)
+            .join(scenario)
+            .join("input.json");
+        let input: FixtureInput =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let state = build_state(&catalog, &input).unwrap();
+        let device = state.devices.get(&input.device).unwrap();
+        let m = catalog.get(&device.model).unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        edit(&mut ctx);
+        let keys = ctx["lines"][1]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        let spec = m.main_file().unwrap();
+        let text = engine.render(&m.id, spec, &ctx).unwrap();
+        (flatten::flatten(&spec.content_type, &text).unwrap(), keys)
+    }
+
+    fn disable_line_2(ctx: &mut serde_json::Value) {
+        ctx["lines"][1]["enabled"] = serde_json::Value::Bool(false);
+    }
+
+    #[test]
+    fn a_disabled_yealink_line_is_a_disabled_account_that_keeps_its_key() {
+        let (facts, keys) = main_facts("yealink-t46u", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "account.2.enable = 0"));
+        assert!(flatten::holds(&facts, "account.1.enable = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("linekey.{k}.line = 2")));
+        }
+    }
+
+    #[test]
+    fn a_disabled_polycom_line_does_not_register_and_keeps_its_key() {
+        let (facts, keys) = main_facts("polycom-vvx-450", "b-sca", disable_line_2);
+        assert!(flatten::holds(&facts, "reg.2.server.1.register = 0"));
+        assert!(flatten::holds(&facts, "reg.1.server.1.register = 1"));
+        assert!(!keys.is_empty());
+        for k in keys {
+            assert!(flatten::holds(&facts, &format!("lineKey.{k}.index = 2")));
+        }
+    }
+
+    #[test]
+    fn sidecar_facts_apply_to_sidecar_keys_only() {
+        let checks: Vec<String> = ["linekey.{key}.type = 15", "m.{module}.key.{position} = 15"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            line_key_checks(&checks, 0).collect::<Vec<_>>(),
+            [&checks[0]]
+        );
+        assert_eq!(
+            line_key_checks(&checks, 2).collect::<Vec<_>>(),
+            [&checks[1]]
+        );
+        let global = &checks[..1];
+        assert_eq!(
+            line_key_checks(global, 1).count(),
+            1,
+            "no sidecar facts: all apply"
+        );
+    }
 }
