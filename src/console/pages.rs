@@ -357,7 +357,19 @@ async fn dashboard(State(c): State<Console>, Auth(s): Auth) -> Html {
             "nav": "dashboard",
             "groups": groups,
             "recent": recent,
-            "unprovisioned": unprovisioned.into_iter().take(20).collect::<Vec<_>>(),
+            "unprovisioned": unprovisioned
+                .into_iter()
+                .take(20)
+                .map(|mut u| {
+                    let link = format!(
+                        "/ui/add-device?mac={}&ua={}",
+                        enc(&str_of(&u["mac"])),
+                        enc(&str_of(&u["user_agent"]))
+                    );
+                    obj(&mut u).insert("add_link".into(), json!(link));
+                    u
+                })
+                .collect::<Vec<_>>(),
             "platform": s.group.is_none(),
         }),
     ))
@@ -1678,7 +1690,7 @@ async fn models(c: &Console, s: &Session) -> Result<Vec<Value>, Response> {
 fn model_rows(models: &[Value]) -> Vec<Value> {
     models
         .iter()
-        .map(|m| json!({"id": m["id"], "name": format!("{} {}", str_of(&m["vendor"]), str_of(&m["name"]))}))
+        .map(|m| json!({"id": m["id"], "name": str_of(&m["name"])}))
         .collect()
 }
 
@@ -1986,7 +1998,7 @@ async fn device_page(
         "d": d,
         "row": device_row(&d),
         "grid": key_grid(&d, &model),
-        "model_name": format!("{} {}", str_of(&model["vendor"]), str_of(&model["name"])),
+        "model_name": str_of(&model["name"]),
         "models": model_rows(&models),
         "users": users,
         "hot_desk_users": hot_desk_users,
@@ -2215,7 +2227,7 @@ async fn templates(State(c): State<Console>, Auth(s): Auth) -> Html {
                     uniq.push(f);
                 }
             }
-            json!({"id": m["id"], "name": format!("{} {}", str_of(&m["vendor"]), str_of(&m["name"])),
+            json!({"id": m["id"], "name": str_of(&m["name"]),
                    "family": m["family"], "templates": uniq})
         })
         .collect();

@@ -280,6 +280,32 @@ await step("Devices: list, key grid, file preview, Resync, hot-desk login/logout
   await snap(page, "device-file");
 });
 
+await step("Unprovisioned: Add this device from the dashboard, with an expansion module drawn as its own key grid", page, async () => {
+  const ua = "Cisco-CP-8851-3PCC/11.3.1 (0c1167000010)";
+  const r = await get(`${PHONES_HTTP}/0c1167000010.xml`, { "user-agent": ua });
+  assert.notEqual(r.status, 200);
+  await page.goto(`${ADMIN}/ui/`);
+  const row = page.getByRole("row", { name: /0c1167000010/i });
+  await row.getByRole("link", { name: "Add this device" }).click();
+  const form = page.locator("#new-device");
+  await form.waitFor();
+  assert.match(await form.getByLabel("MAC address").inputValue(), /0c1167000010/i);
+  assert.equal(await form.getByLabel("Model", { exact: true }).inputValue(), "cisco-cp-8851-3pcc", "the model is guessed from the User-Agent");
+  await form.getByLabel("Device Name (empty: the MAC)").fill("Boardroom");
+  await form.getByLabel(/Expansion modules/).fill("polycom-em50:1");
+  await form.getByRole("button", { name: "Add device" }).click();
+  const err = page.locator("#new-device .error");
+  await err.first().waitFor();
+  assert.match(await err.first().innerText(), /validation.*cisco-8800-kem/s);
+  await page.locator("#new-device").getByLabel(/Expansion modules/).fill("cisco-8800-kem:1");
+  await page.locator("#new-device").getByRole("button", { name: "Add device" }).click();
+  await page.locator("h1", { hasText: "Device Boardroom" }).waitFor();
+  assert.match(await text(page, "#once-value"), /password \S{8,}/);
+  await page.locator("h3", { hasText: "Expansion module cisco-8800-kem #1" }).waitFor();
+  assert.equal(await page.locator(".keygrid.module .key").count() > 0, true);
+  await snap(page, "device-expansion-module");
+});
+
 await step("Templates: the validation error is shown at its line; diff against live", page, async () => {
   const models = await api("GET", "/api/v1/models");
   const vvx = models.find((m) => m.id === "polycom-vvx-450");
