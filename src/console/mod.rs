@@ -36,6 +36,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("user_nav.html", include_str!("templates/user_nav.html")),
     ("sca_fields.html", include_str!("templates/sca_fields.html")),
     (
+        "sca_line_port.html",
+        include_str!("templates/sca_line_port.html"),
+    ),
+    (
         "line_fields.html",
         include_str!("templates/line_fields.html"),
     ),

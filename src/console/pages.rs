@@ -945,6 +945,7 @@ async fn sca_page(
         json!(devices.iter().map(device_row).collect::<Vec<_>>()),
     );
     o.insert("suggested".into(), json!(next_free_port(c, &prefix)));
+    o.insert("adding".into(), json!(true));
     o.insert("prefix".into(), json!(prefix));
     o.insert(
         "hint".into(),

@@ -327,6 +327,14 @@ await step("Templates: the validation error is shown at its line; diff against l
   assert.match(await err.innerText(), /invalid_template at line 3/);
   assert.match(await text(page, "#bad-line"), /endif/);
   await snap(page, "template-error");
+  // A valid version goes live; then roll back to the built-in one.
+  await page.getByLabel("Template source").fill(live + "\n{# uploaded by the console walk #}\n");
+  await page.getByRole("button", { name: "Upload and make live" }).click();
+  await page.getByText("Version 1 is live.").waitFor();
+  assert.match(await text(page, "main > p"), /Live: version 1/);
+  await page.getByRole("button", { name: "Roll back to 0" }).click();
+  await page.getByText("Rolled back: version 0 is live.").waitFor();
+  await snap(page, "template-versions");
   await page.getByLabel("Device", { exact: true }).selectOption({ label: `Reception (${G})` });
   await page.getByRole("button", { name: "Preview" }).click();
   await page.locator("#preview pre.code").first().waitFor();
