@@ -80,6 +80,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("templates.html", include_str!("templates/templates.html")),
     ("template.html", include_str!("templates/template.html")),
     ("changes.html", include_str!("templates/changes.html")),
+    (
+        "key_profiles.html",
+        include_str!("templates/key_profiles.html"),
+    ),
+    (
+        "key_profile.html",
+        include_str!("templates/key_profile.html"),
+    ),
+    ("key_move.html", include_str!("templates/key_move.html")),
+    ("keys_field.html", include_str!("templates/keys_field.html")),
     ("message.html", include_str!("templates/message.html")),
 ];
 

@@ -80,6 +80,14 @@ pub(super) fn routes() -> Router<Console> {
             "/ui/devices/{mac}/delete",
             get(device_delete_confirm).post(device_delete),
         )
+        .route(
+            "/ui/groups/{g}/key-profiles",
+            get(key_profiles).post(key_profile_create),
+        )
+        .route(
+            "/ui/groups/{g}/key-profiles/{name}",
+            get(key_profile).post(key_profile_save),
+        )
         .route("/ui/templates", get(templates))
         .route(
             "/ui/templates/{model}/{file}",
@@ -412,10 +420,10 @@ fn change_row(ch: &Value) -> Value {
 
 async fn group_page(State(c): State<Console>, Auth(s): Auth, Path(g): Path<String>) -> Html {
     let view = c.get(&s, &api_group(&g)).await?;
-    Ok(render_group(&c, &s, &g, view, None, None, StatusCode::OK))
+    Ok(render_group(&c, &s, &g, view, None, None, StatusCode::OK).await)
 }
 
-fn render_group(
+async fn render_group(
     c: &Console,
     s: &Session,
     g: &str,
@@ -442,6 +450,10 @@ fn render_group(
         "settings_text": settings.join("\n"),
         "errors": errs.unwrap_or(json!({})),
         "saved": saved,
+        "has_key_profiles": c
+            .call(s, Method::GET, &format!("{}/key-profiles?limit=1", api_group(g)), None)
+            .await
+            .ok(),
     });
     c.render_status(Some(s), "group.html", status, &mut ctx)
 }
@@ -486,15 +498,7 @@ async fn group_save(State(c): State<Console>, Path(g): Path<String>, Post(s, f):
     let r = c.call(&s, Method::PATCH, &api_group(&g), Some(body)).await;
     if r.ok() {
         let view = c.get(&s, &api_group(&g)).await?;
-        return Ok(render_group(
-            &c,
-            &s,
-            &g,
-            view,
-            None,
-            Some("Saved."),
-            StatusCode::OK,
-        ));
+        return Ok(render_group(&c, &s, &g, view, None, Some("Saved."), StatusCode::OK).await);
     }
     let p = r.problem();
     let mut view = current;
@@ -504,7 +508,7 @@ async fn group_save(State(c): State<Console>, Path(g): Path<String>, Post(s, f):
         &[("no_license", "shared_line_licenses")],
         &["name", "shared_line_licenses", "settings"],
     );
-    Ok(render_group(&c, &s, &g, view, Some(e), None, r.status))
+    Ok(render_group(&c, &s, &g, view, Some(e), None, r.status).await)
 }
 
 async fn group_sync(State(c): State<Console>, Path(g): Path<String>, Post(s, _): Post) -> Html {
@@ -1972,9 +1976,15 @@ async fn device_page(
             .or(log.body.as_array())
             .cloned()
             .unwrap_or_default();
-        let mut e: Vec<Value> = entries;
-        e.reverse();
-        json!(e.into_iter().take(50).collect::<Vec<_>>())
+        json!(entries
+            .into_iter()
+            .take(50)
+            .map(|mut e| {
+                let reason = str_of(&e["reason"]);
+                obj(&mut e).insert("reason_text".into(), json!(refusal_text(&reason)));
+                e
+            })
+            .collect::<Vec<_>>())
     } else {
         Value::Null
     };
@@ -2004,6 +2014,8 @@ async fn device_page(
         "users": users,
         "hot_desk_users": hot_desk_users,
         "modules_text": modules_text(&d["expansion_modules"]),
+        "keys_text": keys_text(&d["keys"]),
+        "values": {},
         "module_models": model["expansion_modules"].as_array().map(|a| a.iter().map(|m| str_of(&m["id"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
         "log": log,
         "key_profiles": profiles,
@@ -2022,6 +2034,10 @@ async fn device_save(State(c): State<Console>, Path(mac): Path<String>, Post(s, 
         "owner": opt_str(f.opt("owner")),
         "notify_target": opt_str(f.opt("notify_target")),
         "expansion_modules": parse_modules(f.get("expansion_modules")),
+        "keys": match parse_keys(f.get("keys")) {
+            Ok(k) => k,
+            Err(p) => return device_page(&c, &s, &mac, None, Some(json!({"keys": p})), None, StatusCode::UNPROCESSABLE_ENTITY).await,
+        },
     });
     if f.checked("has_key_profile") {
         obj(&mut body).insert("key_profile".into(), opt_str(f.opt("key_profile")));
@@ -2539,4 +2555,262 @@ async fn changes(State(c): State<Console>, Auth(s): Auth, Query(q): Q) -> Html {
             "newer": (before <= last).then(|| "/ui/changes".to_string()),
         }),
     ))
+}
+
+// ------------------------------------------------------------------ keys and key profiles
+
+/// What a refusal reason of the provisioning log means, for the admin.
+fn refusal_text(code: &str) -> &'static str {
+    match code {
+        "unknown_mac" => "unknown MAC: no device has it",
+        "wrong_credentials" => "wrong credentials",
+        "stale_nonce" => "stale nonce (the phone retries with a fresh one)",
+        "network_not_allowed" => "network not allowed (outside the group's allowed_cidrs)",
+        "certificate_mac_mismatch" => "certificate for another MAC",
+        "locked_out" => "locked out after too many failures",
+        "no_credentials" => "no credentials yet (the first challenge)",
+        "render_failed" => "the template failed for this device",
+        "too_large" => "upload too large",
+        "timeout" => "upload timed out",
+        "unavailable" => "the server could not record the fetch",
+        "" => "",
+        _ => "refused",
+    }
+}
+
+/// Programmable keys as text: one a line, `key type value [label]`.
+fn keys_text(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|k| {
+                    let mut line = format!(
+                        "{} {} {}",
+                        str_of(&k["key"]),
+                        str_of(&k["type"]),
+                        str_of(&k["value"])
+                    );
+                    if let Some(l) = k["label"].as_str() {
+                        line.push(' ');
+                        line.push_str(l);
+                    }
+                    line.trim_end().to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+fn parse_keys(text: &str) -> Result<Value, Problem> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(4, char::is_whitespace);
+        let (key, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let Ok(key) = key.parse::<u64>() else {
+            return Err(Problem {
+                status: 422,
+                code: "validation".into(),
+                detail: format!("line {}: start with the key number, then the type (blf, speed_dial, park, voicemail, blf_all), the value and an optional label", i + 1),
+                field: Some("keys".into()),
+                line: None,
+                column: None,
+            });
+        };
+        let mut k = json!({"key": key, "type": kind, "value": parts.next().unwrap_or("")});
+        if let Some(l) = parts.next().map(str::trim).filter(|l| !l.is_empty()) {
+            obj(&mut k).insert("label".into(), json!(l));
+        }
+        out.push(k);
+    }
+    Ok(Value::Array(out))
+}
+
+fn key_move(f: &Form) -> Value {
+    let n = |name: &str| {
+        let v = f.get(name).trim();
+        v.parse::<u64>().map(|n| json!(n)).unwrap_or(json!(v))
+    };
+    json!({"from": n("from"), "to": n("to"), "mode": f.opt("mode").unwrap_or_else(|| "swap".into())})
+}
+
+fn api_profile(g: &str, name: &str) -> String {
+    format!("{}/key-profiles/{}", api_group(g), enc(name))
+}
+
+async fn key_profiles(State(c): State<Console>, Auth(s): Auth, Path(g): Path<String>) -> Html {
+    key_profiles_page(&c, &s, &g, None, json!({}), StatusCode::OK).await
+}
+
+async fn key_profiles_page(
+    c: &Console,
+    s: &Session,
+    g: &str,
+    errs: Option<Value>,
+    values: Value,
+    status: StatusCode,
+) -> Html {
+    let list = c
+        .get(s, &format!("{}/key-profiles?limit=1000", api_group(g)))
+        .await?;
+    let rows: Vec<Value> = items(&list)
+        .into_iter()
+        .map(|p| {
+            json!({"name": p["name"], "keys": p["keys"].as_array().map(|k| k.len()).unwrap_or(0),
+                   "devices": p["devices"].as_array().map(|d| d.len()).unwrap_or(0)})
+        })
+        .collect();
+    let mut ctx = json!({
+        "title": format!("Key profiles of {g}"),
+        "nav": "group",
+        "g": g,
+        "profiles": rows,
+        "errors": errs.unwrap_or(json!({})),
+        "values": values,
+    });
+    Ok(c.render_status(Some(s), "key_profiles.html", status, &mut ctx))
+}
+
+async fn key_profile_create(
+    State(c): State<Console>,
+    Path(g): Path<String>,
+    Post(s, f): Post,
+) -> Html {
+    let keys = match parse_keys(f.get("keys")) {
+        Ok(k) => k,
+        Err(p) => {
+            return key_profiles_page(
+                &c,
+                &s,
+                &g,
+                Some(json!({"keys": p})),
+                f.values(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+    };
+    let body = json!({"name": f.get("name").trim(), "keys": keys});
+    let r = c
+        .call(
+            &s,
+            Method::POST,
+            &format!("{}/key-profiles", api_group(&g)),
+            Some(body),
+        )
+        .await;
+    if r.ok() {
+        let n = str_of(&r.body["name"]);
+        return Ok(see_other(&format!(
+            "{}/key-profiles/{}",
+            ui_group(&g),
+            enc(&n)
+        )));
+    }
+    let p = r.problem();
+    let errs = errors(
+        &p,
+        &[("conflict", "name"), ("in_use", "name")],
+        &["name", "keys"],
+    );
+    key_profiles_page(&c, &s, &g, Some(errs), f.values(), r.status).await
+}
+
+async fn key_profile(
+    State(c): State<Console>,
+    Auth(s): Auth,
+    Path((g, n)): Path<(String, String)>,
+) -> Html {
+    key_profile_page(&c, &s, &g, &n, None, None, None, StatusCode::OK).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn key_profile_page(
+    c: &Console,
+    s: &Session,
+    g: &str,
+    n: &str,
+    keys: Option<String>,
+    errs: Option<Value>,
+    saved: Option<&str>,
+    status: StatusCode,
+) -> Html {
+    let p = c.get(s, &api_profile(g, n)).await?;
+    let mut ctx = json!({
+        "title": format!("Key profile {n}"),
+        "nav": "group",
+        "g": g,
+        "n": n,
+        "profile": p,
+        "keys_text": keys.unwrap_or_else(|| keys_text(&p["keys"])),
+        "values": {},
+        "errors": errs.unwrap_or(json!({})),
+        "saved": saved,
+    });
+    Ok(c.render_status(Some(s), "key_profile.html", status, &mut ctx))
+}
+
+async fn key_profile_save(
+    State(c): State<Console>,
+    Path((g, n)): Path<(String, String)>,
+    Post(s, f): Post,
+) -> Html {
+    let api = api_profile(&g, &n);
+    let (r, done) = match f.get("op") {
+        "move" => (
+            c.call(
+                &s,
+                Method::POST,
+                &format!("{api}/keys/move"),
+                Some(key_move(&f)),
+            )
+            .await,
+            "Key moved.",
+        ),
+        "delete" => {
+            let r = c.call(&s, Method::DELETE, &api, None).await;
+            if r.ok() {
+                return Ok(see_other(&format!("{}/key-profiles", ui_group(&g))));
+            }
+            (r, "")
+        }
+        _ => {
+            let keys = match parse_keys(f.get("keys")) {
+                Ok(k) => k,
+                Err(p) => {
+                    return key_profile_page(
+                        &c,
+                        &s,
+                        &g,
+                        &n,
+                        Some(f.get("keys").to_string()),
+                        Some(json!({"keys": p})),
+                        None,
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    )
+                    .await
+                }
+            };
+            (
+                c.call(&s, Method::PATCH, &api, Some(json!({"keys": keys})))
+                    .await,
+                "Saved.",
+            )
+        }
+    };
+    if r.ok() {
+        return key_profile_page(&c, &s, &g, &n, None, None, Some(done), StatusCode::OK).await;
+    }
+    let p = r.problem();
+    let at = match f.get("op") {
+        "move" => "move",
+        "delete" => "",
+        _ => "keys",
+    };
+    let keys = (at == "keys").then(|| f.get("keys").to_string());
+    key_profile_page(&c, &s, &g, &n, keys, Some(json!({ at: p })), None, r.status).await
 }

@@ -306,6 +306,37 @@ await step("Unprovisioned: Add this device from the dashboard, with an expansion
   await snap(page, "device-expansion-module");
 });
 
+await step("Device keys: a BLF key typed in the device form appears on the key grid; a bad line is shown at the field", page, async () => {
+  await page.goto(`${ADMIN}/ui/devices/0004f2000001`);
+  const keys = page.getByLabel(/Programmable keys/);
+  await keys.fill("x blf 5555");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.locator("#keys-error").waitFor();
+  assert.match(await text(page, "#keys-error"), /validation/);
+  await page.getByLabel(/Programmable keys/).fill("5 blf 5555 Bob");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByText("Saved.").waitFor();
+  assert.match(await text(page, ".keygrid .key.blf"), /5\s+Bob \(blf 5555\)/);
+  await snap(page, "device-keys");
+});
+
+await step("Group settings: time zone and language saved; licences below those used refused at the field", page, async () => {
+  await page.goto(`${ADMIN}/ui/groups/${G}`);
+  await page.getByLabel("Time zone").fill("Europe/Paris");
+  await page.getByLabel("Language").fill("fr");
+  await page.getByRole("button", { name: "Save" }).first().click();
+  await page.getByText("Saved.").waitFor();
+  assert.equal(await page.getByLabel("Time zone").inputValue(), "Europe/Paris");
+  const g = await api("GET", `/api/v1/groups/${G}`);
+  assert.equal(g.settings.timezone, "Europe/Paris");
+  assert.equal(g.settings.language, "fr");
+  await page.getByLabel("Shared line licences").fill("1");
+  await page.getByRole("button", { name: "Save" }).first().click();
+  await page.locator("#lic-error").waitFor();
+  assert.match(await text(page, "#lic-error"), /no_license/);
+  await snap(page, "group-settings");
+});
+
 await step("Templates: the validation error is shown at its line; diff against live", page, async () => {
   const models = await api("GET", "/api/v1/models");
   const vvx = models.find((m) => m.id === "polycom-vvx-450");
