@@ -138,6 +138,17 @@ async fn sign_in_sets_a_secure_httponly_samesite_strict_session_cookie_with_expi
     let (st, html) = b.get("/ui/").await;
     assert_eq!(st, 200);
     assert!(html.contains("<h1>Dashboard</h1>"), "{html}");
+    // Pages are never cached (they may show a secret once) nor framed.
+    let r = b
+        .http
+        .get(format!("{}/ui/", b.base))
+        .header(COOKIE, &b.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 }
 
 #[tokio::test]

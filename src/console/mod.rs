@@ -93,6 +93,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("templates/message.html")),
 ];
 
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 const CSS: &str = include_str!("static/console.css");
 const JS: &str = include_str!("static/console.js");
 
@@ -271,7 +273,12 @@ impl Console {
                 status,
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    // Pages may show a secret once: never cached.
                     (header::CACHE_CONTROL, "no-store"),
+                    // Own scripts and styles only; never framed (no clickjacking).
+                    (header::CONTENT_SECURITY_POLICY, CSP),
+                    (header::X_FRAME_OPTIONS, "DENY"),
+                    (header::REFERRER_POLICY, "same-origin"),
                 ],
                 html,
             )
