@@ -787,7 +787,7 @@ async fn user_action(
                 &e,
                 None,
                 None,
-                Some("Unregistered: the user's phones were told to sign in again."),
+                Some("Unregistered: the phones with this user's lines were told to reboot without them."),
                 StatusCode::OK,
             )
             .await
