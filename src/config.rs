@@ -64,6 +64,9 @@ pub struct Phones {
     pub upload_max_files: u32,
     /// Most bytes stored per device; a new upload evicts its oldest until it fits.
     pub upload_max_total_bytes: u64,
+    /// Provisioning log entries kept per device (`GET /api/v1/devices/{mac}/log`); a new one
+    /// evicts the oldest.
+    pub log_entries: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -196,6 +199,7 @@ impl Default for Phones {
             upload_max_bytes: 1 << 20,
             upload_max_files: 20,
             upload_max_total_bytes: 8 << 20,
+            log_entries: 200,
         }
     }
 }
@@ -215,6 +219,7 @@ impl Phones {
             ("upload_max_bytes", self.upload_max_bytes),
             ("upload_max_files", u64::from(self.upload_max_files)),
             ("upload_max_total_bytes", self.upload_max_total_bytes),
+            ("log_entries", u64::from(self.log_entries)),
         ];
         if let Some((key, _)) = at_least_1.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!(
@@ -394,6 +399,7 @@ unprovisioned_per_ip_per_min = 10 # new unknown MACs one IP may add to /unprovis
 upload_max_bytes = 1048576     # largest file a phone may PUT
 upload_max_files = 20          # files kept per device; a new upload evicts the oldest
 upload_max_total_bytes = 8388608 # bytes kept per device; a new upload evicts the oldest until it fits
+log_entries = 200              # provisioning log entries kept per device; a new one evicts the oldest
 
 [rules]
 max_sca_per_user = 35          # SCA endpoints per user

@@ -70,6 +70,7 @@ pub fn open_store(config: &Config, catalog: Arc<Catalog>) -> Result<Store, Serve
                 upload_max_files: config.phones.upload_max_files as usize,
                 upload_max_total_bytes: config.phones.upload_max_total_bytes,
                 unprovisioned_per_ip_per_min: config.phones.unprovisioned_per_ip_per_min,
+                log_entries: config.phones.log_entries as usize,
             },
         },
     )

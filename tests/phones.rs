@@ -19,6 +19,17 @@ fn user_agent(model: &str, mac: &Mac) -> String {
         "polycom-vvx-411" => "FileTransport PolycomVVX-VVX_411-UA/6.4.3.5100 Type/Application".into(),
         "yealink-t54w" => format!("Yealink SIP-T54W 96.86.0.70 {}", mac.colon()),
         "yealink-t46u" => format!("Yealink SIP-T46U 108.86.0.20 {mac}"),
+        "yealink-t31p" => format!("Yealink SIP-T31P 124.86.0.75 {}", mac.colon()),
+        "yealink-t33g" => format!("Yealink SIP-T33G 124.85.257.55 {}", mac.colon()),
+        "yealink-t43u" => format!("Yealink SIP-T43U 108.86.0.90 {mac}"),
+        "yealink-t48u" => format!("Yealink SIP-T48U 108.86.0.90 {}", mac.colon()),
+        "yealink-t53w" => format!("Yealink SIP-T53W 96.86.0.45 {}", mac.colon()),
+        "yealink-t57w" => format!("Yealink SIP-T57W 96.87.0.15 {}", mac.colon()),
+        "polycom-vvx-150" => "FileTransport PolycomVVX-VVX_150-UA/6.4.3.5100 Type/Application".into(),
+        "polycom-vvx-250" => "FileTransport PolycomVVX-VVX_250-UA/6.4.3.5100 Type/Application".into(),
+        "polycom-vvx-350" => "FileTransport PolycomVVX-VVX_350-UA/6.4.3.5100 Type/Application".into(),
+        "polycom-edge-e350" => "FileTransport PolyEdge-Edge_E350-UA/8.0.0.15602 Type/Application".into(),
+        "polycom-edge-e450" => "FileTransport PolyEdge-Edge_E450-UA/8.0.0.15602 Type/Application".into(),
         "cisco-cp-8851-3pcc" => format!("Cisco-CP-8851-3PCC/11.3.1 ({mac})"),
         "grandstream-grp2614" => format!("Grandstream Model HW GRP2614 SW 1.0.5.67 DevId {mac}"),
         "snom-d785" => format!("Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)", mac.upper()),
@@ -27,13 +38,18 @@ fn user_agent(model: &str, mac: &Mac) -> String {
         // Every Cisco MPP and Grandstream model (more in tests/vendor_cisco.rs, vendor_grandstream.rs).
         m if m.starts_with("cisco-cp-") => format!("Cisco-{}/11.3.1 ({mac})", m["cisco-".len()..].to_uppercase()),
         m if m.starts_with("grandstream-") => format!("Grandstream Model HW {} SW 1.0.5.67 DevId {mac}", m["grandstream-".len()..].to_uppercase()),
+        // Every Snom, Fanvil and Mitel model (more in tests/vendor_snom.rs, vendor_fanvil.rs, vendor_mitel.rs).
+        m if m.starts_with("snom-") => format!("Mozilla/4.0 (compatible; snom{}-SIP 10.1.152.12 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)", m["snom-".len()..].to_uppercase(), mac.upper()),
+        m if m.starts_with("fanvil-") => format!("Fanvil {} 2.12.16.17 {mac}", m["fanvil-".len()..].to_uppercase()),
+        m if m.starts_with("mitel-") => format!("Mitel{} MAC:{dashes} V:5.1.0.2051-SIP", &m["mitel-".len()..]),
         other => panic!("no User-Agent for {other}: add one here"),
     }
 }
 
 #[tokio::test]
 async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
-    let s = TestServer::start().await;
+    // Every device carries an SCA of 5555: one per model, more than the default limit of 35.
+    let s = TestServer::start_with(|c| c.rules.max_sca_per_user = 1000).await;
     group_with_users(&s).await;
     let catalog = Catalog::builtin().unwrap();
     // Models without files fail the fixture test (tests/fixtures.rs).

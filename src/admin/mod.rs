@@ -9,6 +9,7 @@ pub(crate) mod extract;
 mod groups;
 mod models;
 pub(crate) mod problem;
+mod provlog;
 mod sca;
 mod shared_lines;
 mod strict;
@@ -65,7 +66,8 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(changes::routes())
         .merge(tokens::routes())
         .merge(models::routes())
-        .merge(templates::routes());
+        .merge(templates::routes())
+        .merge(provlog::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .split_for_parts();

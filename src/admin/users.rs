@@ -20,6 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(get_one, patch, delete))
         .routes(routes!(duplicate))
         .routes(routes!(sip_password))
+        .routes(routes!(unregister))
 }
 
 /// Parses and authorises `{group}/users/{ext}` path parts.
@@ -158,4 +159,19 @@ async fn sip_password(
     let actor = caller.actor();
     let password = blocking(&app, move |s| s.rotate_sip_password(&actor, &g, &e)).await?;
     Ok(axum::Json(PasswordView { password }))
+}
+
+/// Forces the user's lines off every phone now (seed 002 "Unregister"): they render disabled
+/// and the phones with them get the reboot event; they come back on the user's next change.
+#[utoipa::path(post, path = "/groups/{group}/users/{ext}/unregister", tag = "users",
+    responses((status = 200, body = UserView), (status = 404, body = Problem)))]
+async fn unregister(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path((g, e)): Path<(String, String)>,
+) -> ApiResult<axum::Json<UserView>> {
+    let (g, e) = user_path(&caller, &g, &e)?;
+    let actor = caller.actor();
+    let u = blocking(&app, move |s| s.unregister_user(&actor, &g, &e)).await?;
+    Ok(axum::Json(view(&app, &u)))
 }

@@ -33,6 +33,10 @@ pub(crate) struct UserView {
     pub(crate) kind: UserKind,
     pub(crate) sip: SipView,
     pub(crate) features: Features,
+    /// Whether the user may log in; false renders its lines disabled on every phone.
+    pub(crate) login_allowed: bool,
+    /// Unregistered (`POST .../unregister`) and not changed since: its lines render disabled.
+    pub(crate) unregistered: bool,
     /// Prefix of this user's SCA line ports (`<phone_number>` or `<group>_<extension>`).
     pub(crate) line_port_prefix: String,
     pub(crate) sca_endpoints: usize,
@@ -54,6 +58,8 @@ impl UserView {
                 password: None,
             },
             features: u.features.clone(),
+            login_allowed: u.login_allowed,
+            unregistered: u.unregistered,
             line_port_prefix: u.line_port_prefix(),
             sca_endpoints: s.scas_of_user(&u.group, &u.extension).count(),
         }
@@ -79,6 +85,7 @@ pub(crate) fn user_input(u: &User) -> UserInput {
             password: None,
         },
         features: u.features.clone(),
+        login_allowed: u.login_allowed,
     }
 }
 

@@ -126,6 +126,12 @@ pub(crate) struct Checks {
     /// Facts that put registration `{index}` on line key `{key}`.
     #[serde(default)]
     pub(crate) line_key: Vec<String>,
+    /// The one declared exception to "the bytes do not depend on the revision": lines of a
+    /// per-device file containing one of these strings may change with `server.revision` (Fanvil's
+    /// `<Version>`, which must rise for the phone to apply a file). Such a model's files change
+    /// with every revision, so the same-hash check never skips its NOTIFYs.
+    #[serde(default)]
+    pub(crate) revision_lines: Vec<String>,
 }
 
 /// `model.toml` as written on disk (the id is the folder name).
@@ -921,7 +927,9 @@ mod tests {
             .to_string();
         assert!(e.starts_with("model m:"), "{e}");
         assert!(
-            e.contains("unknown change kind 'line' (one of lines, keys, settings, template)"),
+            e.contains(
+                "unknown change kind 'line' (one of lines, keys, settings, template, unregister)"
+            ),
             "{e}"
         );
     }

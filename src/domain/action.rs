@@ -24,15 +24,19 @@ pub(crate) enum ChangeKind {
     Settings,
     /// A template (upload, rollback, reset): the files of every device of the model.
     Template,
+    /// A user's lines were taken off its phones (`unregister`, `login_allowed` set to false):
+    /// always the reboot event, whatever `reboot_on` says, so the phone drops the registration.
+    Unregister,
 }
 
 impl ChangeKind {
     /// Every kind, in declaration order.
-    pub(crate) const ALL: [ChangeKind; 4] = [
+    pub(crate) const ALL: [ChangeKind; 5] = [
         ChangeKind::Lines,
         ChangeKind::Keys,
         ChangeKind::Settings,
         ChangeKind::Template,
+        ChangeKind::Unregister,
     ];
 
     /// The kind as model.toml and the API spell it.
@@ -42,11 +46,18 @@ impl ChangeKind {
             ChangeKind::Keys => "keys",
             ChangeKind::Settings => "settings",
             ChangeKind::Template => "template",
+            ChangeKind::Unregister => "unregister",
         }
     }
 
+    /// Whether this kind gets the reboot event (and no same-hash skip) on every model: the
+    /// phone must drop a registration, which a re-sync does not make every phone do.
+    pub(crate) fn forces_reboot(self) -> bool {
+        self == ChangeKind::Unregister
+    }
+
     /// The kind of a change that did both: the more disruptive one
-    /// (`template` > `lines` > `keys` > `settings`).
+    /// (`unregister` > `template` > `lines` > `keys` > `settings`).
     pub(crate) fn and(self, other: ChangeKind) -> ChangeKind {
         fn rank(k: ChangeKind) -> u8 {
             match k {
@@ -54,6 +65,7 @@ impl ChangeKind {
                 ChangeKind::Keys => 1,
                 ChangeKind::Lines => 2,
                 ChangeKind::Template => 3,
+                ChangeKind::Unregister => 4,
             }
         }
         if rank(other) > rank(self) {
@@ -143,6 +155,7 @@ actions! {
     UserDelete = "user.delete" => Lines,
     UserDuplicate = "user.duplicate" => Settings,
     UserSipPassword = "user.sip_password" => Lines,
+    UserUnregister = "user.unregister" => Unregister,
     DeviceCreate = "device.create" => Lines,
     DeviceUpdate = "device.update" => Lines,
     DeviceDelete = "device.delete" => Settings,
@@ -216,7 +229,9 @@ mod tests {
         use ChangeKind::*;
         for &a in Action::ALL {
             let s = a.as_str();
-            let want = if s.starts_with("template.") {
+            let want = if s == "user.unregister" {
+                Unregister
+            } else if s.starts_with("template.") {
                 Template
             } else if s.starts_with("sca.")
                 || s.starts_with("shared_line.")
@@ -247,8 +262,9 @@ mod tests {
         }
         let e = serde_json::from_str::<ChangeKind>("\"line\"").unwrap_err();
         assert!(
-            e.to_string()
-                .contains("unknown change kind 'line' (one of lines, keys, settings, template)"),
+            e.to_string().contains(
+                "unknown change kind 'line' (one of lines, keys, settings, template, unregister)"
+            ),
             "{e}"
         );
     }
@@ -262,5 +278,14 @@ mod tests {
         assert_eq!(Settings.and(Settings), Settings);
         assert_eq!(ChangeKind::when(false, Lines), Settings);
         assert_eq!(ChangeKind::when(true, Keys), Keys);
+        assert_eq!(Template.and(Unregister), Unregister);
+        assert_eq!(Unregister.and(Lines), Unregister);
+    }
+
+    #[test]
+    fn only_unregister_forces_the_reboot_event() {
+        for k in ChangeKind::ALL {
+            assert_eq!(k.forces_reboot(), k == ChangeKind::Unregister, "{k}");
+        }
     }
 }

@@ -261,9 +261,23 @@ pub struct User {
     pub(crate) kind: UserKind,
     pub(crate) sip: UserSip,
     pub(crate) features: Features,
+    /// Seed "Extensions": "Select if user is allowed to log in". False renders every
+    /// appearance of the user's lines disabled (`lines[].enabled = false`).
+    #[serde(default = "default_true")]
+    pub(crate) login_allowed: bool,
+    /// Set by `POST .../unregister`, cleared by the next change of the user (any update, a
+    /// password rotation): while set, the user's lines render disabled, as for `login_allowed`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) unregistered: bool,
 }
 
 impl User {
+    /// Whether the user's lines render enabled on the phones: allowed to log in and not
+    /// unregistered since its last change.
+    pub(crate) fn lines_enabled(&self) -> bool {
+        self.login_allowed && !self.unregistered
+    }
+
     /// The primary line port: explicit `sip.username`, else the phone number, else
     /// `<group>_<extension>`.
     pub(crate) fn sip_username(&self) -> String {

@@ -5,6 +5,10 @@
 //! Per-device files need digest or a client certificate naming the MAC, per the group's policy;
 //! an unknown MAC, wrong credentials and a certificate for another MAC all get the same 401. The
 //! filesystem is never read by request path: names only ever select catalogue entries.
+//!
+//! Every request for a device's file (or an upload) is added to that device's provisioning log
+//! with its status and, when refused, the reason ([`Refusal`]): the admin sees why, the phone
+//! gets the same answer whatever it is.
 
 pub(crate) mod cert;
 pub(crate) mod digest;
@@ -23,7 +27,7 @@ use axum::Router;
 
 use crate::domain::{Device, Group, Mac, ProvAuth};
 use crate::render::{serve_file, Outcome, Rendered};
-use crate::store::{Applied, CheckIn};
+use crate::store::{Applied, CheckIn, ProvLogEntry, Refusal};
 use crate::SharedApp;
 
 /// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
@@ -143,11 +147,19 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
                 Err(r) => return *r,
             };
             let timeout = app.config.limits.body_timeout();
-            match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-                Ok(Ok(bytes)) => ctx.store_upload(&mac, &name, bytes).await,
-                Ok(Err(_)) => status(StatusCode::PAYLOAD_TOO_LARGE),
-                Err(_) => status(StatusCode::REQUEST_TIMEOUT),
-            }
+            let (code, reason) =
+                match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+                    Ok(Ok(bytes)) => {
+                        let n = bytes.len() as u64;
+                        let r = ctx.store_upload(&mac, &name, bytes).await;
+                        ctx.log(&mac, &name, r.status(), n, None);
+                        return r;
+                    }
+                    Ok(Err(_)) => (StatusCode::PAYLOAD_TOO_LARGE, Refusal::TooLarge),
+                    Err(_) => (StatusCode::REQUEST_TIMEOUT, Refusal::Timeout),
+                };
+            ctx.log(&mac, &name, code, 0, Some(reason));
+            status(code)
         }
         _ => {
             let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
@@ -173,10 +185,20 @@ struct Ctx<'a> {
 
 /// Why a request was not authorised.
 enum Denied {
-    /// 401 with a fresh challenge (`stale` tells the phone to retry with it).
-    Challenge { stale: bool },
+    /// 401 with a fresh challenge (`stale` tells the phone to retry with it); `reason` is for
+    /// the provisioning log only.
+    Challenge { stale: bool, reason: Refusal },
     /// 429: too many failures from this address, or for this MAC from it.
     Locked(u64),
+}
+
+impl Denied {
+    fn reason(&self) -> Refusal {
+        match self {
+            Denied::Challenge { reason, .. } => *reason,
+            Denied::Locked(_) => Refusal::LockedOut,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -184,24 +206,50 @@ impl Ctx<'_> {
         let catalog = self.app.renderer.catalog();
         let ua = useragent::parse(catalog, self.ua);
         let state = self.app.store.read();
-        let authorize = |d: &Device, g: &Group| self.authorize(d, g);
-        match serve_file(
+        // The device a per-device file is for, once known (for its provisioning log).
+        let for_device = std::cell::RefCell::new(None::<Mac>);
+        let authorize = |d: &Device, g: &Group| {
+            *for_device.borrow_mut() = Some(d.mac.clone());
+            self.authorize(d, g)
+        };
+        let outcome = serve_file(
             &self.app.renderer,
             &state,
             name,
             ua.model.as_deref(),
             authorize,
-        ) {
+        );
+        let for_device = for_device.into_inner();
+        match outcome {
             Outcome::NotFound => status(StatusCode::NOT_FOUND),
             Outcome::Unknown(mac) => {
-                self.app
-                    .store
-                    .record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
+                let listed =
+                    self.app
+                        .store
+                        .record_unprovisioned(&mac, name, &self.ip.to_string(), self.ua);
                 let denied = self.authorize_unknown(&mac);
-                self.deny(denied, name)
+                let r = self.deny(denied, name);
+                // Logged under the MAC while it is on the (bounded) unprovisioned list.
+                if listed {
+                    self.log(&mac, name, r.status(), 0, Some(Refusal::UnknownMac));
+                }
+                r
             }
-            Outcome::Denied(d) => self.deny(d, name),
-            Outcome::Failed(e) => self.render_failed(name, &e),
+            Outcome::Denied(d) => {
+                let reason = d.reason();
+                let r = self.deny(d, name);
+                if let Some(mac) = &for_device {
+                    self.log(mac, name, r.status(), 0, Some(reason));
+                }
+                r
+            }
+            Outcome::Failed(e) => {
+                let r = self.render_failed(name, &e);
+                if let Some(mac) = &for_device {
+                    self.log(mac, name, r.status(), 0, Some(Refusal::RenderFailed));
+                }
+                r
+            }
             Outcome::File {
                 file, device: None, ..
             } => self.respond(file),
@@ -220,16 +268,47 @@ impl Ctx<'_> {
                     identity: file.identity.clone(),
                 });
                 let durable = self.check_in(&device.mac, &ua, applied);
+                let mac = device.mac.clone();
                 drop(state);
                 // A newly applied revision is answered once it is recorded durably: the
                 // dispatcher counts the device in sync from then on.
                 if let Err(e) = durable.await {
                     tracing::error!(error = %e, "recording a check-in failed");
-                    return status(StatusCode::SERVICE_UNAVAILABLE);
+                    let code = StatusCode::SERVICE_UNAVAILABLE;
+                    self.log(&mac, name, code, 0, Some(Refusal::Unavailable));
+                    return status(code);
                 }
-                self.respond(file)
+                let r = self.respond(file.clone());
+                let sent = if r.status() == StatusCode::OK && self.method != Method::HEAD {
+                    file.bytes.len() as u64
+                } else {
+                    0
+                };
+                self.log(&mac, name, r.status(), sent, None);
+                r
             }
         }
+    }
+
+    /// Adds this request to `mac`'s provisioning log: no credentials, nonce or response in it.
+    fn log(&self, mac: &Mac, file: &str, code: StatusCode, bytes: u64, reason: Option<Refusal>) {
+        let at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.app.store.log_provisioning(
+            mac,
+            ProvLogEntry {
+                id: 0,
+                at,
+                ip: self.ip.to_string(),
+                method: self.method.as_str().to_string(),
+                file: file.to_string(),
+                user_agent: self.ua.chars().take(256).collect(),
+                status: code.as_u16(),
+                bytes,
+                reason,
+            },
+        );
     }
 
     fn render_failed(&self, name: &str, e: &crate::render::RenderError) -> Response {
@@ -326,7 +405,13 @@ impl Ctx<'_> {
         if attempted && !stale {
             self.failed(Some(&device.mac));
         }
-        Err(Denied::Challenge { stale })
+        let reason = refusal(
+            network_ok,
+            stale,
+            self.cert.is_some() && p.auth != ProvAuth::Digest,
+            self.creds.is_some(),
+        );
+        Err(Denied::Challenge { stale, reason })
     }
 
     /// An unknown MAC: the same work, counting and answer as wrong credentials.
@@ -347,7 +432,10 @@ impl Ctx<'_> {
         if self.creds.is_some() || self.cert.is_some() {
             self.failed(Some(mac));
         }
-        Denied::Challenge { stale: false }
+        Denied::Challenge {
+            stale: false,
+            reason: Refusal::UnknownMac,
+        }
     }
 
     /// Logs a failure in a form fail2ban can read (`authentication failure from <ip>`, then
@@ -377,7 +465,7 @@ impl Ctx<'_> {
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
                 r
             }
-            Denied::Challenge { stale } => {
+            Denied::Challenge { stale, .. } => {
                 tracing::debug!(file = %name, "challenge");
                 let mut r = status(StatusCode::UNAUTHORIZED);
                 for c in self.app.phone_auth.digest.challenges(self.ip, stale) {
@@ -405,14 +493,23 @@ impl Ctx<'_> {
         let Some(device) = state.devices.get(&mac).cloned() else {
             drop(state);
             let d = self.authorize_unknown(&mac);
-            return Err(Box::new(self.deny(d, name)));
+            let r = self.deny(d, name);
+            // Logged only for a MAC already on the (bounded) unprovisioned list.
+            if self.app.store.unprovisioned().iter().any(|u| u.mac == mac) {
+                self.log(&mac, name, r.status(), 0, Some(Refusal::UnknownMac));
+            }
+            return Err(Box::new(r));
         };
         let Some(group) = state.groups.get(&device.group).cloned() else {
             return Err(bad());
         };
         drop(state);
-        self.authorize(&device, &group)
-            .map_err(|d| self.deny(d, name))?;
+        self.authorize(&device, &group).map_err(|d| {
+            let reason = d.reason();
+            let r = self.deny(d, name);
+            self.log(&mac, name, r.status(), 0, Some(reason));
+            r
+        })?;
         Ok(mac)
     }
 
@@ -427,9 +524,38 @@ impl Ctx<'_> {
     }
 }
 
+/// Why a known device's request was refused, for its provisioning log only; the most telling
+/// first: where it came from, then what it sent (`cert_counts`: a client certificate the
+/// group's policy would have accepted had it carried the MAC).
+fn refusal(network_ok: bool, stale: bool, cert_counts: bool, creds: bool) -> Refusal {
+    if !network_ok {
+        Refusal::NetworkNotAllowed
+    } else if stale {
+        Refusal::StaleNonce
+    } else if cert_counts {
+        Refusal::CertificateMacMismatch
+    } else if creds {
+        Refusal::WrongCredentials
+    } else {
+        Refusal::NoCredentials
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_network_first_then_what_the_phone_sent() {
+        use Refusal::*;
+        assert_eq!(refusal(false, true, true, true), NetworkNotAllowed);
+        assert_eq!(refusal(true, true, false, true), StaleNonce);
+        assert_eq!(refusal(true, false, true, true), CertificateMacMismatch);
+        assert_eq!(refusal(true, false, false, true), WrongCredentials);
+        assert_eq!(refusal(true, false, false, false), NoCredentials);
+        let locked = Denied::Locked(300);
+        assert_eq!(locked.reason(), LockedOut);
+    }
 
     #[test]
     fn hostile_names_are_refused_before_any_lookup() {

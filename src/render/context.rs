@@ -35,6 +35,14 @@ pub(crate) fn device_context(
         .appearances
         .iter()
         .filter_map(|a| {
+            // Whose line it is (a shared line's: the member's, the context user): its lines
+            // are off while it may not log in or is unregistered (`User::lines_enabled`).
+            let enabled = match a.kind {
+                AppearanceKind::Primary | AppearanceKind::Sca => a.extension.as_ref(),
+                AppearanceKind::SharedLine => device.context_user(),
+            }
+            .and_then(|e| state.user(&device.group, e))
+            .is_none_or(|u| u.lines_enabled());
             let (line_port, auth, password, display, label, extension, options) = match a.kind {
                 AppearanceKind::Primary | AppearanceKind::Sca => {
                     let u = state.user(&device.group, a.extension.as_ref()?)?;
@@ -95,7 +103,7 @@ pub(crate) fn device_context(
                 "extension": extension,
                 "keys": a.keys,
                 "key_slots": a.keys.iter().map(|k| place(*k)).collect::<Vec<_>>(),
-                "enabled": true,
+                "enabled": enabled,
                 "options": options,
             }))
         })
@@ -482,6 +490,85 @@ mod tests {
         assert_eq!(ctx["timezone"]["dst"], Value::Null);
         assert_eq!(ctx["timezone"]["vendor"], Value::Null);
         assert_eq!(ctx["language"]["vendor"], "Portuguese (Brazil)");
+    }
+
+    /// Ann (1001) owns the phone and is a member of shared line 300 on it; Bob (1002) has an SCA
+    /// on key 2. `off` users may not log in.
+    fn lines_enabled_with(off: &[&str], unregister: &[&str]) -> Vec<(String, bool)> {
+        let (_dir, c) = catalog();
+        let c = Arc::new(c);
+        let env = RulesEnv {
+            catalog: c.clone(),
+            max_sca_per_user: 35,
+        };
+        let mut state = State::default();
+        let mut tx = Tx::new(&mut state);
+        let g: crate::domain::Group =
+            serde_json::from_value(json!({"id": "g1", "sip": {"domain": "sip.example.net"}}))
+                .unwrap();
+        let gid = g.id.clone();
+        rules::create_group(&mut tx, g).unwrap();
+        for ext in ["1001", "1002"] {
+            let u = serde_json::from_value(
+                json!({"extension": ext, "login_allowed": !off.contains(&ext)}),
+            )
+            .unwrap();
+            rules::create_user(&mut tx, &env, &gid, u).unwrap();
+        }
+        let d = serde_json::from_value(
+            json!({"mac": "000000000001", "model": "test-side", "owner": "1001"}),
+        )
+        .unwrap();
+        let (_, d) = rules::create_device(&mut tx, &env, &gid, d).unwrap();
+        let sca = serde_json::from_value(json!({"device": d.mac.to_string(), "key": 2})).unwrap();
+        rules::create_sca(&mut tx, &env, &gid, &"1002".parse().unwrap(), sca).unwrap();
+        let line = serde_json::from_value(
+            json!({"number": "300", "members": [{"extension": "1001", "button": 3}]}),
+        )
+        .unwrap();
+        rules::create_shared_line(&mut tx, &env, &gid, line).unwrap();
+        for e in unregister {
+            rules::unregister_user(&mut tx, &gid, &e.parse().unwrap()).unwrap();
+        }
+        drop(tx);
+        let d = state.devices.get(&d.mac).unwrap().clone();
+        let ctx = device_context(&state, c.get("test-side").unwrap(), &d, "https://x").unwrap();
+        ctx["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["line_port"].as_str().unwrap().to_string(),
+                    l["enabled"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_lines_of_a_user_who_may_not_log_in_render_disabled_everywhere() {
+        let on = |p: &str| (p.to_string(), true);
+        let off = |p: &str| (p.to_string(), false);
+        assert_eq!(
+            lines_enabled_with(&[], &[]),
+            [on("g1_1001"), on("g1_1002_sca1"), on("g1_300")]
+        );
+        // Bob's SCA only.
+        assert_eq!(
+            lines_enabled_with(&["1002"], &[]),
+            [on("g1_1001"), off("g1_1002_sca1"), on("g1_300")]
+        );
+        // Ann's primary line and her shared-line membership.
+        assert_eq!(
+            lines_enabled_with(&["1001"], &[]),
+            [off("g1_1001"), on("g1_1002_sca1"), off("g1_300")]
+        );
+        // Unregistered: the same, though allowed to log in.
+        assert_eq!(
+            lines_enabled_with(&[], &["1002"]),
+            [on("g1_1001"), off("g1_1002_sca1"), on("g1_300")]
+        );
     }
 
     #[test]

@@ -249,15 +249,33 @@ fn render_scenario(
             Err(e) => problems.push(format!("{name}: {e}")),
         }
     }
-    // The bytes must not depend on the revision, or the same-hash check could never skip.
+    // The bytes must not depend on the revision, or the same-hash check could never skip;
+    // except the lines the model declares in `[checks] revision_lines`, which must then change.
     let mut bumped = device.clone();
     bumped.revision += 1;
+    let marked = |l: &str| {
+        model
+            .checks
+            .revision_lines
+            .iter()
+            .any(|m| l.contains(m.as_str()))
+    };
+    let unmarked = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !marked(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     if let Ok(ctx2) = context::device_context(&state, model, &bumped, BASE_URL) {
         for spec in model.files.iter().filter(|f| f.per_device) {
             let name = spec.name_for(&device.mac, model.mac_case);
             if let (Some(a), Ok(b)) = (files.get(&name), engine.render(&model.id, spec, &ctx2)) {
-                if *a != b {
-                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision)"));
+                if unmarked(a) != unmarked(&b) {
+                    problems.push(format!("{name}: the bytes change with the revision (do not render server.revision outside [checks] revision_lines)"));
+                } else if a.lines().any(marked) && *a == b {
+                    problems.push(format!(
+                        "{name}: the [checks] revision_lines do not change with the revision"
+                    ));
                 }
             }
         }
@@ -564,5 +582,42 @@ mod tests {
             1,
             "no sidecar facts: all apply"
         );
+    }
+
+    /// Renders `model`'s main file for the sample device with every line's `enabled` forced to
+    /// false (nothing sets it false yet: login_allowed will) and returns its facts.
+    fn disabled_facts(model: &str) -> flatten::Facts {
+        let catalog = Catalog::builtin().unwrap();
+        let engine = Engine::build(
+            &catalog,
+            &[],
+            None,
+            0,
+            super::super::limits::Limits::default(),
+        )
+        .unwrap();
+        let m = catalog.get(model).unwrap();
+        let state = sample_state(&catalog, model).unwrap();
+        let device = state.devices.values().next().unwrap();
+        let mut ctx = context::device_context(&state, m, device, BASE_URL).unwrap();
+        for line in ctx["lines"].as_array_mut().unwrap() {
+            line["enabled"] = serde_json::Value::Bool(false);
+        }
+        let main = m.main_file().unwrap();
+        let text = engine.render(model, main, &ctx).unwrap();
+        flatten::flatten(&main.content_type, &text).unwrap()
+    }
+
+    #[test]
+    fn a_disabled_snom_fanvil_or_mitel_line_is_the_vendors_account_off_and_keeps_its_key() {
+        let f = disabled_facts("snom-d785");
+        assert!(flatten::holds(&f, "user_active[1] = off"));
+        assert!(flatten::holds(&f, "fkey[0] = line"), "the key stays");
+        let f = disabled_facts("fanvil-x6u");
+        assert!(flatten::holds(&f, "line[1]/EnableReg = 0"));
+        assert!(flatten::holds(&f, "dssSide[1]/Fkey[1]/Value = SIP1"));
+        let f = disabled_facts("mitel-6867i");
+        assert!(flatten::holds(&f, "sip line1 registrar ip = 0.0.0.0"));
+        assert!(flatten::holds(&f, "topsoftkey1 type = line"));
     }
 }

@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 
-use super::{Change, CheckIn, StoreError, SyncState, UploadMeta};
+use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
@@ -40,6 +40,11 @@ pub(crate) struct Observations {
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
     pub(crate) sync_cursor: Option<u64>,
+    /// Provisioning log entries to add.
+    pub(crate) log_entries: Vec<(Mac, ProvLogEntry)>,
+    /// Provisioning log entries to remove (device, id), applied after `log_entries`: the
+    /// oldest of a device over its bound, removed in the batch that adds the new one.
+    pub(crate) log_removals: Vec<(Mac, u64)>,
 }
 
 impl Observations {
@@ -49,6 +54,8 @@ impl Observations {
             && self.upload_removals.is_empty()
             && self.sync_states.is_empty()
             && self.sync_cursor.is_none()
+            && self.log_entries.is_empty()
+            && self.log_removals.is_empty()
     }
 }
 
@@ -89,6 +96,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Uploads of a device, by name.
     fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError>;
+
+    /// A device's provisioning log, newest first: at most `limit` entries with `id < before`.
+    fn log_of(
+        &self,
+        mac: &Mac,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ProvLogEntry>, StoreError>;
+
+    /// The ids of a device's `n` oldest provisioning log entries, oldest first.
+    fn log_oldest(&self, mac: &Mac, n: usize) -> Result<Vec<u64>, StoreError>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;

@@ -2,7 +2,8 @@
 //!
 //! Trees: `data` (records by [`RecordKey::encode`], JSON), `changes` (big-endian `seq` → JSON
 //! entry), `meta` (`format`, `seq`, `group_seq/<group>`, `sync_cursor`), `checkins` and `sync` (by MAC, JSON) and
-//! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes). A commit writes `data`,
+//! `uploads` (`<mac>/<name>` → JSON metadata, a NUL, the bytes), `provlog` (the 12 MAC
+//! characters then the big-endian entry id → JSON entry). A commit writes `data`,
 //! `changes` and `meta` in one sled transaction and flushes before it returns.
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use super::backend::{Backend, Loaded, Observations};
-use super::{Change, CheckIn, StoreError, SyncState, UploadMeta, FORMAT_VERSION};
+use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta, FORMAT_VERSION};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
@@ -30,6 +31,14 @@ pub(crate) struct Embedded {
     checkins: sled::Tree,
     uploads: sled::Tree,
     sync: sled::Tree,
+    provlog: sled::Tree,
+}
+
+/// The `provlog` key of a device's entry `id`.
+fn log_key(mac: &Mac, id: u64) -> Vec<u8> {
+    let mut k = mac.as_str().as_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 impl From<sled::Error> for StoreError {
@@ -64,6 +73,7 @@ impl Embedded {
             checkins: db.open_tree("checkins")?,
             uploads: db.open_tree("uploads")?,
             sync: db.open_tree("sync")?,
+            provlog: db.open_tree("provlog")?,
             db,
         };
         match e.meta.get("format")? {
@@ -243,12 +253,26 @@ impl Backend for Embedded {
                 None => sync.remove(mac.as_str()),
             }
         }
+        let mut provlog = sled::Batch::default();
+        for (mac, e) in &o.log_entries {
+            provlog.insert(log_key(mac, e.id), json(e));
+        }
+        for (mac, id) in &o.log_removals {
+            provlog.remove(log_key(mac, *id));
+        }
         let cursor = o.sync_cursor.map(u64::to_be_bytes);
-        (&self.checkins, &self.uploads, &self.sync, &self.meta)
-            .transaction(|(c, u, s, m)| {
+        (
+            &self.checkins,
+            &self.uploads,
+            &self.sync,
+            &self.meta,
+            &self.provlog,
+        )
+            .transaction(|(c, u, s, m, p)| {
                 c.apply_batch(&checkins)?;
                 u.apply_batch(&uploads)?;
                 s.apply_batch(&sync)?;
+                p.apply_batch(&provlog)?;
                 if let Some(cursor) = &cursor {
                     m.insert("sync_cursor", cursor)?;
                 }
@@ -289,6 +313,36 @@ impl Backend for Embedded {
             out.push(
                 serde_json::from_slice(&v[..end]).map_err(|e| corrupt(format!("upload: {e}")))?,
             );
+        }
+        Ok(out)
+    }
+
+    fn log_of(
+        &self,
+        mac: &Mac,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ProvLogEntry>, StoreError> {
+        let range = log_key(mac, 0)..log_key(mac, before.unwrap_or(u64::MAX));
+        let mut out = Vec::new();
+        for item in self.provlog.range(range).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            // An observation: one that no longer parses is skipped, not fatal.
+            if let Ok(e) = serde_json::from_slice(&v) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_oldest(&self, mac: &Mac, n: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.provlog.scan_prefix(mac.as_str().as_bytes()).take(n) {
+            let (k, _) = item?;
+            out.push(be_u64(&k[k.len().saturating_sub(8)..], "provlog key")?);
         }
         Ok(out)
     }

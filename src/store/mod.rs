@@ -484,9 +484,42 @@ impl Store {
         self.observer.mark_applied(mac, revision)
     }
 
-    /// Remembers an unknown MAC (bounded, newest first, one entry per MAC).
-    pub(crate) fn record_unprovisioned(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
-        self.observer.unprovisioned_seen(mac, file, ip, user_agent)
+    /// Remembers an unknown MAC (bounded, newest first, one entry per MAC); returns whether it
+    /// is in the list. A MAC that falls off the list (and is no device) loses its provisioning
+    /// log: made-up MACs cannot fill the engine with logs.
+    pub(crate) fn record_unprovisioned(
+        &self,
+        mac: &Mac,
+        file: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> bool {
+        let (listed, evicted) = self.observer.unprovisioned_seen(mac, file, ip, user_agent);
+        if !evicted.is_empty() {
+            let state = self.read();
+            for m in evicted.iter().filter(|m| !state.devices.contains_key(*m)) {
+                self.observer.log_forget(m);
+            }
+        }
+        listed
+    }
+
+    /// Adds an entry to a device's provisioning log, in the background (batched with the other
+    /// observations, never flushed on its own; its `id` is given then).
+    pub(crate) fn log_provisioning(&self, mac: &Mac, entry: ProvLogEntry) {
+        self.observer.log(mac, entry)
+    }
+
+    /// A device's provisioning log, newest first: at most `limit` entries older than
+    /// `before` (an entry id), everything logged before this call included.
+    pub(crate) fn provisioning_log(
+        &self,
+        mac: &Mac,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ProvLogEntry>, StoreError> {
+        self.observer.barrier();
+        self.backend.log_of(mac, before, limit)
     }
 
     pub(crate) fn unprovisioned(&self) -> Vec<Unprovisioned> {

@@ -14,6 +14,13 @@
 //! Uploads are bounded per device (files and bytes): the writer thread keeps an index of each
 //! uploading device's files (read from that device's prefix the first time), and an upload over
 //! either bound removes the device's oldest files in the same atomic batch that stores it.
+//!
+//! The provisioning log (every fetch and upload of a device, refusals with their reason) goes
+//! the same way, bounded per device ([`ObservationLimits::log_entries`]): the writer keeps each
+//! logging device's entry count (not its ids) and removes the oldest over the bound in the batch
+//! that adds the new ones; it is never flushed on its own: a clean shutdown flushes it
+//! (`Store::flush`), a crash loses what the engine had not written yet (sled writes its log
+//! every 500 ms), never a phone's answer.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -26,7 +33,9 @@ use tokio::sync::oneshot;
 
 use super::backend::{Backend, Observations};
 use super::seal::Sealer;
-use super::{now, Applied, CheckIn, StoreError, SyncState, Unprovisioned, UploadMeta};
+use super::{
+    now, Applied, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta,
+};
 use crate::domain::{Mac, Secret};
 
 /// Most unprovisioned MACs remembered (newest first).
@@ -50,6 +59,8 @@ pub(crate) struct ObservationLimits {
     pub(crate) upload_max_total_bytes: u64,
     /// New MACs one client address may add to the unprovisioned list per minute.
     pub(crate) unprovisioned_per_ip_per_min: u32,
+    /// Provisioning log entries kept per device.
+    pub(crate) log_entries: usize,
 }
 
 impl Default for ObservationLimits {
@@ -59,6 +70,7 @@ impl Default for ObservationLimits {
             upload_max_files: 20,
             upload_max_total_bytes: 8 << 20,
             unprovisioned_per_ip_per_min: 10,
+            log_entries: 200,
         }
     }
 }
@@ -76,6 +88,12 @@ enum Job {
     Flush(mpsc::Sender<Result<(), String>>),
     /// Check-ins to write again as they are (a key roll); acknowledged once durable.
     Reseal(Vec<(Mac, CheckIn)>, mpsc::Sender<Result<(), String>>),
+    /// A provisioning log entry (its id is given by the writer).
+    Log(Mac, Box<ProvLogEntry>),
+    /// Forget a device's provisioning log (an unknown MAC that left the unprovisioned list).
+    LogForget(Mac),
+    /// Answered once every job queued before it is written (not flushed).
+    Barrier(mpsc::Sender<()>),
 }
 
 /// The writer thread and the in-memory observations.
@@ -269,21 +287,46 @@ impl Observer {
             .map_err(engine_error)
     }
 
+    /// Adds an entry to a device's provisioning log, in the background.
+    pub(super) fn log(&self, mac: &Mac, entry: ProvLogEntry) {
+        self.send(Job::Log(mac.clone(), Box::new(entry)));
+    }
+
+    /// Forgets a device's provisioning log, in the background.
+    pub(super) fn log_forget(&self, mac: &Mac) {
+        self.send(Job::LogForget(mac.clone()));
+    }
+
+    /// Waits until every job queued before this call is written (not flushed): a read of the
+    /// engine after it sees them.
+    pub(super) fn barrier(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Barrier(tx));
+        let _ = rx.recv();
+    }
+
     /// Remembers an unknown MAC (bounded, newest first, one entry per MAC). A MAC not in the
     /// list yet is added only while `ip` is within its rate of new MACs; past it the sighting
-    /// is dropped (and counted in a log line at most once a minute per address).
-    pub(super) fn unprovisioned_seen(&self, mac: &Mac, file: &str, ip: &str, user_agent: &str) {
+    /// is dropped (and counted in a log line at most once a minute per address). Returns
+    /// whether the MAC is in the list now, and the MACs that fell off its end.
+    pub(super) fn unprovisioned_seen(
+        &self,
+        mac: &Mac,
+        file: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> (bool, Vec<Mac>) {
         let per_min = self.limits.unprovisioned_per_ip_per_min;
         let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
         let count = match l.entries.iter().position(|u| &u.mac == mac) {
             Some(i) => l.entries.remove(i).map(|u| u.count).unwrap_or(0) + 1,
             None => match l.admit(ip, per_min, Instant::now()) {
                 Ok(true) => 1,
-                Ok(false) => return,
+                Ok(false) => return (false, Vec::new()),
                 Err(dropped) => {
                     drop(l);
                     tracing::warn!(%ip, dropped, "more than {per_min} new unprovisioned MACs per minute from {ip}; their sightings are dropped");
-                    return;
+                    return (false, Vec::new());
                 }
             },
         };
@@ -295,7 +338,16 @@ impl Observer {
             at: now(),
             count,
         });
-        l.entries.truncate(UNPROVISIONED_MAX);
+        let evicted = if l.entries.len() > UNPROVISIONED_MAX {
+            l.entries
+                .split_off(UNPROVISIONED_MAX)
+                .into_iter()
+                .map(|u| u.mac)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (true, evicted)
     }
 
     pub(super) fn unprovisioned(&self) -> Vec<Unprovisioned> {
@@ -373,6 +425,59 @@ fn make_room(
     evicted
 }
 
+/// Keeps each device that logs in `batch` within `max` entries: `counts` holds every logging
+/// device's entry count (read from the engine the first time); what is over goes from the
+/// engine's oldest (`oldest(mac, n)`), then from the batch's own oldest. Only counts are kept
+/// in memory, never the ids, so the index stays small with many devices.
+fn trim_logs(
+    batch: &mut Observations,
+    counts: &mut HashMap<Mac, usize>,
+    max: usize,
+    mut oldest: impl FnMut(&Mac, usize) -> Result<Vec<u64>, StoreError>,
+) -> Result<(), StoreError> {
+    let max = max.max(1);
+    let mut in_batch: HashMap<Mac, usize> = HashMap::new();
+    for (m, _) in &batch.log_entries {
+        *in_batch.entry(m.clone()).or_default() += 1;
+    }
+    for (mac, new) in in_batch {
+        let Some(count) = counts.get_mut(&mac) else {
+            continue;
+        };
+        if *count <= max {
+            continue;
+        }
+        let over = *count - max;
+        let stored = count.saturating_sub(new);
+        let ids = oldest(&mac, over.min(stored))?;
+        let mut skip = over - ids.len();
+        *count -= ids.len();
+        batch
+            .log_removals
+            .extend(ids.into_iter().map(|id| (mac.clone(), id)));
+        batch.log_entries.retain(|(m, _)| {
+            if m == &mac && skip > 0 {
+                skip -= 1;
+                *count -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The next log entry id: the time in microseconds, or one more than the last when the clock
+/// has not moved (or went back).
+fn next_log_id(last: u64) -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    micros.max(last + 1)
+}
+
 fn write_loop(
     backend: &dyn Backend,
     sealer: &Sealer,
@@ -382,6 +487,9 @@ fn write_loop(
 ) {
     // Every uploading device's files, oldest first: only this thread writes uploads.
     let mut uploads: HashMap<Mac, Vec<UploadMeta>> = HashMap::new();
+    // Every logging device's entry count: only this thread writes the log.
+    let mut log_counts: HashMap<Mac, usize> = HashMap::new();
+    let mut last_log_id = 0;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < BATCH_MAX {
@@ -394,6 +502,7 @@ fn write_loop(
         let mut durable = false;
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
+        let mut barriers = Vec::new();
         for job in jobs {
             match job {
                 Job::CheckIn(mac, c, ack) => {
@@ -437,7 +546,38 @@ fn write_loop(
                     batch.checkins.extend(all);
                     flushes.push(done);
                 }
+                Job::Log(mac, mut entry) => {
+                    let count = match log_counts.entry(mac.clone()) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => match backend.log_oldest(&mac, usize::MAX) {
+                            Ok(ids) => e.insert(ids.len()),
+                            Err(e) => {
+                                tracing::error!(error = %e, "reading a provisioning log failed");
+                                continue;
+                            }
+                        },
+                    };
+                    *count += 1;
+                    last_log_id = next_log_id(last_log_id);
+                    entry.id = last_log_id;
+                    batch.log_entries.push((mac, *entry));
+                }
+                Job::LogForget(mac) => {
+                    if let Ok(ids) = backend.log_oldest(&mac, usize::MAX) {
+                        batch
+                            .log_removals
+                            .extend(ids.into_iter().map(|id| (mac.clone(), id)));
+                    }
+                    batch.log_entries.retain(|(m, _)| m != &mac);
+                    log_counts.remove(&mac);
+                }
+                Job::Barrier(done) => barriers.push(done),
             }
+        }
+        if let Err(e) = trim_logs(&mut batch, &mut log_counts, limits.log_entries, |m, n| {
+            backend.log_oldest(m, n)
+        }) {
+            tracing::error!(error = %e, "trimming a provisioning log failed");
         }
         // The map is updated with the plain check-ins; the backend gets them sealed.
         let plain = std::mem::take(&mut batch.checkins);
@@ -463,6 +603,9 @@ fn write_loop(
                 for (mac, _, _) in &batch.uploads {
                     uploads.remove(mac);
                 }
+                for (mac, _) in &batch.log_entries {
+                    log_counts.remove(mac);
+                }
             }
         }
         let result = result.map_err(|e| e.to_string());
@@ -471,6 +614,9 @@ fn write_loop(
         }
         for f in flushes {
             let _ = f.send(result.clone());
+        }
+        for b in barriers {
+            let _ = b.send(());
         }
     }
 }
@@ -497,6 +643,7 @@ mod tests {
             upload_max_files: 3,
             upload_max_total_bytes: 100,
             unprovisioned_per_ip_per_min: 10,
+            log_entries: 200,
         };
         let mut kept = vec![up("a", 10), up("b", 10), up("c", 10)];
         assert_eq!(make_room(&mut kept, &up("d", 10), &limits), ["a"]);
@@ -506,6 +653,63 @@ mod tests {
         // Same name: replaced in place of the old one, nothing else goes.
         assert!(make_room(&mut kept, &up("d", 15), &limits).is_empty());
         assert_eq!(names(&kept), ["e", "d"]);
+    }
+
+    fn entry(id: u64) -> ProvLogEntry {
+        ProvLogEntry {
+            id,
+            at: now(),
+            ip: "192.0.2.1".into(),
+            method: "GET".into(),
+            file: "x.cfg".into(),
+            user_agent: String::new(),
+            status: 200,
+            bytes: 0,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_log_over_its_bound_loses_the_engines_oldest_then_the_batchs() {
+        let a = Mac::parse("805ec0000001").unwrap();
+        let b = Mac::parse("805ec0000002").unwrap();
+        // a: 3 stored (ids 1..=3) + 2 new; b: 0 stored + 4 new; bound 3.
+        let mut batch = Observations::default();
+        for id in [10, 11] {
+            batch.log_entries.push((a.clone(), entry(id)));
+        }
+        for id in [20, 21, 22, 23] {
+            batch.log_entries.push((b.clone(), entry(id)));
+        }
+        let mut counts: HashMap<Mac, usize> = [(a.clone(), 5), (b.clone(), 4)].into();
+        let stored: HashMap<Mac, Vec<u64>> = [(a.clone(), vec![1, 2, 3])].into();
+        trim_logs(&mut batch, &mut counts, 3, |m, n| {
+            Ok(stored
+                .get(m)
+                .map(|v| v.iter().take(n).copied().collect())
+                .unwrap_or_default())
+        })
+        .unwrap();
+        let mut removed = batch.log_removals.clone();
+        removed.sort();
+        assert_eq!(removed, [(a.clone(), 1), (a.clone(), 2)]);
+        let kept: Vec<u64> = batch.log_entries.iter().map(|(_, e)| e.id).collect();
+        assert_eq!(kept, [10, 11, 21, 22, 23], "b's oldest new entry goes");
+        assert_eq!((counts[&a], counts[&b]), (3, 3));
+        // Within the bound nothing goes.
+        let mut batch = Observations::default();
+        batch.log_entries.push((a.clone(), entry(12)));
+        let mut counts: HashMap<Mac, usize> = [(a.clone(), 3)].into();
+        trim_logs(&mut batch, &mut counts, 3, |_, _| panic!("not read")).unwrap();
+        assert!(batch.log_removals.is_empty());
+    }
+
+    #[test]
+    fn log_ids_increase_even_when_the_clock_does_not() {
+        let a = next_log_id(0);
+        assert!(a > 1_600_000_000_000_000, "microseconds since the epoch");
+        assert_eq!(next_log_id(u64::MAX - 1), u64::MAX);
+        assert!(next_log_id(a) > a);
     }
 
     #[test]

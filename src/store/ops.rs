@@ -88,6 +88,18 @@ impl Store {
             .0)
     }
 
+    /// `POST .../users/{ext}/unregister`: the user's lines off its phones until its next change.
+    pub(crate) fn unregister_user(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<User, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| rules::unregister_user(tx, g, e))?
+            .0)
+    }
+
     pub fn create_device(
         &self,
         actor: &str,

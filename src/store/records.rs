@@ -122,6 +122,61 @@ pub(crate) struct UploadMeta {
     pub(crate) at: String,
 }
 
+/// Why the phone path refused (or failed) a request, as the provisioning log shows it to the
+/// admin. Never sent to the phone: its answer is the same whatever the reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Refusal {
+    /// A well-formed MAC no device has.
+    UnknownMac,
+    /// Digest credentials that do not match the device's (or digest where only mTLS is allowed).
+    WrongCredentials,
+    /// A digest response on an expired or already used nonce (the phone retries with a new one).
+    StaleNonce,
+    /// The client address is outside the group's `provisioning.allowed_cidrs`.
+    NetworkNotAllowed,
+    /// A client certificate that does not carry the requested MAC (or a generic one).
+    CertificateMacMismatch,
+    /// Too many failures from this address (or for this MAC from it): 429.
+    LockedOut,
+    /// No credentials yet: the digest challenge every phone gets first.
+    NoCredentials,
+    /// The template failed for this device: 500.
+    RenderFailed,
+    /// An upload over the size cap: 413.
+    TooLarge,
+    /// An upload whose body did not arrive in time: 408.
+    Timeout,
+    /// The server could not record the fetch: 503.
+    Unavailable,
+}
+
+/// One entry of a device's provisioning log: a fetch or an upload by a phone. Holds no secret:
+/// no password, nonce, digest response or token (only what is listed here).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ProvLogEntry {
+    /// Increasing across the server (microseconds since the epoch, made unique); `before=`
+    /// pages by it.
+    pub(crate) id: u64,
+    /// RFC 3339 UTC.
+    pub(crate) at: String,
+    /// The client address.
+    pub(crate) ip: String,
+    /// `GET`, `HEAD` or `PUT`.
+    pub(crate) method: String,
+    /// The file name requested or uploaded.
+    pub(crate) file: String,
+    /// The User-Agent, at most 256 characters.
+    pub(crate) user_agent: String,
+    /// The HTTP status the phone got.
+    pub(crate) status: u16,
+    /// Body bytes sent (a fetch) or received (an upload).
+    pub(crate) bytes: u64,
+    /// Why it was refused or failed; absent for a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<Refusal>,
+}
+
 /// What a phone's fetch of its main file gave it: the revision, the bytes' ETag and the primary
 /// registration (NOTIFYs are addressed to it until the phone fetches something newer).
 #[derive(Clone, Debug, PartialEq)]

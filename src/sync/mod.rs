@@ -36,9 +36,10 @@ fn rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Whether a change of `kind` needs the model's reboot event rather than its re-sync event.
+/// Whether a change of `kind` needs the model's reboot event rather than its re-sync event:
+/// when the model's `reboot_on` names it, and for `unregister` on every model.
 fn needs_reboot(model: Option<&crate::catalog::Model>, kind: ChangeKind) -> bool {
-    model.is_some_and(|m| m.notify.reboot_on.contains(&kind))
+    model.is_some_and(|m| kind.forces_reboot() || m.notify.reboot_on.contains(&kind))
 }
 
 /// Takes change `seq` into a device's state: pending again, due at `due`. A new revision
@@ -227,6 +228,9 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                         last_notify: None,
                     });
                     take_in(st, c.seq, reboot, due);
+                    // An unregister is sent even when the bytes are what the phone has (a
+                    // second unregister): the reboot is the point.
+                    st.force |= c.kind.forces_reboot();
                     touched.push((mac.clone(), Some(st.clone())));
                 }
             }
@@ -556,6 +560,14 @@ mod tests {
         take_in(&mut st, 9, needs_reboot(model, ChangeKind::Settings), 30);
         assert!(!st.reboot);
         assert!(!needs_reboot(None, ChangeKind::Lines), "unknown model");
+    }
+
+    #[test]
+    fn an_unregister_reboots_every_model_whatever_its_reboot_on() {
+        let catalog = crate::catalog::Catalog::builtin().unwrap();
+        for m in catalog.models() {
+            assert!(needs_reboot(Some(m), ChangeKind::Unregister), "{}", m.id);
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@ use super::*;
 use crate::domain::layout::{layout, AppearanceKind};
 use crate::domain::{Action, ChangeKind, ErrorCode, ErrorKind, ModelCaps};
 
+mod login;
+
 struct TestEnv {
     max_sca: usize,
     n: Cell<u32>,
@@ -102,6 +104,7 @@ fn user_in(e: &str, phone: Option<&str>, kind: UserKind) -> UserInput {
         kind,
         sip: SipInput::default(),
         features: Features::default(),
+        login_allowed: true,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct UserInput {
     pub(crate) sip: SipInput,
     #[serde(default)]
     pub(crate) features: Features,
+    /// Seed "Extensions": whether the user may log in (default true); false renders every
+    /// appearance of its lines disabled and reboots the phones showing them.
+    #[serde(default = "default_true")]
+    pub(crate) login_allowed: bool,
 }
 
 /// A user's SIP identity on input; absent values take their defaults.
@@ -143,6 +147,9 @@ fn build_user(
             password: pw,
         },
         features: input.features,
+        login_allowed: input.login_allowed,
+        // Any change of the user ends an `unregister` (see `rules::login`).
+        unregistered: false,
     };
     // Platform-wide uniqueness of the phone number and the primary line port.
     if let Some(p) = &u.phone_number {
@@ -269,6 +276,7 @@ pub(crate) fn update_user(
         e.as_str(),
     );
     fx.devices = devices_showing_user(s, g, e);
+    login_effect(s, &old, &u, &mut fx);
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
 }
@@ -336,6 +344,7 @@ pub(crate) fn duplicate_user(
         kind: src.kind,
         sip: SipInput::default(),
         features: src.features,
+        login_allowed: src.login_allowed,
     };
     let u = build_user(tx.state(), env, g, copy, None)?;
     let fx = Effect::new(
@@ -358,6 +367,8 @@ pub(crate) fn rotate_sip_password(
     let mut u = user(tx.state(), g, e)?.clone();
     let pw = env.new_secret();
     u.sip.password = Secret::new(pw.as_str());
+    // A change of the user: it ends an `unregister`.
+    u.unregistered = false;
     let mut fx = Effect::new(
         Action::UserSipPassword,
         ChangeKind::Lines,
