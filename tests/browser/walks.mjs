@@ -337,6 +337,39 @@ await step("Group settings: time zone and language saved; licences below those u
   await snap(page, "group-settings");
 });
 
+await step("Extensions (guide 002): allowed to log in, Unregister", page, async () => {
+  await page.goto(`${ADMIN}/ui/groups/${G}/users/5555`);
+  const box = page.getByLabel("Allowed to log in");
+  assert.equal(await box.isChecked(), true);
+  await box.uncheck();
+  await page.getByRole("button", { name: "Save" }).first().click();
+  await page.getByText("Saved.").waitFor();
+  assert.equal(await page.getByLabel("Allowed to log in").isChecked(), false);
+  assert.equal((await api("GET", `/api/v1/groups/${G}/users/5555`)).login_allowed, false);
+  await page.getByLabel("Allowed to log in").check();
+  await page.getByRole("button", { name: "Save" }).first().click();
+  await page.getByText("Saved.").waitFor();
+  await page.getByRole("button", { name: "Unregister" }).click();
+  await page.locator("#unregistered").waitFor();
+  assert.equal((await api("GET", `/api/v1/groups/${G}/users/5555`)).unregistered, true);
+  await snap(page, "user-unregistered");
+});
+
+await step("Provisioning log: a refused fetch shows its reason to the admin", page, async () => {
+  const refused = await phoneFetch(deskMac, "not-the-password", deskFiles[0]);
+  assert.equal(refused.status, 401);
+  assert.doesNotMatch(refused.body, /wrong/i, "the phone is not told why");
+  await page.goto(`${ADMIN}/ui/devices/${deskMac}`);
+  const log = page.locator("#prov-log");
+  await log.waitFor();
+  const first = (await log.locator("tbody tr").first().innerText());
+  assert.match(first, /401/);
+  assert.match(first, /wrong_credentials\s+wrong credentials/);
+  assert.match(await log.innerText(), /\b200\b/, "the good fetches are there too");
+  await log.scrollIntoViewIfNeeded();
+  await snap(page, "device-provisioning-log");
+});
+
 await step("Templates: the validation error is shown at its line; diff against live", page, async () => {
   const models = await api("GET", "/api/v1/models");
   const vvx = models.find((m) => m.id === "polycom-vvx-450");
