@@ -1870,8 +1870,14 @@ async fn device_create(State(c): State<Console>, Path(g): Path<String>, Post(s, 
     .await
 }
 
-async fn device(State(c): State<Console>, Auth(s): Auth, Path(mac): Path<String>) -> Html {
-    device_page(&c, &s, &mac, None, None, None, StatusCode::OK).await
+async fn device(
+    State(c): State<Console>,
+    Auth(s): Auth,
+    Path(mac): Path<String>,
+    Query(q): Q,
+) -> Html {
+    let before = q.get("log_before").and_then(|b| b.parse().ok());
+    device_page_at(&c, &s, &mac, None, None, None, StatusCode::OK, before).await
 }
 
 /// The phone's key grid: line keys in rows, then each expansion module's keys.
@@ -1947,6 +1953,20 @@ async fn device_page(
     saved: Option<&str>,
     status: StatusCode,
 ) -> Html {
+    device_page_at(c, s, mac, once, errs, saved, status, None).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn device_page_at(
+    c: &Console,
+    s: &Session,
+    mac: &str,
+    once: Option<Value>,
+    errs: Option<Value>,
+    saved: Option<&str>,
+    status: StatusCode,
+    log_before: Option<u64>,
+) -> Html {
     let d = c.get(s, &format!("/api/v1/devices/{}", enc(mac))).await?;
     let g = str_of(&d["group"]);
     let models = models(c, s).await?;
@@ -1966,10 +1986,14 @@ async fn device_page(
         .call(
             s,
             Method::GET,
-            &format!("/api/v1/devices/{}/log", enc(mac)),
+            &match log_before {
+                Some(b) => format!("/api/v1/devices/{}/log?limit=50&before={b}", enc(mac)),
+                None => format!("/api/v1/devices/{}/log?limit=50", enc(mac)),
+            },
             None,
         )
         .await;
+    let log_older = log.body["next_before"].as_u64();
     let log = if log.ok() {
         let entries = log.body["items"]
             .as_array()
@@ -2018,6 +2042,8 @@ async fn device_page(
         "values": {},
         "module_models": model["expansion_modules"].as_array().map(|a| a.iter().map(|m| str_of(&m["id"])).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
         "log": log,
+        "log_older": log_older,
+        "log_paged": log_before.is_some(),
         "key_profiles": profiles,
         "key_profile": str_of(&d["key_profile"]),
         "once": once,
