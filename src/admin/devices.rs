@@ -122,7 +122,7 @@ async fn unprovisioned(
 }
 
 /// The device at `{mac}`, if the caller may see it.
-fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
+pub(super) fn current(app: &SharedApp, caller: &Caller, mac: &str) -> ApiResult<Device> {
     let m = id(mac, "device", Mac::parse)?;
     let d = app.store.read().devices.get(&m).cloned();
     let d = d.ok_or_else(|| ApiError::not_found(format!("device {m} does not exist")))?;
@@ -137,7 +137,7 @@ fn view(app: &SharedApp, d: &Device) -> DeviceView {
 }
 
 /// The stored device after a write (its revision was set by the commit).
-fn reread(app: &SharedApp, mac: &Mac) -> ApiResult<DeviceView> {
+pub(super) fn reread(app: &SharedApp, mac: &Mac) -> ApiResult<DeviceView> {
     let d = app.store.read().devices.get(mac).cloned();
     d.map(|d| view(app, &d))
         .ok_or_else(|| ApiError::not_found(format!("device {mac} does not exist")))

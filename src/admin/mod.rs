@@ -7,6 +7,7 @@ mod changes;
 mod devices;
 pub(crate) mod extract;
 mod groups;
+mod key_profiles;
 mod models;
 pub(crate) mod problem;
 mod provlog;
@@ -62,6 +63,7 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(users::routes())
         .merge(sca::routes())
         .merge(devices::routes())
+        .merge(key_profiles::routes())
         .merge(shared_lines::routes())
         .merge(changes::routes())
         .merge(tokens::routes())

@@ -7,7 +7,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::layout::{layout, Layout};
-use crate::domain::rules::{DeviceInput, ScaInput, SharedLineInput, SipInput, UserInput};
+use crate::domain::rules::{
+    DeviceInput, KeyProfileInput, ScaInput, SharedLineInput, SipInput, UserInput,
+};
 use crate::domain::state::State;
 use crate::domain::*;
 
@@ -111,6 +113,8 @@ pub(crate) struct DeviceView {
     pub(crate) notify_target: Option<String>,
     /// Sidecars: `[{model, count}]`.
     pub(crate) expansion_modules: Vec<ExpansionModule>,
+    /// The group key profile whose keys the device shows under its own.
+    pub(crate) key_profile: Option<ProfileName>,
     /// The last change-log seq that touched this device.
     pub(crate) revision: u64,
     /// The revision of the last main-file fetch (the phone has applied it).
@@ -165,6 +169,7 @@ impl DeviceView {
             settings: d.settings.clone(),
             notify_target: d.notify_target.as_ref().map(|t| t.to_string()),
             expansion_modules: d.expansion_modules.clone(),
+            key_profile: d.key_profile.clone(),
             revision: d.revision,
             layout: catalog
                 .device_caps(&d.model, &d.expansion_modules)
@@ -192,6 +197,41 @@ pub(crate) fn device_input(d: &Device) -> DeviceInput {
         settings: d.settings.clone(),
         notify_target: d.notify_target.clone(),
         expansion_modules: d.expansion_modules.clone(),
+        key_profile: d.key_profile.clone(),
+    }
+}
+
+/// A key profile as the API shows it (it holds no secret), with the devices that use it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyProfileView {
+    pub(crate) name: ProfileName,
+    #[schema(value_type = String)]
+    pub(crate) group: GroupId,
+    pub(crate) keys: Vec<ProgKey>,
+    /// MACs of the devices assigned to it, ascending.
+    pub(crate) devices: Vec<Mac>,
+}
+
+impl KeyProfileView {
+    pub(crate) fn of(s: &State, p: &KeyProfile) -> KeyProfileView {
+        let mut devices: Vec<Mac> = s
+            .devices_with_profile(&p.group, &p.name)
+            .map(|d| d.mac.clone())
+            .collect();
+        devices.sort();
+        KeyProfileView {
+            name: p.name.clone(),
+            group: p.group.clone(),
+            keys: p.keys.clone(),
+            devices,
+        }
+    }
+}
+
+pub(crate) fn key_profile_input(p: &KeyProfile) -> KeyProfileInput {
+    KeyProfileInput {
+        name: p.name.clone(),
+        keys: p.keys.clone(),
     }
 }
 

@@ -174,6 +174,12 @@ actions! {
     TemplateUpdate = "template.update" => Template,
     TemplateRollback = "template.rollback" => Template,
     TemplateReset = "template.reset" => Template,
+    // Newer than stored kinds: their legacy kind is never read.
+    DeviceKeysMove = "device.keys_move" => Settings,
+    KeyProfileCreate = "key_profile.create" => Settings,
+    KeyProfileUpdate = "key_profile.update" => Settings,
+    KeyProfileDelete = "key_profile.delete" => Settings,
+    KeyProfileKeysMove = "key_profile.keys_move" => Settings,
 }
 
 /// By hand: utoipa's derive does not see serde renames made inside `macro_rules!` (it would list

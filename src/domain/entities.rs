@@ -316,6 +316,9 @@ pub(crate) enum KeyType {
     SpeedDial,
     Park,
     Voicemail,
+    /// A BLF key for every other user of the group, on the free keys from `key` on (see
+    /// `layout`); never rendered as such.
+    BlfAll,
 }
 
 /// A programmable key of a device; it occupies line key `key`.
@@ -329,6 +332,15 @@ pub(crate) struct ProgKey {
     pub(crate) value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) label: Option<String>,
+}
+
+/// A named, reusable key layout of a group (SPEC §1 "Key profile"), assigned to devices by
+/// `Device::key_profile`; the device's own keys win on a clash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyProfile {
+    pub(crate) group: GroupId,
+    pub(crate) name: ProfileName,
+    pub(crate) keys: Vec<ProgKey>,
 }
 
 /// Expansion modules (sidecars) of one model on a device: `count` of catalogue module `model`.
@@ -423,6 +435,9 @@ pub struct Device {
     /// Sidecars, in the order their keys follow the phone's own line keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) expansion_modules: Vec<ExpansionModule>,
+    /// The group key profile whose keys this device shows under its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) key_profile: Option<ProfileName>,
     /// The last change-log `seq` that touched this device.
     pub(crate) revision: u64,
 }

@@ -36,6 +36,8 @@ pub(crate) enum ErrorCode {
     NoLicense,
     /// 409: the group still has users, devices or shared lines.
     NotEmpty,
+    /// 409: the resource is still used (a key profile assigned to devices).
+    InUse,
     /// 401: no valid bearer token.
     Unauthorized,
     /// 403: a group token on a platform operation.
@@ -63,7 +65,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 23] = [
+    pub(crate) const ALL: [ErrorCode; 24] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -76,6 +78,7 @@ impl ErrorCode {
         ErrorCode::ScaLimit,
         ErrorCode::NoLicense,
         ErrorCode::NotEmpty,
+        ErrorCode::InUse,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::PayloadTooLarge,
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::ScaLimit => "sca_limit",
             ErrorCode::NoLicense => "no_license",
             ErrorCode::NotEmpty => "not_empty",
+            ErrorCode::InUse => "in_use",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -133,7 +137,8 @@ impl ErrorCode {
             | ErrorCode::AlreadyOnDevice
             | ErrorCode::ScaLimit
             | ErrorCode::NoLicense
-            | ErrorCode::NotEmpty => 409,
+            | ErrorCode::NotEmpty
+            | ErrorCode::InUse => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Validation

@@ -281,6 +281,32 @@ pub(crate) fn invalid_line_port(s: &str, expected_prefix: Option<&str>) -> Domai
 /// A line key number on a device, 1-based.
 pub(crate) type KeyNo = u16;
 
+/// The name of a group's key profile ("Reception", "Sales Team"): 1–64 letters, digits,
+/// spaces, `.`, `_`, `-`, starting with a letter or digit, not ending with a space (no `/`: it
+/// is a path segment and part of a store key).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub(crate) struct ProfileName(CompactString);
+
+impl ProfileName {
+    pub(crate) fn parse(s: &str) -> Result<ProfileName, DomainError> {
+        let b = s.as_bytes();
+        let ok = (1..=64).contains(&b.len())
+            && b[0].is_ascii_alphanumeric()
+            && !s.ends_with(' ')
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b' ' | b'.' | b'_' | b'-'));
+        if ok {
+            Ok(ProfileName(s.into()))
+        } else {
+            Err(DomainError::validation(
+                "name",
+                format!("'{s}' is not a key profile name (1 to 64 letters, digits, spaces, . _ -; starting with a letter or digit)"),
+            ))
+        }
+    }
+}
+string_id!(ProfileName, "key profile name, e.g. Reception");
+
 #[cfg(test)]
 mod tests {
     use super::*;

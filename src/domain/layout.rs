@@ -5,6 +5,16 @@
 //! the device and the context user's shared-line memberships, in key order; then programmable
 //! keys. Each appearance is one registration (index 1-based) and one or more line keys.
 //!
+//! Programmable keys are the device's own `keys` merged with its key profile's (a profile key on
+//! a key number the device uses itself is left out: the device wins); they are placed before
+//! shared lines take the first free keys. A `blf_all` key (device or profile; the device's wins)
+//! expands last, to BLF keys for every other standard user of the group in extension order, on
+//! the free keys from its `key` on; the users whose lines the phone has (its primary and SCA
+//! appearances) and users an explicit BLF key already shows are left out, and users beyond the
+//! last free key are not shown (adding a user never makes a phone's layout invalid). A BLF key
+//! without a label shows the monitored user's display name (the value names the user by
+//! extension or SIP username).
+//!
 //! The same function validates writes (it fails where a key is out of range, taken twice, or
 //! no key or account is left) and feeds the renderer, so a render never overflows.
 
@@ -50,21 +60,97 @@ pub(crate) struct Appearance {
     pub(crate) ring: Option<Ring>,
 }
 
+/// Where a programmable key of the layout comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeySource {
+    /// The device's own `keys`.
+    Device,
+    /// The device's key profile.
+    Profile,
+    /// The expansion of a `blf_all` key.
+    BlfAll,
+}
+
+/// A programmable key as the phone shows it: label resolved, `blf_all` expanded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct LaidKey {
+    pub(crate) key: KeyNo,
+    /// Never `blf_all` (that is expanded to `blf` keys).
+    #[serde(rename = "type")]
+    pub(crate) kind: KeyType,
+    pub(crate) value: String,
+    /// The explicit label, else the monitored user's display name (BLF), else the value.
+    pub(crate) label: String,
+    /// The monitored user of a BLF key, when the value names a user of the group.
+    pub(crate) extension: Option<Extension>,
+    pub(crate) source: KeySource,
+}
+
 /// The derived layout of one device.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Layout {
     pub(crate) appearances: Vec<Appearance>,
     /// Programmable keys (BLF, speed dial, park, voicemail), in key order.
-    pub(crate) keys: Vec<ProgKey>,
+    pub(crate) keys: Vec<LaidKey>,
     /// Line keys nobody uses, ascending.
     pub(crate) free_keys: Vec<KeyNo>,
+    /// Line keys held by no appearance and no explicit key, ascending: the free keys plus those a
+    /// `blf_all` expansion fills (a new appearance may take them; the expansion then shifts).
+    pub(crate) open_keys: Vec<KeyNo>,
 }
 
 impl Layout {
-    /// The lowest free line key.
+    /// The lowest key a new appearance may take.
     pub(crate) fn first_free_key(&self) -> Option<KeyNo> {
-        self.free_keys.first().copied()
+        self.open_keys.first().copied()
     }
+}
+
+/// The user of `device`'s group a BLF key value names (extension, else SIP username).
+pub(crate) fn monitored_user<'s>(
+    state: &'s State,
+    group: &GroupId,
+    value: &str,
+) -> Option<&'s User> {
+    Extension::parse(value)
+        .ok()
+        .and_then(|e| state.user(group, &e))
+        .or_else(|| {
+            state
+                .user_with_username(value)
+                .filter(|u| &u.group == group)
+        })
+}
+
+/// The programmable keys in effect on `device` before expansion: its own, then its profile's on
+/// key numbers it does not use itself.
+pub(crate) fn effective_keys<'s>(
+    state: &'s State,
+    device: &'s Device,
+) -> impl Iterator<Item = (&'s ProgKey, KeySource)> + 's {
+    let profile = device
+        .key_profile
+        .as_ref()
+        .and_then(|n| state.key_profile(&device.group, n));
+    let own = device.keys.iter().map(|k| (k, KeySource::Device));
+    let device_blf_all = device.keys.iter().any(|k| k.kind == KeyType::BlfAll);
+    let from_profile = profile.into_iter().flat_map(move |p| {
+        p.keys
+            .iter()
+            .filter(move |pk| {
+                if pk.kind == KeyType::BlfAll {
+                    !device_blf_all
+                } else {
+                    !device
+                        .keys
+                        .iter()
+                        .any(|k| k.kind != KeyType::BlfAll && k.key == pk.key)
+                }
+            })
+            .map(|k| (k, KeySource::Profile))
+    });
+    own.chain(from_profile)
 }
 
 /// Keys taken so far, with who took them, for precise error messages.
@@ -166,8 +252,29 @@ pub(crate) fn layout(
         });
     }
 
-    for key in &device.keys {
-        occ.take(key.key, format!("programmable key {}", key.key))?;
+    let mut explicit = Vec::new();
+    let mut blf_all: Option<KeyNo> = None;
+    for (key, source) in effective_keys(state, device) {
+        if key.kind == KeyType::BlfAll {
+            if key.key == 0 || key.key > caps.line_keys {
+                return Err(DomainError::unprocessable(
+                    ErrorCode::KeyUnavailable,
+                    format!(
+                        "blf_all starts at line key {}, which does not exist: model {} has line keys 1 to {}",
+                        key.key, device.model, caps.line_keys
+                    ),
+                )
+                .with_field("key"));
+            }
+            blf_all.get_or_insert(key.key);
+            continue;
+        }
+        let who = match (source, &device.key_profile) {
+            (KeySource::Profile, Some(p)) => format!("key {} of key profile {p}", key.key),
+            _ => format!("programmable key {}", key.key),
+        };
+        occ.take(key.key, who)?;
+        explicit.push((key, source));
     }
 
     if let Some(u) = context {
@@ -218,7 +325,54 @@ pub(crate) fn layout(
     for (i, a) in appearances.iter_mut().enumerate() {
         a.index = (i + 1) as u16;
     }
-    let mut keys = device.keys.clone();
+    let mut keys: Vec<LaidKey> = explicit
+        .into_iter()
+        .map(|(k, source)| {
+            let user = (k.kind == KeyType::Blf)
+                .then(|| monitored_user(state, &device.group, &k.value))
+                .flatten();
+            LaidKey {
+                key: k.key,
+                kind: k.kind,
+                value: k.value.clone(),
+                label: k
+                    .label
+                    .clone()
+                    .or_else(|| user.map(User::display))
+                    .unwrap_or_else(|| k.value.clone()),
+                extension: user.map(|u| u.extension.clone()),
+                source,
+            }
+        })
+        .collect();
+    let open_keys: Vec<KeyNo> = (1..=caps.line_keys)
+        .filter(|k| !occ.taken.contains_key(k))
+        .collect();
+    if let Some(start) = blf_all {
+        let own: Vec<&Extension> = appearances
+            .iter()
+            .filter_map(|a| a.extension.as_ref())
+            .collect();
+        let shown: Vec<Extension> = keys.iter().filter_map(|k| k.extension.clone()).collect();
+        let mut free = open_keys.iter().filter(|k| **k >= start);
+        for u in state.users_of(&device.group).filter(|u| {
+            u.kind == UserKind::Standard
+                && !own.contains(&&u.extension)
+                && !shown.contains(&u.extension)
+        }) {
+            let Some(&key) = free.next() else { break };
+            occ.taken
+                .insert(key, format!("the blf_all key for {}", u.extension));
+            keys.push(LaidKey {
+                key,
+                kind: KeyType::Blf,
+                value: u.sip_username(),
+                label: u.display(),
+                extension: Some(u.extension.clone()),
+                source: KeySource::BlfAll,
+            });
+        }
+    }
     keys.sort_by_key(|k| k.key);
     let free_keys = (1..=caps.line_keys)
         .filter(|k| !occ.taken.contains_key(k))
@@ -227,5 +381,6 @@ pub(crate) fn layout(
         appearances,
         keys,
         free_keys,
+        open_keys,
     })
 }

@@ -40,6 +40,10 @@ pub(crate) struct Effect {
     pub(crate) subject: String,
     /// Every device whose rendered files may change.
     pub(crate) devices: BTreeSet<Mac>,
+    /// Touched devices for which the change is only a `keys` change whatever `kind` says (a
+    /// phone that shows a renamed user on a BLF key: it re-syncs, the user's own phones may
+    /// reboot).
+    pub(crate) keys_only: BTreeSet<Mac>,
     pub(crate) detail: serde_json::Value,
 }
 
@@ -56,6 +60,7 @@ impl Effect {
             group: group.cloned(),
             subject: subject.into(),
             devices: BTreeSet::new(),
+            keys_only: BTreeSet::new(),
             detail: serde_json::Value::Object(Default::default()),
         }
     }

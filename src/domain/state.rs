@@ -30,6 +30,7 @@ pub enum Record {
     SharedLine(SharedLine),
     Token(Token),
     Template(TemplateOverride),
+    KeyProfile(KeyProfile),
 }
 
 /// The key of a record; `Ord` groups records by type, then by their natural key.
@@ -43,6 +44,7 @@ pub(crate) enum RecordKey {
     Token(String),
     /// (model, template file)
     Template(String, String),
+    KeyProfile(GroupId, ProfileName),
 }
 
 impl RecordKey {
@@ -57,6 +59,7 @@ impl RecordKey {
             RecordKey::SharedLine(g, n) => format!("l/{g}/{n}"),
             RecordKey::Token(t) => format!("t/{t}"),
             RecordKey::Template(m, f) => format!("T/{m}/{f}"),
+            RecordKey::KeyProfile(g, n) => format!("k/{g}/{n}"),
         }
         .into_bytes()
     }
@@ -91,6 +94,7 @@ impl Record {
             Record::SharedLine(l) => RecordKey::SharedLine(l.group.clone(), l.number.clone()),
             Record::Token(t) => RecordKey::Token(t.id.clone()),
             Record::Template(t) => RecordKey::Template(t.model.clone(), t.template.clone()),
+            Record::KeyProfile(p) => RecordKey::KeyProfile(p.group.clone(), p.name.clone()),
         }
     }
 }
@@ -174,6 +178,7 @@ pub struct State {
     pub(crate) shared_lines: Table<(GroupId, SharedNumber), SharedLine>,
     pub tokens: Table<String, Token>,
     pub(crate) templates: Table<(String, String), TemplateOverride>,
+    pub(crate) key_profiles: Table<(GroupId, ProfileName), KeyProfile>,
     idx: Indexes,
 }
 
@@ -260,6 +265,7 @@ impl State {
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> State {
         let (mut groups, mut users, mut devices, mut scas, mut lines, mut tokens, mut templates) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut profiles = vec![];
         let mut idx = Indexes::default();
         for r in records {
             idx.add(&r);
@@ -271,6 +277,7 @@ impl State {
                 Record::SharedLine(l) => lines.push(((l.group.clone(), l.number.clone()), l)),
                 Record::Token(t) => tokens.push((t.id.clone(), t)),
                 Record::Template(t) => templates.push(((t.model.clone(), t.template.clone()), t)),
+                Record::KeyProfile(p) => profiles.push(((p.group.clone(), p.name.clone()), p)),
             }
         }
         State {
@@ -281,6 +288,7 @@ impl State {
             shared_lines: lines.into_iter().collect(),
             tokens: tokens.into_iter().collect(),
             templates: templates.into_iter().collect(),
+            key_profiles: profiles.into_iter().collect(),
             idx,
         }
     }
@@ -320,6 +328,10 @@ impl State {
                 .templates
                 .insert((t.model.clone(), t.template.clone()), t)
                 .map(Record::Template),
+            Record::KeyProfile(p) => self
+                .key_profiles
+                .insert((p.group.clone(), p.name.clone()), p)
+                .map(Record::KeyProfile),
         }
     }
 
@@ -338,6 +350,10 @@ impl State {
                 .templates
                 .remove(&(m.clone(), f.clone()))
                 .map(Record::Template),
+            RecordKey::KeyProfile(g, n) => self
+                .key_profiles
+                .remove(&(g.clone(), n.clone()))
+                .map(Record::KeyProfile),
         }
     }
 
@@ -362,6 +378,11 @@ impl State {
                 .get(&(m.clone(), f.clone()))
                 .cloned()
                 .map(Record::Template),
+            RecordKey::KeyProfile(g, n) => self
+                .key_profiles
+                .get(&(g.clone(), n.clone()))
+                .cloned()
+                .map(Record::KeyProfile),
         }
     }
 
@@ -480,6 +501,40 @@ impl State {
     ) -> impl Iterator<Item = (&'a SharedLine, &'a Member)> + 'a {
         self.shared_lines_of(g)
             .filter_map(move |l| l.members.iter().find(|m| &m.extension == e).map(|m| (l, m)))
+    }
+
+    /// A key profile of a group.
+    pub(crate) fn key_profile(&self, g: &GroupId, n: &ProfileName) -> Option<&KeyProfile> {
+        self.key_profiles.get(&(g.clone(), n.clone()))
+    }
+
+    /// The key profiles of a group, in name order.
+    pub(crate) fn key_profiles_of<'a>(
+        &'a self,
+        g: &'a GroupId,
+    ) -> impl Iterator<Item = &'a KeyProfile> + 'a {
+        self.key_profiles
+            .range((g.clone(), ProfileName::parse("0").expect("valid"))..)
+            .take_while(move |((gg, _), _)| gg == g)
+            .map(|(_, p)| p)
+    }
+
+    /// Devices of a group that use a key profile.
+    pub(crate) fn devices_with_profile<'a>(
+        &'a self,
+        g: &'a GroupId,
+        n: &'a ProfileName,
+    ) -> impl Iterator<Item = &'a Device> + 'a {
+        self.devices_of(g)
+            .filter(move |d| d.key_profile.as_ref() == Some(n))
+    }
+
+    /// The user whose primary line port (SIP username) this is, anywhere on the platform.
+    pub(crate) fn user_with_username(&self, username: &str) -> Option<&User> {
+        self.idx
+            .user_by_username
+            .get(username)
+            .and_then(|k| self.users.get(k))
     }
 
     /// A device by name within a group.

@@ -109,7 +109,8 @@ pub(crate) fn device_context(
         })
         .collect();
 
-    // Programmable keys, then BLF keys for the context user's monitoring list on the keys left.
+    // Programmable keys (the device's, its profile's, the blf_all expansion: see `layout`), then
+    // BLF keys for the context user's monitoring list (users not shown yet) on the keys left.
     let mut keys: Vec<Value> = lay
         .keys
         .iter()
@@ -121,13 +122,19 @@ pub(crate) fn device_context(
                 "position": at.position,
                 "type": k.kind,
                 "value": k.value,
-                "label": k.label.clone().unwrap_or_else(|| k.value.clone()),
+                "label": k.label,
+                "extension": k.extension,
             })
         })
         .collect();
     if let Some(u) = context_user {
         let mut free = lay.free_keys.iter();
+        let shown =
+            |e: &crate::domain::Extension| lay.keys.iter().any(|k| k.extension.as_ref() == Some(e));
         for e in &u.features.monitoring {
+            if shown(e) {
+                continue;
+            }
             let (Some(m), Some(key)) = (state.user(&device.group, e), free.next()) else {
                 continue;
             };

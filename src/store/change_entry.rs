@@ -20,6 +20,8 @@ pub(super) struct StoredChange {
     group: Option<GroupId>,
     subject: String,
     devices: Vec<Mac>,
+    #[serde(default)]
+    keys_only: Vec<Mac>,
     detail: serde_json::Value,
 }
 
@@ -35,6 +37,7 @@ impl From<StoredChange> for Change {
             group: c.group,
             subject: c.subject,
             devices: c.devices,
+            keys_only: c.keys_only,
             detail: c.detail,
         }
     }

@@ -285,6 +285,11 @@ impl Store {
             kind: fx.kind,
             group: fx.group,
             subject: fx.subject,
+            keys_only: fx
+                .keys_only
+                .into_iter()
+                .filter(|m| fx.devices.contains(m))
+                .collect(),
             devices: fx.devices.into_iter().collect(),
             detail: fx.detail,
         };

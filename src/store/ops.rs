@@ -241,6 +241,65 @@ impl Store {
             .1)
     }
 
+    pub(crate) fn create_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        input: KeyProfileInput,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| rules::create_key_profile(tx, g, input))?
+            .0)
+    }
+    pub(crate) fn update_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+        input: KeyProfileInput,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::update_key_profile(tx, env, g, n, input)
+            })?
+            .0)
+    }
+    pub(crate) fn delete_key_profile(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_key_profile(tx, g, n)?, ()))
+            })?
+            .1)
+    }
+    pub(crate) fn move_profile_key(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        n: &ProfileName,
+        mv: KeyMove,
+    ) -> Result<KeyProfile, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| rules::move_profile_key(tx, env, g, n, mv))?
+            .0)
+    }
+    pub(crate) fn move_device_key(
+        &self,
+        actor: &str,
+        mac: &Mac,
+        mv: KeyMove,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                Ok((rules::move_device_key(tx, env, mac, mv)?, ()))
+            })?
+            .1)
+    }
+
     /// Stores a (validated) template body as the live version; returns the version number.
     pub(crate) fn put_template(
         &self,

@@ -32,8 +32,24 @@ pub struct Change {
     /// Every device whose rendered files may change.
     #[schema(value_type = Vec<String>)]
     pub(crate) devices: Vec<Mac>,
+    /// Of `devices`, those for which the change is only a `keys` change (their BLF keys show
+    /// the subject); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub(crate) keys_only: Vec<Mac>,
     #[schema(value_type = Object)]
     pub(crate) detail: serde_json::Value,
+}
+
+impl Change {
+    /// What the change is for one touched device: `keys` for the `keys_only` ones, else `kind`.
+    pub(crate) fn kind_for(&self, mac: &Mac) -> ChangeKind {
+        if self.keys_only.contains(mac) {
+            ChangeKind::Keys
+        } else {
+            self.kind
+        }
+    }
 }
 
 /// What the server last saw of a device fetching its files. Observations, not configuration:

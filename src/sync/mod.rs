@@ -216,7 +216,8 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                         }
                         continue;
                     };
-                    let reboot = needs_reboot(app.renderer.catalog().get(&dev.model), c.kind);
+                    let reboot =
+                        needs_reboot(app.renderer.catalog().get(&dev.model), c.kind_for(mac));
                     let due = now_ms() + debounce;
                     let st = states.entry(mac.clone()).or_insert(SyncState {
                         phase: SyncPhase::Pending,

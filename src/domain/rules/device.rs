@@ -26,6 +26,9 @@ pub struct DeviceInput {
     /// Sidecars: `[{model, count}]`, module ids the device's model takes.
     #[serde(default)]
     pub(crate) expansion_modules: Vec<ExpansionModule>,
+    /// A key profile of the group whose keys the device shows under its own.
+    #[serde(default)]
+    pub(crate) key_profile: Option<ProfileName>,
 }
 
 fn build_device(
@@ -59,11 +62,14 @@ fn build_device(
             ));
         }
     }
-    for k in &input.keys {
-        if let Some(l) = &k.label {
-            text("keys.label", l, 32)?;
+    check_keys("keys", &input.keys)?;
+    if let Some(p) = &input.key_profile {
+        if s.key_profile(g, p).is_none() {
+            return Err(DomainError::validation(
+                "key_profile",
+                format!("key profile '{p}' does not exist in group {g}"),
+            ));
         }
-        text("keys.value", &k.value, 64)?;
     }
     settings("settings", &input.settings)?;
     let mut d = Device {
@@ -78,6 +84,7 @@ fn build_device(
         prov_password: Secret::default(),
         hot_desk: None,
         expansion_modules: input.expansion_modules,
+        key_profile: input.key_profile,
         revision: 0,
     };
     match old {
@@ -97,7 +104,7 @@ fn build_device(
 /// |---|---|---|
 /// | `owner` | `lines` | the primary line (and every appearance after it) |
 /// | `model`, `expansion_modules` | `lines` | the key space and registrations the layout is built for |
-/// | `keys` | `keys` | programmable keys only |
+/// | `keys`, `key_profile` | `keys` | programmable keys only |
 /// | `name`, `settings`, `notify_target` | `settings` | rendered values, or server-side only |
 fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
     ChangeKind::when(
@@ -106,7 +113,10 @@ fn device_change_kind(old: &Device, new: &Device) -> ChangeKind {
             || old.expansion_modules != new.expansion_modules,
         ChangeKind::Lines,
     )
-    .and(ChangeKind::when(old.keys != new.keys, ChangeKind::Keys))
+    .and(ChangeKind::when(
+        old.keys != new.keys || old.key_profile != new.key_profile,
+        ChangeKind::Keys,
+    ))
 }
 
 pub(crate) fn create_device(

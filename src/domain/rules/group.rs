@@ -112,6 +112,7 @@ pub(crate) fn delete_group(
         .filter(|t| t.group.as_ref() == Some(id))
         .map(|t| t.id.clone())
         .collect();
+    let profiles: Vec<_> = s.key_profiles_of(id).map(|p| p.name.clone()).collect();
     let mut fx = Effect::new(
         Action::GroupDelete,
         ChangeKind::Lines,
@@ -120,8 +121,12 @@ pub(crate) fn delete_group(
     )
     .detail(json!({
         "users": users.len(), "devices": devices.len(), "shared_lines": lines.len(),
-        "sca_endpoints": scas.len(), "tokens": tokens.len(),
+        "sca_endpoints": scas.len(), "tokens": tokens.len(), "key_profiles": profiles.len(),
     }));
+    // Key profiles are the group's configuration, like its settings: they go with it.
+    for n in profiles {
+        tx.delete(RecordKey::KeyProfile(id.clone(), n));
+    }
     fx.devices = devices.iter().cloned().collect();
     for p in scas {
         tx.delete(RecordKey::Sca(p));

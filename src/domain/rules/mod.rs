@@ -25,6 +25,7 @@ use super::{Action, ChangeKind, DomainError, Effect, Env, ErrorCode};
 mod device;
 mod group;
 mod hot_desk;
+mod key_profile;
 mod login;
 mod sca;
 mod shared_line;
@@ -35,6 +36,7 @@ mod user;
 pub use device::*;
 pub(crate) use group::*;
 pub(crate) use hot_desk::*;
+pub(crate) use key_profile::*;
 pub(crate) use login::*;
 pub(crate) use sca::*;
 pub(crate) use shared_line::*;
@@ -141,6 +143,39 @@ fn settings(field: &str, m: &BTreeMap<String, String>) -> Result<(), DomainError
     super::locale::check_settings(field, m)
 }
 
+/// Programmable keys of a device or a key profile: bounded label and value, key numbers from 1
+/// and each once, at most one `blf_all` (its `key` is where the expansion starts).
+fn check_keys(field: &str, keys: &[ProgKey]) -> Result<(), DomainError> {
+    let mut seen = BTreeSet::new();
+    for k in keys {
+        if let Some(l) = &k.label {
+            text(&format!("{field}.label"), l, 32)?;
+        }
+        text(&format!("{field}.value"), &k.value, 64)?;
+        if k.key == 0 {
+            return Err(DomainError::unprocessable(
+                ErrorCode::KeyUnavailable,
+                "line keys are numbered from 1",
+            )
+            .with_field(&format!("{field}.key")));
+        }
+        if k.kind != KeyType::BlfAll && !seen.insert(k.key) {
+            return Err(DomainError::unprocessable(
+                ErrorCode::KeyUnavailable,
+                format!("line key {} is listed twice", k.key),
+            )
+            .with_field(&format!("{field}.key")));
+        }
+    }
+    if keys.iter().filter(|k| k.kind == KeyType::BlfAll).count() > 1 {
+        return Err(DomainError::validation(
+            &format!("{field}.type"),
+            "at most one blf_all key: it expands to every other user of the group",
+        ));
+    }
+    Ok(())
+}
+
 fn exists(what: &str) -> DomainError {
     DomainError::conflict(ErrorCode::AlreadyExists, format!("{what} already exists"))
 }
@@ -201,6 +236,9 @@ fn devices_showing_user(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> 
         .map(|d| d.mac.clone())
         .collect();
     out.extend(s.scas_of_user(g, e).map(|x| x.device.clone()));
+    if let Some(u) = s.user(g, e) {
+        out.extend(devices_with_blf_on(s, u));
+    }
     for watcher in s.users_of(g).filter(|u| u.features.monitoring.contains(e)) {
         out.extend(
             s.devices_with_context_user(g, &watcher.extension)
@@ -208,6 +246,20 @@ fn devices_showing_user(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> 
         );
     }
     out
+}
+
+/// Of [`devices_showing_user`], those that show the user only on BLF keys (its monitoring
+/// watchers', BLF keys naming it, `blf_all`): for them a change of the user is a `keys` change.
+fn devices_watching_only(s: &State, g: &GroupId, e: &Extension) -> BTreeSet<Mac> {
+    let mut lines: BTreeSet<Mac> = s
+        .devices_with_context_user(g, e)
+        .map(|d| d.mac.clone())
+        .collect();
+    lines.extend(s.scas_of_user(g, e).map(|x| x.device.clone()));
+    devices_showing_user(s, g, e)
+        .into_iter()
+        .filter(|m| !lines.contains(m))
+        .collect()
 }
 
 /// Devices that show a shared line (where a member is the context user).

@@ -89,6 +89,9 @@ fn mac(s: &str) -> Mac {
 }
 const G: &str = "ZZZ1900111-01";
 
+/// Key profiles, BLF labels, `blf_all`, key moves.
+mod key_profiles;
+
 fn group_of(id: &str) -> Group {
     serde_json::from_value(serde_json::json!({"id": id, "sip": {"domain": "sip.example.net"}}))
         .unwrap()
@@ -118,6 +121,7 @@ fn device_in(m: &str, name: &str, model: &str, owner: Option<&str>) -> DeviceInp
         settings: Default::default(),
         notify_target: None,
         expansion_modules: vec![],
+        key_profile: None,
     }
 }
 

@@ -204,8 +204,8 @@ fn check_extension_free(s: &State, g: &GroupId, e: &Extension) -> Result<(), Dom
 /// | `features.monitoring` | `keys` | the BLF keys on the user's phones |
 /// | `kind`, other `features` | `settings` | rendered settings (a kind change moves no line: the rules forbid it on owned or logged-in devices) |
 ///
-/// One kind per change: a rename also reaches the phones that monitor the user (a BLF label),
-/// and they get `lines` too.
+/// A rename also reaches the phones that show the user on a BLF key only (monitoring, a BLF key
+/// naming it, `blf_all`): for them the entry's `keys_only` makes it a `keys` change.
 fn user_change_kind(old: &User, new: &User) -> ChangeKind {
     let line = old.sip_username() != new.sip_username()
         || old.auth_username() != new.auth_username()
@@ -226,13 +226,14 @@ pub(crate) fn create_user(
 ) -> Result<(Effect, User), DomainError> {
     check_extension_free(tx.state(), g, &input.extension)?;
     let u = build_user(tx.state(), env, g, input, None)?;
-    let fx = Effect::new(
+    let mut fx = Effect::new(
         Action::UserCreate,
         ChangeKind::Settings,
         Some(g),
         u.extension.as_str(),
     );
     tx.put(Record::User(u.clone()));
+    touch_blf_watchers(tx.state(), &u, &mut fx);
     Ok((fx, u))
 }
 
@@ -277,6 +278,7 @@ pub(crate) fn update_user(
     );
     fx.devices = devices_showing_user(s, g, e);
     login_effect(s, &old, &u, &mut fx);
+    fx.keys_only = devices_watching_only(s, g, e);
     tx.put(Record::User(u.clone()));
     Ok((fx, u))
 }
@@ -286,6 +288,7 @@ pub(crate) fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Eff
     let s = tx.state();
     let mut fx = Effect::new(Action::UserDelete, ChangeKind::Lines, Some(g), e.as_str());
     fx.devices = devices_showing_user(s, g, e);
+    fx.keys_only = devices_watching_only(s, g, e);
     let scas: Vec<_> = s.scas_of_user(g, e).map(|x| x.line_port.clone()).collect();
     let mut devices: Vec<Device> = s
         .devices_of(g)
@@ -347,7 +350,7 @@ pub(crate) fn duplicate_user(
         login_allowed: src.login_allowed,
     };
     let u = build_user(tx.state(), env, g, copy, None)?;
-    let fx = Effect::new(
+    let mut fx = Effect::new(
         Action::UserDuplicate,
         ChangeKind::Settings,
         Some(g),
@@ -355,6 +358,7 @@ pub(crate) fn duplicate_user(
     )
     .detail(json!({ "from": e }));
     tx.put(Record::User(u.clone()));
+    touch_blf_watchers(tx.state(), &u, &mut fx);
     Ok((fx, u))
 }
 
@@ -376,6 +380,7 @@ pub(crate) fn rotate_sip_password(
         e.as_str(),
     );
     fx.devices = devices_showing_user(tx.state(), g, e);
+    fx.keys_only = devices_watching_only(tx.state(), g, e);
     tx.put(Record::User(u));
     Ok((fx, pw))
 }
