@@ -370,6 +370,22 @@ await step("Provisioning log: a refused fetch shows its reason to the admin", pa
   await snap(page, "device-provisioning-log");
 });
 
+await step("Key profiles: a profile made in the console, chosen on a device, drawn on its key grid", page, async () => {
+  await page.goto(`${ADMIN}/ui/groups/${G}`);
+  await page.getByRole("link", { name: "Key profiles" }).click();
+  const form = page.locator("#new-profile");
+  await form.getByLabel("Name").fill("Front");
+  await form.getByLabel(/Programmable keys/).fill("8 speed_dial 100 Operator");
+  await form.getByRole("button", { name: "Add key profile" }).click();
+  await page.locator("h1", { hasText: "Key profile Front" }).waitFor();
+  await snap(page, "key-profile");
+  await page.goto(`${ADMIN}/ui/devices/0004f2000001`);
+  await page.getByLabel("Key profile").selectOption("Front");
+  await page.getByRole("button", { name: "Save" }).click();
+  await page.getByText("Saved.").waitFor();
+  assert.match(await text(page, ".keygrid .key.speed_dial"), /8\s+Operator \(speed_dial 100\)/);
+});
+
 await step("Templates: the validation error is shown at its line; diff against live", page, async () => {
   const models = await api("GET", "/api/v1/models");
   const vvx = models.find((m) => m.id === "polycom-vvx-450");
