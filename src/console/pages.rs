@@ -308,6 +308,16 @@ fn obj(v: &mut Value) -> &mut Map<String, Value> {
     v.as_object_mut().expect("object")
 }
 
+/// An RFC 3339 UTC time as a page shows it: `2026-12-03 09:54:58 UTC`.
+fn short_time(v: &Value) -> String {
+    let t = str_of(v);
+    if t.len() >= 19 && t.as_bytes()[10] == b'T' {
+        format!("{} {} UTC", &t[..10], &t[11..19])
+    } else {
+        t
+    }
+}
+
 /// Human words for a sync state.
 fn state_label(s: &str) -> &'static str {
     match s {
@@ -328,7 +338,7 @@ fn device_row(d: &Value) -> Value {
         "model": d["model"],
         "owner": str_of(&d["owner"]),
         "hot_desk": str_of(&d["hot_desk"]),
-        "last_seen": str_of(&d["last_seen"]["at"]),
+        "last_seen": short_time(&d["last_seen"]["at"]),
         "ip": str_of(&d["last_seen"]["ip"]),
         "firmware": str_of(&d["last_seen"]["firmware"]),
         "state": st,
@@ -409,7 +419,7 @@ async fn recent_changes(c: &Console, s: &Session, n: u64) -> Vec<Value> {
 fn change_row(ch: &Value) -> Value {
     json!({
         "seq": ch["seq"].as_u64().or(ch["group_seq"].as_u64()),
-        "at": ch["at"],
+        "at": short_time(&ch["at"]),
         "actor": ch["actor"],
         "action": ch["action"],
         "group": str_of(&ch["group"]),
@@ -2006,6 +2016,8 @@ async fn device_page_at(
             .map(|mut e| {
                 let reason = str_of(&e["reason"]);
                 obj(&mut e).insert("reason_text".into(), json!(refusal_text(&reason)));
+                let at = short_time(&e["at"]);
+                obj(&mut e).insert("at_short".into(), json!(at));
                 e
             })
             .collect::<Vec<_>>())

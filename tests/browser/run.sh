@@ -43,7 +43,7 @@ if ! [ -s "$data/data/admin-token" ]; then
   echo "run.sh: the server did not start" >&2; cat "$data/server.log" >&2; exit 1
 fi
 
-mkdir -p "$here/screenshots"
+rm -rf "$here/screenshots" && mkdir -p "$here/screenshots"
 status=0
 NODE_EXTRA_CA_CERTS="$data/data/tls/ca.pem" \
 ADMIN="https://localhost:$admin_port" PHONES_HTTP="http://127.0.0.1:$http_port" \
