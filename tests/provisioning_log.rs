@@ -247,3 +247,68 @@ async fn a_locked_out_fetch_is_logged_as_locked_out() {
         [(429, reason("locked_out"))]
     );
 }
+
+#[tokio::test]
+async fn a_certificate_for_another_mac_is_logged_as_certificate_mac_mismatch() {
+    // A vendor CA the server trusts, and a phone certificate naming another MAC in its CN.
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Test Phone Vendor CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "805EC0000002");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("vendor-ca.pem");
+    std::fs::write(&bundle, ca.pem()).unwrap();
+    let b = bundle.display().to_string();
+    let p = OnePhone::start_with(move |c| c.tls.client_ca = vec![b]).await;
+    let server_ca = std::fs::read(p.s.data_dir.join("tls/ca.pem")).unwrap();
+    let phone = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&server_ca).unwrap())
+        .identity(
+            reqwest::Identity::from_pem(
+                format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes(),
+            )
+            .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let r = phone
+        .get(format!("{}{}", p.s.phones, OnePhone::MAIN))
+        .header("user-agent", OnePhone::UA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        outcomes(&log(&p.s, OnePhone::MAC, "?limit=1").await),
+        [(401, reason("certificate_mac_mismatch"))]
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_device_takes_its_log_with_it() {
+    let p = OnePhone::start().await;
+    assert_eq!(p.fetch().await.status(), 200);
+    assert_eq!(log(&p.s, OnePhone::MAC, "").await.len(), 2);
+    let r =
+        p.s.delete(&format!("/api/v1/devices/{}", OnePhone::MAC))
+            .await;
+    assert_eq!(r.status(), 204, "{}", r.body);
+    // Provisioned again (here in the same group): a log of its own, not the old device's.
+    let d =
+        p.s.create(
+            &format!("/api/v1/groups/{G}/devices"),
+            json!({"mac": OnePhone::MAC, "name": "desk", "model": "yealink-t54w"}),
+        )
+        .await;
+    assert_eq!(d["mac"], OnePhone::MAC);
+    assert_eq!(log(&p.s, OnePhone::MAC, "").await, Vec::<Value>::new());
+}

@@ -186,9 +186,17 @@ pub(crate) struct ExpansionModel {
     pub(crate) name: String,
     /// Programmable keys per module.
     pub(crate) keys: KeyNo,
+    /// Whether its keys can show a line appearance (SCA, shared line). Some vendors' sidecars
+    /// take only BLF, speed dial and park keys (`appearances = false`).
+    #[serde(default = "yes")]
+    pub(crate) appearances: bool,
     /// Free values for templates (`device.expansion_modules[].vars`).
     #[serde(default)]
     pub(crate) vars: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One phone model.
@@ -237,6 +245,9 @@ impl Model {
     ) -> Result<ModelCaps, DomainError> {
         let bad = |msg: String| DomainError::validation("expansion_modules", msg);
         let mut keys = u32::from(self.line_keys);
+        // Lines show on the phone's keys and on the modules up to the first that shows none.
+        let mut appearance_keys = keys;
+        let mut lines_on = true;
         let mut total = 0u32;
         for m in modules {
             let Some(em) = self.expansion_module(&m.model) else {
@@ -261,6 +272,10 @@ impl Model {
             }
             total += u32::from(m.count);
             keys += u32::from(em.keys) * u32::from(m.count);
+            lines_on &= em.appearances;
+            if lines_on {
+                appearance_keys = keys;
+            }
         }
         if total > u32::from(self.max_expansion_modules) {
             return Err(bad(format!(
@@ -268,8 +283,10 @@ impl Model {
                 self.id, self.max_expansion_modules
             )));
         }
+        let too_many = |_| bad("too many keys".into());
         Ok(ModelCaps {
-            line_keys: KeyNo::try_from(keys).map_err(|_| bad("too many keys".into()))?,
+            line_keys: KeyNo::try_from(keys).map_err(too_many)?,
+            appearance_keys: KeyNo::try_from(appearance_keys).map_err(too_many)?,
             accounts: self.accounts,
         })
     }

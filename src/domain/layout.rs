@@ -98,12 +98,18 @@ pub(crate) struct Layout {
     /// Line keys held by no appearance and no explicit key, ascending: the free keys plus those a
     /// `blf_all` expansion fills (a new appearance may take them; the expansion then shifts).
     pub(crate) open_keys: Vec<KeyNo>,
+    /// Keys 1..=appearance_keys can show a line (see `ModelCaps`).
+    #[serde(skip)]
+    pub(crate) appearance_keys: KeyNo,
 }
 
 impl Layout {
     /// The lowest key a new appearance may take.
     pub(crate) fn first_free_key(&self) -> Option<KeyNo> {
-        self.open_keys.first().copied()
+        self.open_keys
+            .first()
+            .copied()
+            .filter(|k| *k <= self.appearance_keys)
     }
 }
 
@@ -157,17 +163,20 @@ pub(crate) fn effective_keys<'s>(
 struct Occupancy {
     caps: ModelCaps,
     model: String,
+    with_modules: bool,
     taken: BTreeMap<KeyNo, String>,
 }
 
 impl Occupancy {
+    /// Takes `key` for a programmable key: any key of the phone or its modules.
     fn take(&mut self, key: KeyNo, who: String) -> Result<(), DomainError> {
         if key == 0 || key > self.caps.line_keys {
             return Err(DomainError::unprocessable(
                 ErrorCode::KeyUnavailable,
                 format!(
-                    "line key {key} for {who} does not exist: model {} has line keys 1 to {}",
-                    self.model, self.caps.line_keys
+                    "line key {key} for {who} does not exist: {} has keys 1 to {}",
+                    self.what(),
+                    self.caps.line_keys
                 ),
             )
             .with_field("key"));
@@ -183,19 +192,44 @@ impl Occupancy {
         Ok(())
     }
 
+    /// Takes `key` for a line appearance: only keys that can show a line.
+    fn take_line(&mut self, key: KeyNo, who: String) -> Result<(), DomainError> {
+        if key > self.caps.appearance_keys && key <= self.caps.line_keys {
+            return Err(DomainError::unprocessable(
+                ErrorCode::KeyUnavailable,
+                format!(
+                    "line key {key} for {who} is on an expansion module that cannot show a line: {} shows lines on keys 1 to {}",
+                    self.what(),
+                    self.caps.appearance_keys
+                ),
+            )
+            .with_field("key"));
+        }
+        self.take(key, who)
+    }
+
     fn take_free(&mut self, who: String) -> Result<KeyNo, DomainError> {
-        let key = (1..=self.caps.line_keys)
+        let key = (1..=self.caps.appearance_keys)
             .find(|k| !self.taken.contains_key(k))
-            .ok_or_else(|| no_free_key(&self.model, self.caps.line_keys, &who))?;
+            .ok_or_else(|| no_free_key(&self.what(), self.caps.appearance_keys, &who))?;
         self.taken.insert(key, who);
         Ok(key)
     }
+
+    /// "model X", or "model X with its expansion modules" when modules add keys.
+    fn what(&self) -> String {
+        if self.with_modules {
+            format!("model {} with its expansion modules", self.model)
+        } else {
+            format!("model {}", self.model)
+        }
+    }
 }
 
-fn no_free_key(model: &str, keys: KeyNo, who: &str) -> DomainError {
+fn no_free_key(what: &str, keys: KeyNo, who: &str) -> DomainError {
     DomainError::unprocessable(
         ErrorCode::NoFreeKey,
-        format!("no free line key for {who}: all {keys} line keys of model {model} are in use"),
+        format!("no free line key for {who}: all {keys} line keys of {what} are in use"),
     )
 }
 
@@ -208,6 +242,7 @@ pub(crate) fn layout(
     let mut occ = Occupancy {
         caps,
         model: device.model.to_string(),
+        with_modules: !device.expansion_modules.is_empty(),
         taken: BTreeMap::new(),
     };
     let mut appearances = Vec::new();
@@ -216,7 +251,7 @@ pub(crate) fn layout(
         .context_user()
         .and_then(|e| state.user(&device.group, e));
     if let Some(u) = context {
-        occ.take(1, format!("the primary line {}", u.sip_username()))?;
+        occ.take_line(1, format!("the primary line {}", u.sip_username()))?;
         appearances.push(Appearance {
             index: 0,
             kind: AppearanceKind::Primary,
@@ -234,7 +269,7 @@ pub(crate) fn layout(
     // re-activating one never fails.
     let mut reserved_inactive = 0usize;
     for s in state.scas_on(&device.mac) {
-        occ.take(s.key, format!("SCA endpoint {}", s.line_port))?;
+        occ.take_line(s.key, format!("SCA endpoint {}", s.line_port))?;
         if !s.active {
             reserved_inactive += 1;
             continue;
@@ -283,7 +318,7 @@ pub(crate) fn layout(
         let mut shared = Vec::new();
         for (line, m) in memberships.iter().filter(|(_, m)| m.button.is_some()) {
             let key = m.button.unwrap_or_default();
-            occ.take(key, format!("shared line {}", line.number))?;
+            occ.take_line(key, format!("shared line {}", line.number))?;
             shared.push((key, *line, *m));
         }
         for (line, m) in memberships.iter().filter(|(_, m)| m.button.is_none()) {
@@ -382,5 +417,6 @@ pub(crate) fn layout(
         keys,
         free_keys,
         open_keys,
+        appearance_keys: caps.appearance_keys,
     })
 }

@@ -75,6 +75,9 @@ impl Effect {
 pub(crate) struct ModelCaps {
     /// Line keys, numbered 1..=line_keys.
     pub(crate) line_keys: KeyNo,
+    /// Keys 1..=appearance_keys can show a line (SCA, shared line, primary): the phone's own
+    /// keys and those of expansion modules that show lines. Programmable keys may use them all.
+    pub(crate) appearance_keys: KeyNo,
     /// SIP registrations (accounts) the phone can hold.
     pub(crate) accounts: u16,
 }

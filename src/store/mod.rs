@@ -316,6 +316,13 @@ impl Store {
             group_seqs: Arc::clone(&w.group_seqs),
         }));
         self.compact(seq);
+        // A deleted device's provisioning log goes with it: the MAC provisioned again (in
+        // another group, say) starts a log of its own, and deletions keep the logs bounded.
+        for mac in change.devices.iter() {
+            if !w.state.devices.contains_key(mac) {
+                self.observer.log_forget(mac);
+            }
+        }
         drop(guard);
         self.committed.send_replace(seq);
         Ok((value, change))

@@ -231,7 +231,7 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                     take_in(st, c.seq, reboot, due);
                     // An unregister is sent even when the bytes are what the phone has (a
                     // second unregister): the reboot is the point.
-                    st.force |= c.kind.forces_reboot();
+                    st.force |= c.kind_for(mac).forces_reboot();
                     touched.push((mac.clone(), Some(st.clone())));
                 }
             }

@@ -124,8 +124,8 @@ fn place_sca(
                 DomainError::unprocessable(
                     ErrorCode::NoFreeKey,
                     format!(
-                        "device {} has no free line key (model {} has {})",
-                        d.name, d.model, caps.line_keys
+                        "device {} has no free line key (model {} shows lines on {} keys)",
+                        d.name, d.model, caps.appearance_keys
                     ),
                 )
             })

@@ -18,10 +18,18 @@ impl TestEnv {
         match id {
             "m4" => Some(ModelCaps {
                 line_keys: 4,
+                appearance_keys: 4,
                 accounts: 3,
+            }),
+            // Four keys that show lines, then four on a module that shows none (keys only).
+            "m4k" => Some(ModelCaps {
+                line_keys: 8,
+                appearance_keys: 4,
+                accounts: 8,
             }),
             "m12" => Some(ModelCaps {
                 line_keys: 12,
+                appearance_keys: 12,
                 accounts: 12,
             }),
             _ => None,
@@ -368,6 +376,36 @@ fn no_free_key_when_the_model_is_full() {
     })
     .unwrap();
     let e = add_sca(&mut s, &env, "3003", sca_in("lobby", None, None)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NoFreeKey);
+}
+
+#[test]
+fn lines_stay_off_module_keys_that_show_no_line() {
+    let (mut s, env) = fixture();
+    let mut d = device_in("0004f2000004", "reception", "m4k", Some("1001"));
+    d.keys = vec![ProgKey {
+        key: 6,
+        kind: KeyType::SpeedDial,
+        value: "100".into(),
+        label: None,
+    }];
+    run(&mut s, |tx| create_device(tx, &env, &g(G), d)).unwrap();
+    // An explicit SCA key on the module is refused, naming where lines can go.
+    let e = add_sca(&mut s, &env, "2002", sca_in("reception", None, Some(5))).unwrap_err();
+    assert_eq!(e.code, ErrorCode::KeyUnavailable);
+    assert!(e.detail.contains("cannot show a line"), "{}", e.detail);
+    assert!(e.detail.contains("keys 1 to 4"), "{}", e.detail);
+    // The first free key for an SCA is a phone key; when those are full there is none,
+    // although module keys 5, 7 and 8 are free.
+    for (user, key) in [("2002", 2), ("3003", 3), ("5555", 4)] {
+        let (_, x) = add_sca(&mut s, &env, user, sca_in("reception", None, None)).unwrap();
+        assert_eq!(x.key, key);
+    }
+    run(&mut s, |tx| {
+        create_user(tx, &env, &g(G), user_in("4004", None, UserKind::Standard))
+    })
+    .unwrap();
+    let e = add_sca(&mut s, &env, "4004", sca_in("reception", None, None)).unwrap_err();
     assert_eq!(e.code, ErrorCode::NoFreeKey);
 }
 
