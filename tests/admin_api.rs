@@ -587,6 +587,16 @@ async fn models_are_listed_and_described() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
+    // The catalogue at real breadth: at least 30 models, every one of the 7 families.
+    assert!(ids.len() >= 30, "{} models: {ids:?}", ids.len());
+    let families: std::collections::BTreeSet<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["family"].as_str().unwrap())
+        .collect();
+    assert_eq!(families.len(), 7, "{families:?}");
     for id in [
         "polycom-vvx-450",
         "yealink-t54w",

@@ -126,6 +126,10 @@ pub(crate) struct Checks {
     /// Facts that put registration `{index}` on line key `{key}`.
     #[serde(default)]
     pub(crate) line_key: Vec<String>,
+    /// Facts that switch registration `{index}` off: they hold for every line when its
+    /// `enabled` is false (`login_allowed: false`, unregister) and for none otherwise.
+    #[serde(default)]
+    pub(crate) disabled: Vec<String>,
     /// The one declared exception to "the bytes do not depend on the revision": lines of a
     /// per-device file containing one of these strings may change with `server.revision` (Fanvil's
     /// `<Version>`, which must rise for the phone to apply a file). Such a model's files change

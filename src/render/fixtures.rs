@@ -324,15 +324,65 @@ fn render_scenario(
                     }
                 }
             }
-            if model.checks.shared.is_empty() || model.checks.line_key.is_empty() {
+            problems.extend(disabled_problems(engine, model, main, &ctx, &facts, &name));
+            if model.checks.shared.is_empty()
+                || model.checks.line_key.is_empty()
+                || model.checks.disabled.is_empty()
+            {
                 problems.push(format!(
-                    "model {}: [checks] shared and line_key must be declared",
+                    "model {}: [checks] shared, line_key and disabled must be declared",
                     model.id
                 ));
             }
         }
     }
     Ok(ScenarioResult { files, problems })
+}
+
+/// `[checks] disabled`: rendered with every line's `enabled` false, each fact holds for every
+/// registration; in the file as rendered (lines enabled), none does.
+fn disabled_problems(
+    engine: &Engine,
+    model: &crate::catalog::Model,
+    main: &crate::catalog::FileSpec,
+    ctx: &serde_json::Value,
+    enabled: &flatten::Facts,
+    name: &str,
+) -> Vec<String> {
+    let mut off = ctx.clone();
+    for line in off["lines"].as_array_mut().into_iter().flatten() {
+        line["enabled"] = serde_json::Value::Bool(false);
+    }
+    let disabled = match engine
+        .render(&model.id, main, &off)
+        .map_err(|e| e.to_string())
+        .and_then(|t| flatten::flatten(&main.content_type, &t).map_err(|e| e.to_string()))
+    {
+        Ok(f) => f,
+        Err(e) => return vec![format!("{name} with its lines disabled: {e}")],
+    };
+    let mut problems = Vec::new();
+    let indexes = ctx["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["index"].as_u64());
+    for index in indexes {
+        for fact in &model.checks.disabled {
+            let f = fact
+                .replace("{index}", &index.to_string())
+                .replace("{index0}", &(index - 1).to_string());
+            if !flatten::holds(&disabled, &f) {
+                problems.push(format!(
+                    "{name}: registration {index} disabled: '{f}' does not hold"
+                ));
+            }
+            if flatten::holds(enabled, &f) {
+                problems.push(format!("{name}: registration {index} enabled: '{f}' holds"));
+            }
+        }
+    }
+    problems
 }
 
 /// Where line key `key` of registration `index` sits, from the context's `key_slots`:
