@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub mod backup;
 pub mod catalog;
 pub mod config;
+pub(crate) mod console;
 pub mod domain;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -192,7 +192,7 @@ impl Server {
             gate: gate.clone(),
             timeouts,
         };
-        let admin_router = crate::admin::router(app.clone());
+        let admin_router = crate::console::router(app.clone(), crate::admin::router(app.clone()));
         let phone_router = crate::phone::router(app.clone());
         let mut listeners = vec![
             listener(

@@ -19,6 +19,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("admin", &["phone"]),
     ("store", &["render", "phone", "admin", "sync"]),
     ("catalog", &["store", "phone", "admin", "sync"]),
+    // The console is a client of the admin API: no rules, no store operations of its own.
+    ("console", &["store", "phone", "sync", "render"]),
 ];
 
 /// One `crate::<name>` reference: its 1-based line and the first path segment after `crate::`.
