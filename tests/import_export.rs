@@ -364,9 +364,27 @@ async fn an_export_imported_into_an_empty_server_reproduces_it() {
         json!({"number": "77", "description": "Front desk", "members": [{"extension": "5555"}]}),
     )
     .await;
+    // A key profile, and a device that uses it (the profile comes before the device).
+    a.create(
+        &format!("/api/v1/groups/{G}/key-profiles"),
+        json!({"name": "Front desk", "keys": [{"key": 10, "type": "speed_dial", "value": "*68", "label": "Park"}]}),
+    )
+    .await;
+    let r = a
+        .patch(
+            "/api/v1/devices/0004f2000001",
+            json!({"key_profile": "Front desk"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
     let doc = a.get("/api/v1/export?secrets=true").await;
     assert_eq!(doc.status(), 200, "{}", doc.body);
     assert_eq!(doc.body["format"], "deskprov-export");
+    assert_eq!(
+        doc.body["groups"][0]["key_profiles"][0]["name"], "Front desk",
+        "{}",
+        doc.body
+    );
 
     let b = TestServer::start().await;
     let r = b.post("/api/v1/import", doc.body.clone()).await;

@@ -15,7 +15,8 @@ use utoipa::ToSchema;
 use super::entities::*;
 use super::ids::*;
 use super::rules::{
-    DeviceInput, ImportOp, ImportRow, RowError, ScaInput, SharedLineInput, SipInput, UserInput,
+    DeviceInput, ImportOp, ImportRow, KeyProfileInput, RowError, ScaInput, SharedLineInput,
+    SipInput, UserInput,
 };
 use super::state::State;
 use super::{DomainError, ErrorCode};
@@ -40,6 +41,9 @@ pub(crate) struct GroupDoc {
     pub(crate) group: Group,
     #[serde(default)]
     pub(crate) users: Vec<UserInput>,
+    /// The group's key profiles (before the devices that name them).
+    #[serde(default)]
+    pub(crate) key_profiles: Vec<KeyProfileInput>,
     #[serde(default)]
     pub(crate) devices: Vec<DeviceDoc>,
     #[serde(default)]
@@ -67,7 +71,7 @@ pub(crate) struct DeviceDoc {
     pub(crate) notify_target: Option<NotifyTarget>,
     #[serde(default)]
     pub(crate) expansion_modules: Vec<ExpansionModule>,
-    /// A key profile of the group (key profiles are not in the document yet: see the README).
+    /// A key profile of the group (one of the group's `key_profiles`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub(crate) key_profile: Option<ProfileName>,
@@ -178,6 +182,13 @@ pub(crate) fn export(s: &State, group: Option<&GroupId>, secrets: bool) -> Docum
             GroupDoc {
                 group: g.clone(),
                 users: s.users_of(id).map(|u| user_input(u, secrets)).collect(),
+                key_profiles: s
+                    .key_profiles_of(id)
+                    .map(|p| KeyProfileInput {
+                        name: p.name.clone(),
+                        keys: p.keys.clone(),
+                    })
+                    .collect(),
                 devices: s.devices_of(id).map(|d| device_doc(d, secrets)).collect(),
                 sca,
                 shared_lines: s
@@ -224,6 +235,12 @@ impl Document {
                 rows.push(ImportRow {
                     at: at("users", n),
                     op: ImportOp::User(g.clone(), u),
+                });
+            }
+            for (n, p) in gd.key_profiles.into_iter().enumerate() {
+                rows.push(ImportRow {
+                    at: at("key_profiles", n),
+                    op: ImportOp::KeyProfile(g.clone(), p),
                 });
             }
             for (n, d) in gd.devices.into_iter().enumerate() {

@@ -13,6 +13,7 @@ use super::*;
 pub(crate) enum ImportOp {
     Group(Group),
     User(GroupId, UserInput),
+    KeyProfile(GroupId, KeyProfileInput),
     /// A device and the provisioning password to keep (`None`: the stored one, or a new one).
     Device(GroupId, DeviceInput, Option<String>),
     Sca(GroupId, Extension, ScaInput),
@@ -27,6 +28,7 @@ impl ImportOp {
         match self {
             ImportOp::Group(g) => &g.id,
             ImportOp::User(g, _)
+            | ImportOp::KeyProfile(g, _)
             | ImportOp::Device(g, _, _)
             | ImportOp::Sca(g, _, _)
             | ImportOp::SharedLine(g, _, _)
@@ -303,6 +305,23 @@ fn apply(
                 object: format!("user {g}/{e}"),
                 fx: Some(fx),
                 secret,
+            })
+        }
+        ImportOp::KeyProfile(g, input) => {
+            let n = input.name.clone();
+            let key = RecordKey::KeyProfile(g.clone(), n.clone());
+            let before = tx.state().get(&key);
+            let object = format!("key_profile {g}/{n}");
+            let fx = match &before {
+                Some(Record::KeyProfile(old)) if old.keys == input.keys => None,
+                Some(_) => Some(update_key_profile(tx, env, &g, &n, input)?.0),
+                None => Some(create_key_profile(tx, &g, input)?.0),
+            };
+            Ok(Applied {
+                outcome: outcome(tx, &key, &before),
+                object,
+                fx,
+                secret: None,
             })
         }
         ImportOp::Device(g, input, pw) => {
