@@ -31,6 +31,8 @@ pub struct App {
     pub(crate) renderer: render::Renderer,
     pub(crate) phone_auth: phone::PhoneAuth,
     pub(crate) sync: sync::Dispatcher,
+    /// The metrics registry (`/metrics`).
+    pub(crate) metrics: metrics::Metrics,
 }
 
 pub(crate) type SharedApp = Arc<App>;

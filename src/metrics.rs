@@ -1,223 +1,282 @@
-//! Prometheus metrics (`GET /metrics` on the admin listener, text exposition format 0.0.4).
+//! Prometheus metrics (`GET /metrics` on the admin listener), on the `prometheus-client` crate
+//! (OpenMetrics text, `application/openmetrics-text; version=1.0.0`).
 //!
-//! Written by hand over atomics: no exporter crate is in this build's offline registry (the
-//! suggested `prometheus-client` could not be fetched), and the format is small. Counters on
-//! the phone path are one atomic add after a read-locked map lookup (the lock guards only the
-//! map of label sets, never I/O; a new label set takes the write lock once). Gauges (the
-//! change-log seq, devices per sync state) are computed at scrape time.
+//! No global state: each part owns the metrics it moves and [`Metrics`] (a field of `App`)
+//! holds the [`Registry`] over them. The store owns its commit histogram, the renderer its
+//! [`RenderMetrics`], the sync dispatcher its [`NotifyMetrics`], and `Metrics` the phone
+//! counters; the crate's metrics are `Arc`s over atomics, so the registry holds clones of the
+//! same cells. On the phone path a count is a read-locked hash lookup (the lock guards only the
+//! map of label sets, never I/O; a new label set takes the write lock once) and one atomic add.
+//! Gauges (the change-log seq, devices per sync state) are set from the store at scrape time.
 
-use std::collections::BTreeMap;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
-/// A counter family with labels.
-struct Family {
-    labels: &'static [&'static str],
-    values: RwLock<BTreeMap<Vec<String>, Arc<AtomicU64>>>,
-}
-
-impl Family {
-    const fn new(labels: &'static [&'static str]) -> Family {
-        Family {
-            labels,
-            values: RwLock::new(BTreeMap::new()),
-        }
-    }
-
-    fn inc(&self, values: &[&str]) {
-        {
-            let map = self.values.read().unwrap_or_else(|p| p.into_inner());
-            // A lookup by borrowed strings would need a custom key; label sets are short.
-            let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-            if let Some(c) = map.get(&key) {
-                c.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        self.values
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        let map = self.values.read().unwrap_or_else(|p| p.into_inner());
-        for (vals, c) in map.iter() {
-            let labels: Vec<String> = self
-                .labels
-                .iter()
-                .zip(vals)
-                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                .collect();
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {}",
-                labels.join(","),
-                c.load(Ordering::Relaxed)
-            );
-        }
-    }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The content type of the exposition text.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the latency histograms, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// A latency histogram: one atomic per bucket, the sum in microseconds.
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+/// A latency histogram with the buckets above.
+pub(crate) fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Histogram {
-    const fn new() -> Histogram {
-        Histogram {
-            buckets: [const { AtomicU64::new(0) }; BUCKETS.len()],
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
+/// A closed set of label values, written as their snake_case names.
+macro_rules! label_values {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub(crate) enum $name { $($variant),+ }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(match self { $($name::$variant => $text),+ })
+            }
+        }
+    };
+}
+
+label_values!(
+    /// Why a phone authentication failed.
+    AuthReason { Credentials => "credentials", Network => "network", UnknownDevice => "unknown_device" }
+);
+label_values!(
+    /// What a lockout covers: the whole address, or one MAC from one address.
+    LockoutScope { Address => "address", Pair => "pair" }
+);
+label_values!(
+    /// A render served from the cache or rendered.
+    CacheResult { Hit => "hit", Miss => "miss" }
+);
+label_values!(
+    /// Whether a NOTIFY was answered.
+    NotifyResult { Ok => "ok", Failed => "failed" }
+);
+label_values!(
+    /// A device's sync state.
+    SyncState { InSync => "in_sync", Pending => "pending", Notified => "notified", Failed => "failed" }
+);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhoneRequestLabels {
+    status: u16,
+    model: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AuthFailureLabels {
+    reason: AuthReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LockoutLabels {
+    scope: LockoutScope,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    result: CacheResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NotifyLabels {
+    result: NotifyResult,
+    event: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DeviceLabels {
+    sync: SyncState,
+}
+
+/// The renderer's metrics: render latency (cache misses) and cache hits and misses.
+#[derive(Clone)]
+pub(crate) struct RenderMetrics {
+    seconds: Histogram,
+    cache: Family<CacheLabels, Counter>,
+}
+
+impl Default for RenderMetrics {
+    fn default() -> RenderMetrics {
+        RenderMetrics {
+            seconds: latency_histogram(),
+            cache: Family::default(),
         }
     }
+}
 
-    fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+impl RenderMetrics {
+    /// A render (a cache miss) took `d`.
+    pub(crate) fn latency(&self, d: Duration) {
+        self.seconds.observe(d.as_secs_f64());
     }
 
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    /// A render served from the cache (`hit`) or rendered (`miss`).
+    pub(crate) fn cache(&self, hit: bool) {
+        let result = if hit {
+            CacheResult::Hit
+        } else {
+            CacheResult::Miss
+        };
+        self.cache.get_or_create(&CacheLabels { result }).inc();
     }
 }
 
-struct Metrics {
-    phone_requests: Family,
-    auth_failures: Family,
-    lockouts: Family,
-    notifies: Family,
-    render_cache: Family,
-    render_seconds: Histogram,
-    commit_seconds: Histogram,
+/// The sync dispatcher's metrics: NOTIFYs sent by result and event.
+#[derive(Clone, Default)]
+pub(crate) struct NotifyMetrics {
+    sent: Family<NotifyLabels, Counter>,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    phone_requests: Family::new(&["status", "model"]),
-    auth_failures: Family::new(&["reason"]),
-    lockouts: Family::new(&["scope"]),
-    notifies: Family::new(&["result", "event"]),
-    render_cache: Family::new(&["result"]),
-    render_seconds: Histogram::new(),
-    commit_seconds: Histogram::new(),
-});
-
-/// A phone request answered with `status` (`model`: the device's model id, `-` when unknown).
-pub(crate) fn phone_request(status: u16, model: &str) {
-    METRICS.phone_requests.inc(&[itoa(status).as_str(), model]);
+impl NotifyMetrics {
+    /// A NOTIFY was sent: answered (`ok`) or not (`failed`), with its `Event:`.
+    pub(crate) fn sent(&self, ok: bool, event: &str) {
+        let result = if ok {
+            NotifyResult::Ok
+        } else {
+            NotifyResult::Failed
+        };
+        self.sent
+            .get_or_create(&NotifyLabels {
+                result,
+                event: event.to_string(),
+            })
+            .inc();
+    }
 }
 
-fn itoa(n: u16) -> String {
-    n.to_string()
+/// The registry and the metrics no other part owns (phone counters, scrape-time gauges).
+pub(crate) struct Metrics {
+    registry: Registry,
+    phone_requests: Family<PhoneRequestLabels, Counter>,
+    auth_failures: Family<AuthFailureLabels, Counter>,
+    lockouts: Family<LockoutLabels, Counter>,
+    devices: Family<DeviceLabels, Gauge>,
+    change_seq: Gauge,
 }
 
-/// A failed phone authentication: `network`, `credentials` or `unknown_device`.
-pub(crate) fn auth_failure(reason: &'static str) {
-    METRICS.auth_failures.inc(&[reason]);
-}
+impl Metrics {
+    /// The registry over the phone counters and the parts' metrics: the store's commit
+    /// histogram, the renderer's and the dispatcher's.
+    pub(crate) fn new(
+        commit_seconds: &Histogram,
+        render: &RenderMetrics,
+        notify: &NotifyMetrics,
+    ) -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            phone_requests: Family::default(),
+            auth_failures: Family::default(),
+            lockouts: Family::default(),
+            devices: Family::default(),
+            change_seq: Gauge::default(),
+        };
+        let mut r = m.registry;
+        // Counters are registered without `_total`: the encoder appends it.
+        r.register(
+            "deskprov_phone_requests",
+            "Phone requests by response status and device model.",
+            m.phone_requests.clone(),
+        );
+        r.register(
+            "deskprov_phone_auth_failures",
+            "Failed phone authentications by reason.",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "deskprov_phone_lockouts",
+            "Lockouts begun, by scope (address, or one MAC from an address).",
+            m.lockouts.clone(),
+        );
+        r.register(
+            "deskprov_render_cache",
+            "Phone file renders served from the cache (hit) or rendered (miss).",
+            render.cache.clone(),
+        );
+        r.register_with_unit(
+            "deskprov_render",
+            "Time to render a file on a cache miss.",
+            Unit::Seconds,
+            render.seconds.clone(),
+        );
+        r.register(
+            "deskprov_notify",
+            "SIP NOTIFYs sent, by result and event.",
+            notify.sent.clone(),
+        );
+        r.register_with_unit(
+            "deskprov_store_commit",
+            "Time of a durable store commit.",
+            Unit::Seconds,
+            commit_seconds.clone(),
+        );
+        r.register(
+            "deskprov_devices",
+            "Devices by sync state.",
+            m.devices.clone(),
+        );
+        r.register(
+            "deskprov_change_seq",
+            "The last committed change-log seq.",
+            m.change_seq.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
 
-/// A lockout began: `address` (the whole address) or `pair` (one MAC from one address).
-pub(crate) fn lockout(scope: &'static str) {
-    METRICS.lockouts.inc(&[scope]);
-}
+    /// A phone request answered with `status` (`model`: the device's model id, `-` when unknown).
+    pub(crate) fn phone_request(&self, status: u16, model: &str) {
+        self.phone_requests
+            .get_or_create(&PhoneRequestLabels {
+                status,
+                model: model.to_string(),
+            })
+            .inc();
+    }
 
-/// A NOTIFY was sent: `ok` or `failed`, with its `Event:`.
-pub(crate) fn notify(ok: bool, event: &str) {
-    METRICS
-        .notifies
-        .inc(&[if ok { "ok" } else { "failed" }, event]);
-}
+    /// A failed phone authentication.
+    pub(crate) fn auth_failure(&self, reason: AuthReason) {
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels { reason })
+            .inc();
+    }
 
-/// A render served from the cache (`hit`) or rendered (`miss`).
-pub(crate) fn render_cache(hit: bool) {
-    METRICS
-        .render_cache
-        .inc(&[if hit { "hit" } else { "miss" }]);
-}
+    /// A lockout began.
+    pub(crate) fn lockout(&self, scope: LockoutScope) {
+        self.lockouts.get_or_create(&LockoutLabels { scope }).inc();
+    }
 
-/// A render (a cache miss) took `d`.
-pub(crate) fn render_latency(d: Duration) {
-    METRICS.render_seconds.observe(d);
-}
-
-/// A store commit (the durable write) took `d`.
-pub(crate) fn commit_latency(d: Duration) {
-    METRICS.commit_seconds.observe(d);
+    /// Sets the gauges from the sync-state counts and the last seq, then writes the text.
+    fn encode(&self, counts: &crate::sync::Counts, seq: u64) -> String {
+        for (sync, n) in [
+            (SyncState::InSync, counts.in_sync),
+            (SyncState::Pending, counts.pending),
+            (SyncState::Notified, counts.notified),
+            (SyncState::Failed, counts.failed),
+        ] {
+            self.devices
+                .get_or_create(&DeviceLabels { sync })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.change_seq.set(i64::try_from(seq).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
 }
 
 /// The exposition text: the counters, and the gauges computed from `app` now.
 pub(crate) fn render(app: &crate::App) -> String {
-    let m = &*METRICS;
-    let mut out = String::new();
-    m.phone_requests.write(
-        &mut out,
-        "deskprov_phone_requests_total",
-        "Phone requests by response status and device model.",
-    );
-    m.auth_failures.write(
-        &mut out,
-        "deskprov_phone_auth_failures_total",
-        "Failed phone authentications by reason.",
-    );
-    m.lockouts.write(
-        &mut out,
-        "deskprov_phone_lockouts_total",
-        "Lockouts begun, by scope (address, or one MAC from an address).",
-    );
-    m.render_cache.write(
-        &mut out,
-        "deskprov_render_cache_total",
-        "Phone file renders served from the cache (hit) or rendered (miss).",
-    );
-    m.render_seconds.write(
-        &mut out,
-        "deskprov_render_seconds",
-        "Time to render a file on a cache miss.",
-    );
-    m.notifies.write(
-        &mut out,
-        "deskprov_notify_total",
-        "SIP NOTIFYs sent, by result and event.",
-    );
-    m.commit_seconds.write(
-        &mut out,
-        "deskprov_store_commit_seconds",
-        "Time of a durable store commit.",
-    );
     let state = app.store.read();
     let counts = app.sync.counts(state.devices.values().map(|d| {
         let applied = app
@@ -227,22 +286,7 @@ pub(crate) fn render(app: &crate::App) -> String {
             .unwrap_or(0);
         (d, applied)
     }));
-    let c = serde_json::to_value(&counts).unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "# HELP deskprov_devices Devices by sync state.\n# TYPE deskprov_devices gauge"
-    );
-    if let Some(obj) = c.as_object() {
-        for (k, v) in obj {
-            let _ = writeln!(out, "deskprov_devices{{sync=\"{k}\"}} {v}");
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP deskprov_change_seq The last committed change-log seq.\n# TYPE deskprov_change_seq gauge\ndeskprov_change_seq {}",
-        app.store.last_seq()
-    );
-    out
+    app.metrics.encode(&counts, app.store.last_seq())
 }
 
 /// The request id of a request: the client's `x-request-id` when it is a short token
@@ -301,24 +345,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_and_histograms_write_the_text_format() {
-        let f = Family::new(&["status", "model"]);
-        f.inc(&["200", "yealink-t54w"]);
-        f.inc(&["200", "yealink-t54w"]);
-        f.inc(&["401", "a\"b"]);
-        let mut out = String::new();
-        f.write(&mut out, "x_total", "help");
-        assert!(out.contains("# TYPE x_total counter\n"));
-        assert!(out.contains("x_total{status=\"200\",model=\"yealink-t54w\"} 2\n"));
-        assert!(out.contains("x_total{status=\"401\",model=\"a\\\"b\"} 1\n"));
-        let h = Histogram::new();
-        h.observe(Duration::from_micros(300));
-        h.observe(Duration::from_secs(5));
-        let mut out = String::new();
-        h.write(&mut out, "lat", "help");
-        assert!(out.contains("lat_bucket{le=\"0.0005\"} 1\n"), "{out}");
-        assert!(out.contains("lat_bucket{le=\"1\"} 1\n"), "{out}");
-        assert!(out.contains("lat_bucket{le=\"+Inf\"} 2\n"), "{out}");
-        assert!(out.contains("lat_count 2\n"));
+    fn the_registry_writes_the_documented_names_and_labels() {
+        let commit = latency_histogram();
+        let render = RenderMetrics::default();
+        let notify = NotifyMetrics::default();
+        let m = Metrics::new(&commit, &render, &notify);
+        m.phone_request(200, "yealink-t54w");
+        m.phone_request(200, "yealink-t54w");
+        m.phone_request(401, "-");
+        m.auth_failure(AuthReason::UnknownDevice);
+        m.lockout(LockoutScope::Pair);
+        render.cache(false);
+        render.latency(Duration::from_micros(300));
+        render.latency(Duration::from_secs(5));
+        notify.sent(true, "check-sync");
+        commit.observe(0.002);
+        let counts = crate::sync::Counts {
+            in_sync: 3,
+            ..Default::default()
+        };
+        let out = m.encode(&counts, 42);
+        for line in [
+            "# TYPE deskprov_phone_requests counter\n",
+            "deskprov_phone_requests_total{status=\"200\",model=\"yealink-t54w\"} 2\n",
+            "deskprov_phone_requests_total{status=\"401\",model=\"-\"} 1\n",
+            "deskprov_phone_auth_failures_total{reason=\"unknown_device\"} 1\n",
+            "deskprov_phone_lockouts_total{scope=\"pair\"} 1\n",
+            "deskprov_render_cache_total{result=\"miss\"} 1\n",
+            "# TYPE deskprov_render_seconds histogram\n",
+            "deskprov_render_seconds_bucket{le=\"0.0005\"} 1\n",
+            "deskprov_render_seconds_bucket{le=\"1.0\"} 1\n",
+            "deskprov_render_seconds_bucket{le=\"+Inf\"} 2\n",
+            "deskprov_render_seconds_count 2\n",
+            "deskprov_notify_total{result=\"ok\",event=\"check-sync\"} 1\n",
+            "deskprov_store_commit_seconds_count 1\n",
+            "deskprov_devices{sync=\"in_sync\"} 3\n",
+            "deskprov_devices{sync=\"failed\"} 0\n",
+            "deskprov_change_seq 42\n",
+        ] {
+            assert!(out.contains(line), "{line:?} missing from\n{out}");
+        }
+        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

@@ -171,12 +171,15 @@ impl Server {
                 addr: config.sync.sip_bind.clone(),
                 source,
             })?;
+        let metrics =
+            crate::metrics::Metrics::new(store.commit_seconds(), renderer.metrics(), &sync.metrics);
         let app: SharedApp = Arc::new(App {
             config,
             store,
             renderer,
             phone_auth,
             sync,
+            metrics,
         });
         let timeouts = conn::Timeouts {
             header: Duration::from_secs(app.config.limits.header_timeout_s),

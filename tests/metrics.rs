@@ -1,4 +1,4 @@
-//! `/metrics` (Prometheus text) on the admin listener and the request id on every request.
+//! `/metrics` (OpenMetrics text) on the admin listener and the request id on every request.
 
 mod common;
 
@@ -16,7 +16,7 @@ async fn scrape(p: &OnePhone) -> String {
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     r.text().await.unwrap()
 }
 

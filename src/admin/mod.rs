@@ -123,18 +123,11 @@ async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json
     })
 }
 
-/// Prometheus metrics (text format); platform tokens only: the counters span every tenant.
+/// Prometheus metrics (OpenMetrics text); platform tokens only: the counters span every tenant.
 async fn metrics(State(app): State<SharedApp>, caller: extract::Caller) -> ApiResult<Response> {
     caller.platform()?;
     let text = crate::metrics::render(&app);
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// Runs a store operation on the blocking pool (it writes and flushes to disk).

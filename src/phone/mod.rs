@@ -27,6 +27,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::domain::{Device, Group, Mac, ProvAuth};
+use crate::metrics::{AuthReason, LockoutScope};
 use crate::render::{serve_file, Outcome, Rendered};
 use crate::store::{Applied, CheckIn, ProvLogEntry, Refusal};
 use crate::SharedApp;
@@ -101,8 +102,10 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
     let method = req.method().clone();
     let id = crate::metrics::request_id(req.headers());
     let span = tracing::info_span!("phone", request_id = %id);
-    let mut resp = handle_request(app, req).instrument(span.clone()).await;
-    span.in_scope(|| observe::fetched(&method, &path, &resp, started.elapsed()));
+    let mut resp = handle_request(app.clone(), req)
+        .instrument(span.clone())
+        .await;
+    span.in_scope(|| observe::fetched(&app.metrics, &method, &path, &resp, started.elapsed()));
     crate::metrics::set_request_id(&mut resp, &id);
     resp
 }
@@ -426,7 +429,11 @@ impl Ctx<'_> {
         }
         let attempted = self.creds.is_some() || self.cert.is_some();
         if attempted && !stale {
-            crate::metrics::auth_failure(if network_ok { "credentials" } else { "network" });
+            self.app.metrics.auth_failure(if network_ok {
+                AuthReason::Credentials
+            } else {
+                AuthReason::Network
+            });
             self.failed(Some(&device.mac));
         }
         let reason = refusal(
@@ -454,7 +461,7 @@ impl Ctx<'_> {
             );
         }
         if self.creds.is_some() || self.cert.is_some() {
-            crate::metrics::auth_failure("unknown_device");
+            self.app.metrics.auth_failure(AuthReason::UnknownDevice);
             self.failed(Some(mac));
         }
         Denied::Challenge {
@@ -474,11 +481,11 @@ impl Ctx<'_> {
         match self.app.phone_auth.lockout.fail(ip, mac) {
             digest::Locked::No => {}
             digest::Locked::Pair => {
-                crate::metrics::lockout("pair");
+                self.app.metrics.lockout(LockoutScope::Pair);
                 tracing::warn!(target: "deskprov::phone::auth", "{}", observe::pair_lockout_line(ip, &for_mac))
             }
             digest::Locked::Address => {
-                crate::metrics::lockout("address");
+                self.app.metrics.lockout(LockoutScope::Address);
                 tracing::warn!(target: "deskprov::phone::auth", "{}", observe::address_lockout_line(ip))
             }
         }

@@ -25,11 +25,17 @@ pub(super) fn mark(r: &mut Response, mac: Option<&Mac>, model: &str) {
 }
 
 /// Counts the request and logs its line.
-pub(super) fn fetched(method: &Method, path: &str, r: &Response, took: Duration) {
+pub(super) fn fetched(
+    metrics: &crate::metrics::Metrics,
+    method: &Method,
+    path: &str,
+    r: &Response,
+    took: Duration,
+) {
     let served = r.extensions().get::<Served>();
     let model = served.map(|s| s.model.as_str()).unwrap_or("-");
     let status = r.status().as_u16();
-    crate::metrics::phone_request(status, model);
+    metrics.phone_request(status, model);
     let bytes = axum::body::HttpBody::size_hint(r.body())
         .exact()
         .unwrap_or(0);

@@ -336,6 +336,7 @@ pub struct Renderer {
     /// Bounded by bytes; evicts the files fetched least often and least recently (S3-FIFO),
     /// so a boot storm over more devices than fit does not flush the files fetched again.
     cache: quick_cache::sync::Cache<CacheKey, CacheEntry, ByBytes>,
+    metrics: crate::metrics::RenderMetrics,
 }
 
 impl Renderer {
@@ -389,7 +390,13 @@ impl Renderer {
                 cache_bytes,
                 ByBytes,
             ),
+            metrics: Default::default(),
         }
+    }
+
+    /// Render latency and cache counts (registered by `App`'s metrics).
+    pub(crate) fn metrics(&self) -> &crate::metrics::RenderMetrics {
+        &self.metrics
     }
 
     pub(crate) fn catalog(&self) -> &Catalog {
@@ -429,7 +436,7 @@ impl Renderer {
         let started = std::time::Instant::now();
         let ctx = context::device_context(state, model, device, &self.base_url)?;
         let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
-        crate::metrics::render_latency(started.elapsed());
+        self.metrics.latency(started.elapsed());
         let mut r = Rendered::new(text, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
         let r = Arc::new(r);
@@ -451,7 +458,7 @@ impl Renderer {
         let started = std::time::Instant::now();
         let ctx = context::common_context(model, &self.base_url);
         let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
-        crate::metrics::render_latency(started.elapsed());
+        self.metrics.latency(started.elapsed());
         let r = Arc::new(Rendered::new(text, spec, 0));
         self.store_cache(key, 0, engine.generation, r.clone());
         Ok(r)
@@ -468,7 +475,7 @@ impl Renderer {
             .get(key)
             .filter(|(r, g, _)| *r == revision && *g == generation)
             .map(|(_, _, x)| x);
-        crate::metrics::render_cache(hit.is_some());
+        self.metrics.cache(hit.is_some());
         hit
     }
 

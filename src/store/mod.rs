@@ -128,6 +128,8 @@ pub struct Store {
     sealer: Arc<seal::Sealer>,
     /// When a password was last replaced or deleted, if no key roll has followed yet.
     roll_due: Mutex<Option<std::time::Instant>>,
+    /// Durable commit latency (registered by `App`'s metrics).
+    commit_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
@@ -146,6 +148,11 @@ pub(crate) fn now() -> String {
 }
 
 impl Store {
+    /// The durable commit latency histogram (registered by `App`'s metrics).
+    pub(crate) fn commit_seconds(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.commit_seconds
+    }
+
     /// Opens (or creates) the embedded store in `dir` and loads it into memory; passwords are
     /// sealed with the key in `<dir>.key` (created on first open).
     pub(crate) fn open(
@@ -222,6 +229,7 @@ impl Store {
             changes_keep: opts.changes_keep,
             committed,
             roll_due: Mutex::new(None),
+            commit_seconds: crate::metrics::latency_histogram(),
             sealer,
         };
         if store.sealer.rolling() {
@@ -309,7 +317,7 @@ impl Store {
             .collect();
         let started = std::time::Instant::now();
         let committed = self.backend.commit(&writes, &change);
-        crate::metrics::commit_latency(started.elapsed());
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(e) = committed {
             tx.rollback();
             return Err(e);

@@ -98,6 +98,8 @@ pub(crate) struct Dispatcher {
     /// Caps NOTIFY transactions in flight: past a few hundred, responses queue up beyond T1
     /// and UDP retransmissions feed a storm instead of throughput.
     window: Arc<tokio::sync::Semaphore>,
+    /// NOTIFYs sent (registered by `App`'s metrics).
+    pub(crate) metrics: crate::metrics::NotifyMetrics,
 }
 
 /// Most NOTIFY transactions in flight at once.
@@ -126,6 +128,7 @@ impl Dispatcher {
                 next: Mutex::new(tokio::time::Instant::now()),
             },
             window: Arc::new(tokio::sync::Semaphore::new(WINDOW)),
+            metrics: Default::default(),
         })
     }
 
@@ -465,7 +468,7 @@ pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                         let outcome = app2.sync.client.notify(&notify, &target).await;
                         drop(permit);
                         tracing::info!(mac = %mac, event = %event, to = %target.addr, result = %outcome.describe(), "NOTIFY");
-                        crate::metrics::notify(outcome.ok(), &event);
+                        app2.sync.metrics.sent(outcome.ok(), &event);
                         let max = app2.config.sync.max_attempts;
                         update(&app2, &mac, |s| {
                             s.attempts += 1;
