@@ -6,8 +6,10 @@
 
 mod common;
 
+use common::phones::{ada_device as device, group_with_ada as group};
+
 use common::{phone_get, TestServer, G};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The MPP models and the `$PSN` each one substitutes in its default profile rule `/$PSN.xml`
 /// (wazo-provd-plugins cisco_sip v11_3_1 serves exactly these names).
@@ -20,29 +22,6 @@ const MODELS: &[(&str, &str)] = &[
     ("cisco-cp-8851-3pcc", "8851-3PCC"),
     ("cisco-cp-8861-3pcc", "8861-3PCC"),
 ];
-
-/// A group with `settings` and user 1001 (Ada, 6035551212).
-async fn group(s: &TestServer, settings: Value) {
-    s.create(
-        "/api/v1/groups",
-        json!({"id": G, "sip": {"domain": "sip.example.net"}, "settings": settings}),
-    )
-    .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users"),
-        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
-    )
-    .await;
-}
-
-/// Adds `device` (JSON) owned by 1001; returns its provisioning password.
-async fn device(s: &TestServer, mut device: Value) -> String {
-    device["owner"] = json!("1001");
-    let d = s
-        .create(&format!("/api/v1/groups/{G}/devices"), device)
-        .await;
-    d["credentials"]["password"].as_str().unwrap().to_string()
-}
 
 /// The phone's own profile `$MA.xml`, fetched as the phone does (User-Agent, digest).
 async fn profile(s: &TestServer, mac: &str, psn: &str, pw: &str) -> String {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::fetch_file as fetch;
+
 use common::phones::{device, group_with_users};
 use common::{phone_get, TestServer, G};
 use deskprov::catalog::Catalog;
@@ -14,21 +16,6 @@ use serde_json::json;
 /// A real Fanvil User-Agent: "Fanvil <model> <firmware> <mac>" (wazo-provd-plugins).
 fn user_agent(code: &str, mac: &Mac) -> String {
     format!("Fanvil {code} 2.12.16.17 {mac}")
-}
-
-/// GETs `path` as the phone `mac` does (digest with `pw`); returns status and body.
-async fn fetch(s: &TestServer, path: &str, ua: &str, mac: &Mac, pw: &str) -> (u16, String) {
-    let r = phone_get(
-        &s.client,
-        &s.phones,
-        path,
-        ua,
-        Some((mac.as_str(), pw)),
-        "MD5",
-        &[],
-    )
-    .await;
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// The `<Version>` of a rendered `<mac>.cfg`.

@@ -6,8 +6,10 @@
 
 mod common;
 
+use common::phones::{ada_device as device, group_with_ada as group};
+
 use common::{phone_get, TestServer, G};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Each model and the name it gives itself in its User-Agent and model file `cfg<model>.xml`.
 const MODELS: &[(&str, &str)] = &[
@@ -18,29 +20,6 @@ const MODELS: &[(&str, &str)] = &[
     ("grandstream-grp2616", "GRP2616"),
     ("grandstream-gxp2170", "GXP2170"),
 ];
-
-/// A group with `settings` and user 1001 (Ada, 6035551212).
-async fn group(s: &TestServer, settings: Value) {
-    s.create(
-        "/api/v1/groups",
-        json!({"id": G, "sip": {"domain": "sip.example.net"}, "settings": settings}),
-    )
-    .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users"),
-        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
-    )
-    .await;
-}
-
-/// Adds `device` (JSON) owned by 1001; returns its provisioning password.
-async fn device(s: &TestServer, mut device: Value) -> String {
-    device["owner"] = json!("1001");
-    let d = s
-        .create(&format!("/api/v1/groups/{G}/devices"), device)
-        .await;
-    d["credentials"]["password"].as_str().unwrap().to_string()
-}
 
 fn user_agent(hw: &str, mac: &str) -> String {
     format!("Grandstream Model HW {hw} SW 1.0.5.67 DevId {mac}")

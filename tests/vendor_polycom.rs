@@ -5,6 +5,10 @@
 
 mod common;
 
+use common::phones::{ada_device as device, group_with_ada};
+
+use common::fetch_file as fetch;
+
 use common::{phone_get, TestServer, G};
 use serde_json::{json, Value};
 
@@ -42,42 +46,11 @@ const MODELS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Group `G` (with `settings`) and its user 1001; returns the server.
+/// A server with group `G` (with `settings`) and its user 1001.
 async fn server(settings: Value) -> TestServer {
     let s = TestServer::start().await;
-    s.create(
-        "/api/v1/groups",
-        json!({"id": G, "sip": {"domain": "sip.example.net"}, "settings": settings}),
-    )
-    .await;
-    s.create(
-        &format!("/api/v1/groups/{G}/users"),
-        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
-    )
-    .await;
+    group_with_ada(&s, settings).await;
     s
-}
-
-/// Adds a device of `body` (mac, name, model, ...) owned by 1001; returns its password.
-async fn device(s: &TestServer, mut body: Value) -> String {
-    body["owner"] = json!("1001");
-    let d = s.create(&format!("/api/v1/groups/{G}/devices"), body).await;
-    d["credentials"]["password"].as_str().unwrap().to_string()
-}
-
-/// GETs `/{file}` as the phone `mac` with `ua` (digest with `password` when challenged).
-async fn fetch(s: &TestServer, file: &str, ua: &str, mac: &str, password: &str) -> (u16, String) {
-    let r = phone_get(
-        &s.client,
-        &s.phones,
-        &format!("/{file}"),
-        ua,
-        Some((mac, password)),
-        "MD5",
-        &[],
-    )
-    .await;
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::fetch_file as fetch;
+
 use common::phones::{device, group_with_users};
 use common::{phone_get, TestServer, G};
 use deskprov::catalog::Catalog;
@@ -16,21 +18,6 @@ fn user_agent(code: &str, mac: &Mac) -> String {
         "Mozilla/4.0 (compatible; snom{code}-SIP 10.1.152.12 2010.12-00001-gd311851f1 (Feb 25 2019 - 14:19:43) {} SXM:0 UXM:0 UXMC:0)",
         mac.upper()
     )
-}
-
-/// GETs `path` as the phone `mac` does (digest with `pw`); returns status and body.
-async fn fetch(s: &TestServer, path: &str, ua: &str, mac: &Mac, pw: &str) -> (u16, String) {
-    let r = phone_get(
-        &s.client,
-        &s.phones,
-        path,
-        ua,
-        Some((mac.as_str(), pw)),
-        "MD5",
-        &[],
-    )
-    .await;
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 #[tokio::test]

@@ -280,3 +280,31 @@ pub async fn phone_get(
     let auth = digest::authorization(alg, user, pass, &realm, &nonce, "GET", path, 1);
     req.header("authorization", auth).send().await.unwrap()
 }
+
+/// GETs `path` (with or without its leading `/`) as the phone `mac` with User-Agent `ua`,
+/// answering a challenge with MD5 digest and `password`; returns the status and the body.
+pub async fn fetch_file(
+    s: &TestServer,
+    path: &str,
+    ua: &str,
+    mac: impl std::fmt::Display,
+    password: &str,
+) -> (u16, String) {
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let mac = mac.to_string();
+    let r = phone_get(
+        &s.client,
+        &s.phones,
+        &path,
+        ua,
+        Some((&mac, password)),
+        "MD5",
+        &[],
+    )
+    .await;
+    (r.status().as_u16(), r.text().await.unwrap())
+}

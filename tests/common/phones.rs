@@ -108,3 +108,25 @@ impl OnePhone {
             .unwrap()
     }
 }
+
+/// Creates group `G` with `settings` and its user 1001 (Ada, 6035551212).
+pub async fn group_with_ada(s: &TestServer, settings: serde_json::Value) {
+    s.create(
+        "/api/v1/groups",
+        json!({"id": G, "sip": {"domain": "sip.example.net"}, "settings": settings}),
+    )
+    .await;
+    s.create(
+        &format!("/api/v1/groups/{G}/users"),
+        json!({"extension": "1001", "first_name": "Ada", "phone_number": "6035551212"}),
+    )
+    .await;
+}
+
+/// Adds a device described by `body` (mac, name, model, ...) owned by 1001; returns its
+/// provisioning password.
+pub async fn ada_device(s: &TestServer, mut body: serde_json::Value) -> String {
+    body["owner"] = json!("1001");
+    let d = s.create(&format!("/api/v1/groups/{G}/devices"), body).await;
+    d["credentials"]["password"].as_str().unwrap().to_string()
+}
