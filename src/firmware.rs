@@ -313,7 +313,9 @@ impl Firmware {
 fn failed_of(tracks: &HashMap<Mac, Track>, t: &FirmwareTarget) -> Vec<Mac> {
     let mut v: Vec<Mac> = tracks
         .iter()
-        .filter(|(_, x)| x.failed && x.group == t.group && x.model == t.model && x.version == t.version)
+        .filter(|(_, x)| {
+            x.failed && x.group == t.group && x.model == t.model && x.version == t.version
+        })
         .map(|(m, _)| m.clone())
         .collect();
     v.sort();
@@ -357,7 +359,9 @@ pub(crate) fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64
         let end = if b.is_empty() {
             size.saturating_sub(1)
         } else {
-            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .min(size.saturating_sub(1))
         };
         if start >= size || end < start {
             return Err(());

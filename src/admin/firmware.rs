@@ -171,7 +171,9 @@ async fn list_images(
     known_model(&app, &model)?;
     let s = app.store.read();
     Ok(axum::Json(
-        s.firmware_of(&model).map(|f| ImageView::of(&s, f)).collect(),
+        s.firmware_of(&model)
+            .map(|f| ImageView::of(&s, f))
+            .collect(),
     ))
 }
 

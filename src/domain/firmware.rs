@@ -44,8 +44,7 @@ pub(crate) fn offered<'a>(t: Option<&'a FirmwareTarget>, d: &Device) -> Option<&
 pub(crate) fn valid_version(v: &str) -> bool {
     (1..=64).contains(&v.len())
         && v.as_bytes()[0].is_ascii_alphanumeric()
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
@@ -138,10 +137,7 @@ mod tests {
 
     #[test]
     fn pilots_are_in_and_a_pause_takes_everyone_out() {
-        let m = macs(200)
-            .into_iter()
-            .find(|m| bucket(m) >= 10)
-            .unwrap();
+        let m = macs(200).into_iter().find(|m| bucket(m) >= 10).unwrap();
         let mut t = target(10);
         assert!(!in_rollout(&t, &m));
         t.pilots.push(m.clone());
@@ -158,9 +154,18 @@ mod tests {
     fn the_state_compares_the_reported_version_with_the_target() {
         let t = target(100);
         let m = macs(1).remove(0);
-        assert_eq!(state(&t, &m, Some("108.86.0.20"), true), FirmwareState::Current);
-        assert_eq!(state(&t, &m, Some("108.85.0.5"), true), FirmwareState::Failed);
-        assert_eq!(state(&t, &m, Some("108.85.0.5"), false), FirmwareState::Upgrading);
+        assert_eq!(
+            state(&t, &m, Some("108.86.0.20"), true),
+            FirmwareState::Current
+        );
+        assert_eq!(
+            state(&t, &m, Some("108.85.0.5"), true),
+            FirmwareState::Failed
+        );
+        assert_eq!(
+            state(&t, &m, Some("108.85.0.5"), false),
+            FirmwareState::Upgrading
+        );
         assert_eq!(state(&target(0), &m, None, false), FirmwareState::Behind);
     }
 

@@ -104,7 +104,9 @@ impl Record {
             Record::Template(t) => RecordKey::Template(t.model.clone(), t.template.clone()),
             Record::KeyProfile(p) => RecordKey::KeyProfile(p.group.clone(), p.name.clone()),
             Record::Firmware(f) => RecordKey::Firmware(f.model.clone(), f.version.clone()),
-            Record::FirmwareTarget(t) => RecordKey::FirmwareTarget(t.group.clone(), t.model.clone()),
+            Record::FirmwareTarget(t) => {
+                RecordKey::FirmwareTarget(t.group.clone(), t.model.clone())
+            }
         }
     }
 }

@@ -354,7 +354,12 @@ impl Ctx<'_> {
 
     /// Feeds a main-file fetch to the roll-out guard; pauses the roll-out (a change-log entry,
     /// off the async workers) when its failures reach the threshold.
-    fn firmware_guard(&self, state: &crate::domain::state::State, d: &Device, running: Option<&str>) {
+    fn firmware_guard(
+        &self,
+        state: &crate::domain::state::State,
+        d: &Device,
+        running: Option<&str>,
+    ) {
         let Some(due) = self.app.firmware.observe(state, d, running) else {
             return;
         };
@@ -367,8 +372,12 @@ impl Ctx<'_> {
                 &due.version,
                 due.pause,
             ) {
-                Ok(_) => tracing::warn!(group = %due.group, model = %due.model, version = %due.version, "firmware roll-out paused: too many phones came back on the old version"),
-                Err(e) => tracing::debug!(error = %e, "firmware roll-out not paused (changed meanwhile)"),
+                Ok(_) => {
+                    tracing::warn!(group = %due.group, model = %due.model, version = %due.version, "firmware roll-out paused: too many phones came back on the old version")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "firmware roll-out not paused (changed meanwhile)")
+                }
             }
         });
     }
@@ -401,7 +410,11 @@ impl Ctx<'_> {
         let offered = crate::domain::firmware::offered(state.firmware_target_of(device), device);
         let img = offered
             .filter(|v| spec.file_for(v) == name)
-            .and_then(|v| state.firmware.get(&(device.model.to_string(), v.to_string())))
+            .and_then(|v| {
+                state
+                    .firmware
+                    .get(&(device.model.to_string(), v.to_string()))
+            })
             .cloned();
         drop(state);
         let Some(img) = img else {

@@ -150,7 +150,14 @@ fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainE
             percent: f.percent,
             pilots: f.pilots.clone(),
         };
-        rules::set_firmware_target(&mut tx, &env, &g, &model, target, "2026-01-01T00:00:00Z".into())?;
+        rules::set_firmware_target(
+            &mut tx,
+            &env,
+            &g,
+            &model,
+            target,
+            "2026-01-01T00:00:00Z".into(),
+        )?;
     }
     drop(tx);
     Ok(state)

@@ -388,7 +388,9 @@ impl Store {
         version: &str,
     ) -> Result<String, StoreError> {
         Ok(self
-            .commit(actor, |tx, _| rules::delete_firmware_image(tx, model, version))?
+            .commit(actor, |tx, _| {
+                rules::delete_firmware_image(tx, model, version)
+            })?
             .0)
     }
     pub(crate) fn set_firmware_target(

@@ -81,9 +81,7 @@ pub(crate) fn delete_firmware_image(
     let img = s
         .firmware
         .get(&(model.to_string(), version.to_string()))
-        .ok_or_else(|| {
-            DomainError::not_found(format!("model {model} has no firmware {version}"))
-        })?
+        .ok_or_else(|| DomainError::not_found(format!("model {model} has no firmware {version}")))?
         .clone();
     let users: Vec<String> = s
         .firmware_targets
@@ -112,7 +110,13 @@ pub(crate) fn delete_firmware_image(
 }
 
 /// The devices of (group, model) whose offered version differs between two targets.
-fn touched(s: &State, g: &GroupId, model: &str, old: Option<&FirmwareTarget>, new: Option<&FirmwareTarget>) -> BTreeSet<Mac> {
+fn touched(
+    s: &State,
+    g: &GroupId,
+    model: &str,
+    old: Option<&FirmwareTarget>,
+    new: Option<&FirmwareTarget>,
+) -> BTreeSet<Mac> {
     s.devices_of(g)
         .filter(|d| d.model == model)
         .filter(|d| offered(old, d) != offered(new, d))
@@ -130,7 +134,10 @@ fn write_target(
     detail: serde_json::Value,
 ) -> Effect {
     let s = tx.state();
-    let old = s.firmware_targets.get(&(g.clone(), model.to_string())).cloned();
+    let old = s
+        .firmware_targets
+        .get(&(g.clone(), model.to_string()))
+        .cloned();
     let mut fx = Effect::new(action, ChangeKind::Settings, Some(g), model).detail(detail);
     fx.devices = touched(s, g, model, old.as_ref(), new.as_ref());
     match new {
@@ -209,7 +216,14 @@ pub(crate) fn set_firmware_target(
         "version": t.version, "percent": t.percent, "pilots": t.pilots.len(),
         "sha256": img.sha256,
     });
-    let fx = write_target(tx, g, model, Some(t.clone()), Action::FirmwareTargetSet, detail);
+    let fx = write_target(
+        tx,
+        g,
+        model,
+        Some(t.clone()),
+        Action::FirmwareTargetSet,
+        detail,
+    );
     Ok((fx, t))
 }
 
@@ -228,7 +242,14 @@ pub(crate) fn delete_firmware_target(
 ) -> Result<Effect, DomainError> {
     let t = target(tx.state(), g, model)?;
     let detail = json!({ "version": t.version });
-    Ok(write_target(tx, g, model, None, Action::FirmwareTargetDelete, detail))
+    Ok(write_target(
+        tx,
+        g,
+        model,
+        None,
+        Action::FirmwareTargetDelete,
+        detail,
+    ))
 }
 
 /// Pauses a roll-out (no device is offered the image until it resumes). `version` guards
@@ -249,7 +270,14 @@ pub(crate) fn pause_firmware_target(
     }
     let detail = json!({ "version": t.version, "reason": pause.reason, "failed": pause.failed });
     t.paused = Some(pause);
-    let fx = write_target(tx, g, model, Some(t.clone()), Action::FirmwareTargetPause, detail);
+    let fx = write_target(
+        tx,
+        g,
+        model,
+        Some(t.clone()),
+        Action::FirmwareTargetPause,
+        detail,
+    );
     Ok((fx, t))
 }
 
@@ -263,11 +291,21 @@ pub(crate) fn resume_firmware_target(
     if t.paused.is_none() {
         return Err(DomainError::validation(
             "paused",
-            format!("the roll-out of {} to {model} in {g} is not paused", t.version),
+            format!(
+                "the roll-out of {} to {model} in {g} is not paused",
+                t.version
+            ),
         ));
     }
     t.paused = None;
     let detail = json!({ "version": t.version });
-    let fx = write_target(tx, g, model, Some(t.clone()), Action::FirmwareTargetResume, detail);
+    let fx = write_target(
+        tx,
+        g,
+        model,
+        Some(t.clone()),
+        Action::FirmwareTargetResume,
+        detail,
+    );
     Ok((fx, t))
 }
