@@ -242,7 +242,7 @@ impl Firmware {
         let target = state.firmware_target_of(d);
         let Some(t) = target.filter(|t| in_rollout(t, &d.mac)) else {
             // Out of the roll-out: a failure stays on record while the roll-out is paused.
-            if !target.is_some_and(|t| t.paused.is_some()) {
+            if target.is_none_or(|t| t.paused.is_none()) {
                 tracks.remove(&d.mac);
             }
             return None;

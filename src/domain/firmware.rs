@@ -63,23 +63,6 @@ pub enum FirmwareState {
     Failed,
 }
 
-impl FirmwareState {
-    pub(crate) const ALL: [FirmwareState; 4] = [
-        FirmwareState::Current,
-        FirmwareState::Upgrading,
-        FirmwareState::Behind,
-        FirmwareState::Failed,
-    ];
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            FirmwareState::Current => "current",
-            FirmwareState::Upgrading => "upgrading",
-            FirmwareState::Behind => "behind",
-            FirmwareState::Failed => "failed",
-        }
-    }
-}
-
 /// The state of a device running `running` (as its last User-Agent said) against `t`;
 /// `failed`: the server saw it come back on another version after the upgrade window.
 pub(crate) fn state(
