@@ -140,7 +140,9 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
         config.firmware.max_downloads = c;
     }
     let cap = config.firmware.max_downloads;
-    let server = deskprov::server::Server::start(config).await.expect("starts");
+    let server = deskprov::server::Server::start(config)
+        .await
+        .expect("starts");
     let admin = format!("https://localhost:{}", server.admin_addr.port());
     let phones = format!("https://localhost:{}", server.phones_addr.port());
     let token = server.new_admin_token.clone().expect("a first start");
@@ -182,7 +184,10 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
             serde_json::json!({"mac": mac, "name": format!("p{i}"), "model": MODEL}),
         )
         .await;
-        fleet.push((mac, d["credentials"]["password"].as_str().unwrap().to_string()));
+        fleet.push((
+            mac,
+            d["credentials"]["password"].as_str().unwrap().to_string(),
+        ));
     }
     let image: Vec<u8> = (0..image_mb << 20).map(|i| (i % 251) as u8).collect();
     let r = client

@@ -343,7 +343,10 @@ async fn the_firmware_page_shows_each_models_target_and_its_phones_by_state() {
     assert!(row.contains("96.86.0.100"), "{row}");
     assert!(row.contains("100 %"), "{row}");
     // Its one phone was never seen: upgrading, running unknown.
-    assert!(row.contains("<td>0</td><td>1</td><td>0</td><td>0</td>"), "{row}");
+    assert!(
+        row.contains("<td>0</td><td>1</td><td>0</td><td>0</td>"),
+        "{row}"
+    );
     assert!(row.contains("unknown: 1"), "{row}");
     assert!(html.contains("polycom-vvx-450"));
 }

@@ -328,13 +328,14 @@ async fn a_ranged_download_resumed_mid_file_gives_identical_bytes() {
     assert_eq!(got.len(), half);
     // The download breaks off here; the phone resumes from where it stopped.
     let rest = format!("bytes={half}-");
+    let etag = format!("\"{sha}\"");
     let r = phone(
         &s,
         Method::GET,
         &path,
         &agent,
         Some((mac, pass)),
-        &[("range", &rest)],
+        &[("range", &rest), ("if-range", &etag)],
     )
     .await;
     assert_eq!(r.status(), 206);
@@ -351,7 +352,18 @@ async fn a_ranged_download_resumed_mid_file_gives_identical_bytes() {
         r.headers()["content-length"],
         bytes.len().to_string().as_str()
     );
-    let etag = format!("\"{sha}\"");
+    // A range of other bytes (If-Range with another ETag) gets the whole image.
+    let r = phone(
+        &s,
+        Method::GET,
+        &path,
+        &agent,
+        Some((mac, pass)),
+        &[("range", &rest), ("if-range", "\"0000\"")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), bytes.len());
     let r = phone(
         &s,
         Method::GET,

@@ -459,10 +459,17 @@ impl Ctx<'_> {
             return with_validators(StatusCode::NOT_MODIFIED.into_response());
         }
         let size = img.size;
+        // `If-Range` naming other bytes: the whole image, not the range (RFC 9110 §13.1.5).
+        let if_range_ok = self
+            .headers
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == etag);
         let range = self
             .headers
             .get(header::RANGE)
-            .and_then(|v| v.to_str().ok());
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| if_range_ok);
         let Ok(range) = crate::firmware::parse_range(range, size) else {
             let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
