@@ -1,9 +1,10 @@
 //! Configuration-fetch latency while an upgrade wave downloads firmware images.
 //!
-//!     cargo bench --bench firmware_downloads [-- DOWNLOADERS IMAGE_MB SECONDS MAX_DOWNLOADS]
+//!     cargo bench --bench firmware_downloads [-- DOWNLOADERS IMAGE_MB SECONDS MAX_DOWNLOADS MIB_PER_S]
 //!
 //! deskprov runs in this process on loopback with `[firmware] max_downloads` = MAX_DOWNLOADS
-//! (default: the configuration's default, 20).
+//! (default: the configuration's default, 20) and `max_bytes_per_s` = MIB_PER_S MiB/s (default 0:
+//! no limit).
 //! A group of Yealink T46U phones targets a IMAGE_MB (16) MiB image at 100 %. Phase A: 8 phones
 //! fetch their per-MAC main file back to back (keep-alive HTTPS, MD5 digest: the challenge and
 //! the authorised request are one fetch) for SECONDS (5). Phase B: the same while DOWNLOADERS
@@ -120,14 +121,15 @@ fn main() {
     let image_mb = args.get(1).copied().unwrap_or(16);
     let seconds = args.get(2).copied().unwrap_or(5) as u64;
     let cap = args.get(3).copied();
+    let rate = args.get(4).copied().unwrap_or(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(downloaders, image_mb, seconds, cap));
+    rt.block_on(run(downloaders, image_mb, seconds, cap, rate));
 }
 
-async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usize>) {
+async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usize>, rate: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = deskprov::config::Config {
         data_dir: dir.path().to_path_buf(),
@@ -139,6 +141,7 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
     if let Some(c) = cap {
         config.firmware.max_downloads = c;
     }
+    config.firmware.max_bytes_per_s = (rate as u64) << 20;
     let cap = config.firmware.max_downloads;
     let server = deskprov::server::Server::start(config)
         .await
@@ -245,7 +248,7 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
     let _ = stop.send(());
     let _ = task.await;
 
-    println!("config fetches (8 keep-alive phones, digest), {downloaders} phones downloading a {image_mb} MiB image, max_downloads = {cap}, {seconds} s per phase");
+    println!("config fetches (8 keep-alive phones, digest), {downloaders} phones downloading a {image_mb} MiB image, max_downloads = {cap}, max_bytes_per_s = {rate} MiB/s (0 = none), {seconds} s per phase");
     println!("| phase | fetches | p50 | p99 | max |");
     println!("|---|---|---|---|---|");
     for (name, l) in [("no downloads", &a), ("during downloads", &b)] {

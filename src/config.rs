@@ -37,6 +37,8 @@ pub struct Firmware {
     pub max_downloads: usize,
     /// `Retry-After` of that 503, seconds.
     pub retry_after_s: u64,
+    /// Bytes per second all image downloads together may send (0: no limit).
+    pub max_bytes_per_s: u64,
     /// How long after a phone is offered an image it may still come back on the old version.
     pub upgrade_window_s: u64,
     /// Phones of one roll-out back on the old version after the window before it pauses.
@@ -49,6 +51,7 @@ impl Default for Firmware {
             max_bytes: 512 << 20,
             max_downloads: 20,
             retry_after_s: 30,
+            max_bytes_per_s: 0,
             upgrade_window_s: 3600,
             failure_threshold: 3,
         }
@@ -477,6 +480,7 @@ admin_max_connections = 256    # open admin connections, counted apart so a phon
 max_bytes = 536870912          # largest firmware image an admin may upload (streamed to disk)
 max_downloads = 20             # image downloads at once; over it 503 + Retry-After, so config fetches are not starved
 retry_after_s = 30             # Retry-After of that 503, seconds
+max_bytes_per_s = 0            # bytes/s all image downloads together may send; 0 = no limit
 upgrade_window_s = 3600        # a phone offered an image and still on the old version after this long has failed
 failure_threshold = 3          # failed phones of one roll-out before it pauses (resume: POST .../firmware/{model}/resume)
 "#;

@@ -7,7 +7,10 @@
 //! names any more is removed (a failed upload, a deleted version).
 //!
 //! Downloads are streamed from the file in chunks by a blocking reader; at most
-//! `[firmware] max_downloads` run at once (a permit held until the last byte is sent).
+//! `[firmware] max_downloads` run at once (a permit held until the last byte is sent), and all
+//! of them together send at most `[firmware] max_bytes_per_s` (0: no limit): each chunk takes
+//! its turn on one virtual clock, so the downloads share the rate and the CPU that encrypting
+//! them costs stays bounded for configuration fetches.
 //!
 //! The guard: a phone offered its roll-out's image (its main file fetched while it is in the
 //! roll-out) that still reports another version on a main-file fetch `upgrade_window_s` or more
@@ -71,10 +74,40 @@ pub(crate) struct PauseDue {
     pub(crate) pause: FirmwarePause,
 }
 
+/// The shared send rate of all downloads: the time the next chunk may go.
+struct Pace {
+    bytes_per_s: u64,
+    next: Mutex<Instant>,
+}
+
+impl Pace {
+    /// Blocks (on a blocking-pool thread) until `n` more bytes may be sent.
+    fn take(&self, n: usize) {
+        let wait = self.reserve(n, Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Books `n` bytes on the shared clock at `now`; returns how long to wait before sending.
+    fn reserve(&self, n: usize, now: Instant) -> Duration {
+        if self.bytes_per_s == 0 {
+            return Duration::ZERO;
+        }
+        let cost = Duration::from_secs_f64(n as f64 / self.bytes_per_s as f64);
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        // An idle spell earns no burst: the clock never runs behind `now`.
+        let start = (*next).max(now);
+        *next = start + cost;
+        start - now
+    }
+}
+
 pub(crate) struct Firmware {
     dir: PathBuf,
     config: crate::config::Firmware,
     downloads: Arc<Semaphore>,
+    pace: Arc<Pace>,
     tracks: Mutex<HashMap<Mac, Track>>,
 }
 
@@ -84,6 +117,10 @@ impl Firmware {
             dir: data_dir.join("firmware"),
             config: config.clone(),
             downloads: Arc::new(Semaphore::new(config.max_downloads)),
+            pace: Arc::new(Pace {
+                bytes_per_s: config.max_bytes_per_s,
+                next: Mutex::new(Instant::now()),
+            }),
             tracks: Mutex::new(HashMap::new()),
         }
     }
@@ -202,6 +239,7 @@ impl Firmware {
         let mut file = std::fs::File::open(self.path(sha256))?;
         file.seek(SeekFrom::Start(start))?;
         let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        let pace = self.pace.clone();
         tokio::task::spawn_blocking(move || {
             let mut left = len;
             while left > 0 {
@@ -219,6 +257,7 @@ impl Firmware {
                 };
                 buf.truncate(n);
                 left -= n as u64;
+                pace.take(n);
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                     return; // the client went away
                 }
@@ -374,6 +413,31 @@ pub(crate) fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloads_share_one_send_rate() {
+        let t0 = Instant::now();
+        let pace = Pace {
+            bytes_per_s: 1000,
+            next: Mutex::new(t0),
+        };
+        // Two downloads' chunks at the same moment: the second waits for the first's second.
+        assert_eq!(pace.reserve(500, t0), Duration::ZERO);
+        assert_eq!(pace.reserve(1000, t0), Duration::from_millis(500));
+        assert_eq!(
+            pace.reserve(1, t0 + Duration::from_millis(600)),
+            Duration::from_millis(900)
+        );
+        // After an idle spell nothing is owed and no burst is saved up.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(pace.reserve(1000, later), Duration::ZERO);
+        assert_eq!(pace.reserve(1000, later), Duration::from_secs(1));
+        let free = Pace {
+            bytes_per_s: 0,
+            next: Mutex::new(t0),
+        };
+        assert_eq!(free.reserve(1 << 30, t0), Duration::ZERO);
+    }
 
     #[test]
     fn ranges_are_single_byte_ranges_within_the_image() {
