@@ -213,7 +213,8 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
     let secs = Duration::from_secs(seconds);
     let a = fetch_until(&client, &phones, &fleet, Instant::now() + secs).await;
 
-    let until = Instant::now() + secs;
+    let started = Instant::now();
+    let until = started + secs;
     let (done, bytes, refused) = (
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
@@ -245,6 +246,8 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
     for t in tasks {
         t.await.unwrap();
     }
+    // Downloads under way at the end of the phase run to their end.
+    let elapsed = started.elapsed().as_secs_f64();
     let _ = stop.send(());
     let _ = task.await;
 
@@ -261,10 +264,10 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
         );
     }
     println!(
-        "downloads completed: {}, image bytes served: {:.0} MiB ({:.0} MiB/s), 503 answers: {}",
+        "downloads completed: {}, image bytes served: {:.0} MiB in {elapsed:.1} s ({:.0} MiB/s), 503 answers: {}",
         done.load(Ordering::Relaxed),
         bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
-        bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64 / seconds as f64,
+        bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64 / elapsed,
         refused.load(Ordering::Relaxed)
     );
 }
