@@ -89,8 +89,9 @@ async fn fetch_until(
     until: Instant,
 ) -> Vec<Duration> {
     let mut tasks = vec![];
-    for (mac, pass) in phones.iter().take(FETCHERS).cloned() {
+    for (mac, pass) in phones.iter().take(FETCHERS) {
         let (client, base) = (client.clone(), base.to_string());
+        let (mac, pass) = (mac.clone(), pass.clone());
         tasks.push(tokio::spawn(async move {
             let path = format!("/{mac}.cfg");
             let mut lat = vec![];
@@ -221,8 +222,9 @@ async fn run(downloaders: usize, image_mb: usize, seconds: u64, cap: Option<usiz
         Arc::new(AtomicU64::new(0)),
     );
     let mut tasks = vec![];
-    for (mac, pass) in fleet[FETCHERS..].iter().cloned() {
+    for (mac, pass) in &fleet[FETCHERS..] {
         let (client, base) = (client.clone(), phones.clone());
+        let (mac, pass) = (mac.clone(), pass.clone());
         let (done, bytes, refused) = (done.clone(), bytes.clone(), refused.clone());
         tasks.push(tokio::spawn(async move {
             let path = format!("/firmware/{mac}/{VERSION}.rom");
