@@ -288,6 +288,18 @@ async fn a_25_percent_target_renders_the_upgrade_only_for_its_share_of_the_group
     );
     let v = s.get(&format!("/api/v1/devices/{outside}")).await.body;
     assert_eq!(v["firmware"]["state"], "upgrading");
+    // A deleted device is no pilot any more.
+    assert_eq!(
+        s.delete(&format!("/api/v1/devices/{outside}"))
+            .await
+            .status(),
+        204
+    );
+    let t = s
+        .get(&format!("/api/v1/groups/{G}/firmware/{MODEL}"))
+        .await
+        .body;
+    assert_eq!(t["pilots"], json!([]));
 }
 
 #[tokio::test]
