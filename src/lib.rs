@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod console;
 pub mod domain;
+pub mod migrate;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -45,6 +45,14 @@ use crate::domain::*;
 /// prints records (passwords included) as bytes, whatever the rest of the filter allows.
 pub const ENGINE_LOG_DIRECTIVE: &str = embedded::LOG_DIRECTIVE;
 
+/// The same for the PostgreSQL driver, which logs statements with their parameters (sealed
+/// passwords, token hashes) at debug, and the server's notices at info.
+pub const ENGINE_LOG_DIRECTIVES: &[&str] = &[
+    embedded::LOG_DIRECTIVE,
+    "tokio_postgres=warn",
+    "postgres=warn",
+];
+
 /// The on-disk format this build reads and writes.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 
@@ -138,6 +146,17 @@ pub struct Store {
     checkin_cursor: AtomicU64,
 }
 
+/// One kind of stored entry, compared across the two engines ([`Store::compare_engines`]).
+#[derive(Debug)]
+pub(crate) struct EngineComparison {
+    /// The embedded engine's tree: `data` (records), `changes`, `meta`, `checkins`, `sync`,
+    /// `uploads`, `provlog`.
+    pub(crate) what: &'static str,
+    pub(crate) embedded: usize,
+    pub(crate) postgres: usize,
+    pub(crate) differing: usize,
+}
+
 /// What [`Store::follow`] took in from other servers.
 #[derive(Debug, Default)]
 pub(crate) struct Followed {
@@ -226,6 +245,40 @@ impl Store {
     pub(crate) fn copy_from_postgres(url: &str, ca: &str, dir: &Path) -> Result<(), StoreError> {
         let from = postgres::Postgres::open(url, ca)?;
         embedded::Embedded::restore(dir, &from.dump()?)
+    }
+
+    /// Compares everything stored in the embedded store in `dir` with the PostgreSQL store at
+    /// `url`, entry by entry in the embedded engine's encoding: per kind of entry, how many
+    /// each holds and how many differ (missing on either side, or other bytes).
+    pub(crate) fn compare_engines(
+        dir: &Path,
+        url: &str,
+        ca: &str,
+    ) -> Result<Vec<EngineComparison>, StoreError> {
+        let embedded = embedded::Embedded::open(dir, 8 << 20)?.dump()?;
+        let pg = postgres::Postgres::open(url, ca)?.dump()?;
+        let index = |d: Vec<backend::DumpEntry>| {
+            let mut m: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+            for (t, k, v) in d {
+                m.entry(t).or_default().insert(k, v);
+            }
+            m
+        };
+        let (a, b) = (index(embedded), index(pg));
+        let empty = BTreeMap::new();
+        let mut out = Vec::new();
+        for tree in ["data", "changes", "meta", "checkins", "sync", "uploads", "provlog"] {
+            let (x, y) = (a.get(tree).unwrap_or(&empty), b.get(tree).unwrap_or(&empty));
+            let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(*v)).count()
+                + y.keys().filter(|k| !x.contains_key(*k)).count();
+            out.push(EngineComparison {
+                what: tree,
+                embedded: x.len(),
+                postgres: y.len(),
+                differing,
+            });
+        }
+        Ok(out)
     }
 
     /// Loads the state from `backend` and serves from it.

@@ -54,7 +54,15 @@ const KEY_CHECK: &str = "key_check";
 const KEY_CHECK_PLAIN: &str = "deskprov sealing key check";
 
 fn pg_error(e: postgres::Error) -> StoreError {
-    StoreError::Engine(format!("postgres: {e}"))
+    match e.as_db_error() {
+        Some(db) => StoreError::Engine(format!(
+            "postgres: {} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        )),
+        None => StoreError::Engine(format!("postgres: {e}")),
+    }
 }
 
 impl From<postgres::Error> for StoreError {

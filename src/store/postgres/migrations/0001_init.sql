@@ -19,7 +19,7 @@ INSERT INTO counter (id, seq) VALUES (1, 0);
 -- Every record (groups, users, devices, ...), with the seq that last wrote it; a deleted record
 -- stays as a tombstone (deleted, value = its key) so other servers catch up on the deletion.
 CREATE TABLE records (
-    key     bytea PRIMARY KEY,
+    key     text PRIMARY KEY,
     seq     bigint NOT NULL,
     deleted boolean NOT NULL DEFAULT false,
     value   text NOT NULL
