@@ -10,11 +10,11 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod console;
 pub mod domain;
-pub mod migrate;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod metrics;
+pub mod migrate;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;

@@ -83,7 +83,11 @@ pub fn verify(config: &Config, url: &str) -> Result<Summary, String> {
     let pg = Store::open_postgres(url, ca, &key, catalog.clone(), options(config))
         .map_err(|e| e.to_string())?;
     let base = config.phone_base_url(None);
-    let ra = Renderer::new(catalog.clone(), base.clone(), &embedded.template_overrides());
+    let ra = Renderer::new(
+        catalog.clone(),
+        base.clone(),
+        &embedded.template_overrides(),
+    );
     let rb = Renderer::new(catalog.clone(), base, &pg.template_overrides());
     let (sa, sb) = (embedded.read(), pg.read());
     let (mut files, mut differing) = (0usize, 0usize);

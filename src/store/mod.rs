@@ -267,7 +267,9 @@ impl Store {
         let (a, b) = (index(embedded), index(pg));
         let empty = BTreeMap::new();
         let mut out = Vec::new();
-        for tree in ["data", "changes", "meta", "checkins", "sync", "uploads", "provlog"] {
+        for tree in [
+            "data", "changes", "meta", "checkins", "sync", "uploads", "provlog",
+        ] {
             let (x, y) = (a.get(tree).unwrap_or(&empty), b.get(tree).unwrap_or(&empty));
             let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(*v)).count()
                 + y.keys().filter(|k| !x.contains_key(*k)).count();
