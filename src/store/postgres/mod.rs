@@ -254,9 +254,20 @@ impl Postgres {
                     "the database already holds a store".into(),
                 ));
             }
-            for (tree, k, v) in entries {
-                restore_entry(&mut tx, tree, k, v)?;
+            // The bulk (records, change log, check-ins, provisioning logs) in batches.
+            let mut batch: Vec<&DumpEntry> = Vec::new();
+            for e in entries {
+                if batch.first().is_some_and(|b| b.0 != e.0) || batch.len() >= RESTORE_BATCH {
+                    restore_batch(&mut tx, &batch)?;
+                    batch.clear();
+                }
+                if BATCHED.contains(&e.0.as_str()) {
+                    batch.push(e);
+                } else {
+                    restore_entry(&mut tx, &e.0, &e.1, &e.2)?;
+                }
             }
+            restore_batch(&mut tx, &batch)?;
             tx.commit()?;
             Ok(())
         })
@@ -269,6 +280,70 @@ fn be_u64(v: &[u8], what: &str) -> Result<u64, StoreError> {
 
 fn utf8<'a>(v: &'a [u8], what: &str) -> Result<&'a str, StoreError> {
     std::str::from_utf8(v).map_err(|_| corrupt(format!("{what} is not UTF-8")))
+}
+
+/// Dump entries written per statement by a restore.
+const RESTORE_BATCH: usize = 2000;
+
+/// The trees a restore writes in batches.
+const BATCHED: &[&str] = &["data", "changes", "checkins", "provlog"];
+
+/// Entries of one of the [`BATCHED`] trees, into its table in one statement.
+fn restore_batch(
+    tx: &mut postgres::Transaction<'_>,
+    batch: &[&DumpEntry],
+) -> Result<(), StoreError> {
+    let Some(tree) = batch.first().map(|e| e.0.as_str()) else {
+        return Ok(());
+    };
+    let mut keys: Vec<String> = Vec::with_capacity(batch.len());
+    let mut values: Vec<String> = Vec::with_capacity(batch.len());
+    let mut nums: Vec<i64> = Vec::with_capacity(batch.len());
+    let mut groups: Vec<Option<String>> = Vec::with_capacity(batch.len());
+    for (_, k, v) in batch {
+        let v = utf8(v, tree)?.to_string();
+        match tree {
+            "data" | "checkins" => keys.push(utf8(k, tree)?.to_string()),
+            "changes" => {
+                nums.push(i64_of(be_u64(k, "change key")?));
+                let c: Change = parse("change", &v)?;
+                groups.push(c.group.as_ref().map(|g| g.as_str().to_string()));
+            }
+            "provlog" => {
+                if k.len() < 8 {
+                    return Err(corrupt("provlog key"));
+                }
+                let (mac, id) = k.split_at(k.len() - 8);
+                keys.push(utf8(mac, "provlog key")?.to_string());
+                nums.push(i64_of(be_u64(id, "provlog id")?));
+            }
+            other => return Err(corrupt(format!("no batch restore for {other}"))),
+        }
+        values.push(v);
+    }
+    match tree {
+        "data" => tx.execute(
+            "INSERT INTO records (key, seq, deleted, value)
+             SELECT k, 0, false, v FROM unnest($1::text[], $2::text[]) AS w(k, v)",
+            &[&keys, &values],
+        )?,
+        "checkins" => tx.execute(
+            "INSERT INTO checkins (mac, value)
+             SELECT k, v FROM unnest($1::text[], $2::text[]) AS w(k, v)",
+            &[&keys, &values],
+        )?,
+        "changes" => tx.execute(
+            "INSERT INTO changes (seq, grp, entry)
+             SELECT s, g, e FROM unnest($1::bigint[], $2::text[], $3::text[]) AS w(s, g, e)",
+            &[&nums, &groups, &values],
+        )?,
+        _ => tx.execute(
+            "INSERT INTO provlog (mac, id, entry)
+             SELECT m, i, e FROM unnest($1::text[], $2::bigint[], $3::text[]) AS w(m, i, e)",
+            &[&keys, &nums, &values],
+        )?,
+    };
+    Ok(())
 }
 
 /// One entry of an embedded-engine dump, into its table.
