@@ -50,6 +50,7 @@ CREATE TABLE checkins (
     written timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX checkins_by_ord ON checkins (ord);
+CREATE INDEX checkins_by_written ON checkins (written);
 
 CREATE TABLE sync_states (
     mac   text PRIMARY KEY,
