@@ -635,3 +635,49 @@ async fn migrate_copies_a_data_dir_into_postgres_and_back_identically() {
     assert_eq!(status, 200);
     assert_eq!(again, original);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_reach_the_database_over_tls_verified_against_the_configured_ca() {
+    let Some(url) = database("tls") else {
+        return;
+    };
+    let Ok(ca) = std::env::var("DESKPROV_TEST_PG_CA") else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "tls: skipped: DESKPROV_TEST_PG_CA not set (scripts/pg-test.sh sets it)"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tls_url = format!("{url}?sslmode=require");
+    // Verified against the CA: serves.
+    let ok = Replica::new(tmp.path(), "ok", Some(&tls_url), "");
+    let text = std::fs::read_to_string(&ok.config).unwrap();
+    std::fs::write(&ok.config, format!("{text}ca = {ca:?}\n")).unwrap();
+    let p = ok.serve();
+    let t = token(&ok);
+    let api = Api::of(&ok, &p, &t);
+    api.create(
+        "/api/v1/groups",
+        json!({"id": G, "sip": {"domain": "d.example"}}),
+    )
+    .await;
+    // Another CA (the server's own generated one): the database's certificate is refused.
+    let wrong = Replica::new(tmp.path(), "wrong", Some(&tls_url), "");
+    let text = std::fs::read_to_string(&wrong.config).unwrap();
+    let other_ca = ok.dir.join("data/tls/ca.pem").display().to_string();
+    std::fs::write(&wrong.config, format!("{text}ca = {other_ca:?}\n")).unwrap();
+    let (started, out) = wrong.run(&["export"]);
+    assert!(!started, "a certificate from another CA is refused: {out}");
+    let lower = out.to_lowercase();
+    assert!(
+        lower.contains("tls") || lower.contains("certificate"),
+        "refused for its certificate: {out}"
+    );
+    // sslmode=require without a CA to verify with: refused before connecting.
+    let none = Replica::new(tmp.path(), "none", Some(&tls_url), "");
+    let (started, out) = none.run(&["export"]);
+    assert!(!started, "{out}");
+    assert!(out.contains("store.ca"), "{out}");
+}
