@@ -15,6 +15,7 @@ pub(crate) mod firmware;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod metrics;
+pub mod migrate;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;
