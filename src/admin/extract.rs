@@ -230,7 +230,10 @@ fn merge_value(target: &mut serde_json::Value, patch: serde_json::Value) {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub(crate) limit: Option<usize>,
+    /// The key after which the page starts (the previous page's `next`).
     pub(crate) after: Option<String>,
 }
 

@@ -85,7 +85,13 @@ impl<'de> Visitor<'de> for Strict<'_, '_> {
     fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
         Ok(Value::Number(n.into()))
     }
+    /// A number with no fractional part (`3.0`, `1e2`) is an integer in JSON Schema, so the
+    /// API takes it wherever it takes an integer: it is built as one.
     fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        const LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
+        if n.fract() == 0.0 && n.abs() < LIMIT {
+            return Ok(Value::Number((n as i64).into()));
+        }
         Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
     }
     fn visit_str<E>(self, s: &str) -> Result<Value, E> {
@@ -149,6 +155,16 @@ mod tests {
             serde_json::from_str::<Value>(s).unwrap()
         );
         assert_eq!(parse(b" 7 ").unwrap(), json!(7));
+    }
+
+    #[test]
+    fn a_number_without_a_fraction_is_an_integer() {
+        assert_eq!(parse(b"0.0").unwrap(), json!(0));
+        assert_eq!(parse(b"-3.0").unwrap(), json!(-3));
+        assert_eq!(parse(b"1e2").unwrap(), json!(100));
+        assert!(parse(b"0.0").unwrap().is_u64());
+        assert_eq!(parse(b"2.5").unwrap(), json!(2.5));
+        assert!(parse(b"1e300").unwrap().is_f64());
     }
 
     #[test]
