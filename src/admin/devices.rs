@@ -63,7 +63,7 @@ async fn sync(
 
 /// Exactly what the phone would receive for `{file}` (secrets included: admin only).
 #[utoipa::path(get, operation_id = "previewDeviceFile", path = "/devices/{mac}/files/{file}", tag = "devices",
-    responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, description = "The file, with the content type its model declares for it.", content((String = "application/xml"), (String = "text/plain"))), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn preview(
     State(app): State<SharedApp>,
     caller: Caller,

@@ -37,6 +37,7 @@ const MERGE_PATCH: &str = "application/merge-patch+json";
 pub(crate) fn finish(doc: &utoipa::openapi::OpenApi) -> Value {
     let mut v = serde_json::to_value(doc).expect("the OpenAPI document serialises");
     flatten_all_of(&mut v);
+    unsigned(&mut v);
     let schemas = v["components"]["schemas"]
         .as_object()
         .cloned()
@@ -275,6 +276,31 @@ fn error_responses(op: &mut Value) {
             r["description"] = json!("Problem details (RFC 9457) with a stable `code`.");
         }
         r["content"] = json!({ PROBLEM: problem });
+    }
+}
+
+/// utoipa writes an unsigned Rust integer as `format: int32`/`int64` with `minimum: 0`, but
+/// `int32` stops at 2^31-1 and `int64` at 2^63-1 while the server takes a `u32` or `u64` to its
+/// end: the format goes and the unsigned maximum is stated (for a `u8`/`u16`, which look the
+/// same, that is looser than the server, which still refuses what is out of range).
+fn unsigned(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if o.get("minimum") == Some(&json!(0)) && !o.contains_key("maximum") {
+                let max = match o.get("format").and_then(Value::as_str) {
+                    Some("int32") => Some(json!(u32::MAX)),
+                    Some("int64") => Some(json!(u64::MAX)),
+                    _ => None,
+                };
+                if let Some(max) = max {
+                    o.remove("format");
+                    o.insert("maximum".into(), max);
+                }
+            }
+            o.values_mut().for_each(unsigned);
+        }
+        Value::Array(a) => a.iter_mut().for_each(unsigned),
+        _ => {}
     }
 }
 
