@@ -124,6 +124,14 @@ model = "polycom-vvx-450"
 kind = "users"
 
 [[operations]]
+include-path-regex = "/templates/"
+parameters = { model = "polycom-vvx-450", file = "phone.cfg.tera" }
+
+[[operations]]
+include-name = "GET /api/v1/devices/{mac}/files/{file}"
+parameters = { mac = "0004f2000001", file = "0004f2000001-deskprov.cfg" }
+
+[[operations]]
 include-name = "DELETE /api/v1/groups/{group}"
 parameters = { group = "decoy-group" }
 

@@ -37,7 +37,7 @@ pub(super) struct SyncRequest {
 }
 
 /// Tells the phone to re-sync (or reboot) now: no debounce, no same-hash skip.
-#[utoipa::path(post, operation_id = "syncDevice", path = "/devices/{mac}/sync", tag = "sync", request_body = SyncRequest,
+#[utoipa::path(post, operation_id = "syncDevice", path = "/devices/{mac}/sync", tag = "sync", request_body = Option<SyncRequest>,
     responses((status = 202, body = DeviceView), (status = 404, body = Problem)))]
 async fn sync(
     State(app): State<SharedApp>,
@@ -251,7 +251,7 @@ pub(super) struct HotDeskLogin {
 
 /// Logs a hot-desk user in (out of any other device first).
 #[utoipa::path(put, operation_id = "hotDeskLogin", path = "/devices/{mac}/hot-desk", tag = "devices", request_body = HotDeskLogin,
-    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn hot_desk_login(
     State(app): State<SharedApp>,
     caller: Caller,

@@ -110,7 +110,7 @@ async fn get_one(
 
 /// Changes a group (JSON merge patch). Touches every device of the group.
 #[utoipa::path(patch, operation_id = "updateGroup", path = "/groups/{group}", tag = "groups", request_body(content = Group, content_type = "application/merge-patch+json"),
-    responses((status = 200, body = Group), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Group), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,

@@ -91,7 +91,7 @@ async fn get_one(
 /// Changes a profile's keys (JSON merge patch; `keys` is replaced as a whole). Refused naming
 /// the device when an assigned device's layout would break; one change touching them all.
 #[utoipa::path(patch, operation_id = "updateKeyProfile", path = "/groups/{group}/key-profiles/{name}", tag = "key profiles", request_body(content = KeyProfileInput, content_type = "application/merge-patch+json"),
-    responses((status = 200, body = KeyProfileView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = KeyProfileView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,

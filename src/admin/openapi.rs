@@ -182,6 +182,10 @@ fn patch_of(s: &Value, schemas: &Map<String, Value>, patches: &mut BTreeMap<Stri
         if let Some(o) = out.as_object_mut() {
             o.remove("required");
         }
+        // Unknown members are refused, but `null` for one removes what is not there: a no-op.
+        if s.get("additionalProperties") == Some(&json!(false)) {
+            out["additionalProperties"] = json!({"type": "null"});
+        }
     }
     if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
         // A map's entries merge one by one: `null` removes an entry.
@@ -516,7 +520,7 @@ mod tests {
             );
         }
         let dp = &schemas["DeviceInputPatch"];
-        assert_eq!(dp["additionalProperties"], json!(false));
+        assert_eq!(dp["additionalProperties"], json!({"type": "null"}));
         assert!(dp.get("required").is_none());
         // An optional member may be cleared with null; a required one may not.
         assert!(accepts_null(&dp["properties"]["name"]));
@@ -659,7 +663,7 @@ mod tests {
         assert_eq!(p["$ref"], "#/components/schemas/OuterPatch");
         let outer = &patches["OuterPatch"];
         assert!(outer.get("required").is_none());
-        assert_eq!(outer["additionalProperties"], json!(false));
+        assert_eq!(outer["additionalProperties"], json!({"type": "null"}));
         // A nested object is patched member by member; a list is replaced whole.
         assert_eq!(
             outer["properties"]["inner"]["$ref"],

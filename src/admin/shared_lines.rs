@@ -88,7 +88,7 @@ async fn get_one(
 }
 
 #[utoipa::path(patch, operation_id = "updateSharedLine", path = "/groups/{group}/shared-lines/{number}", tag = "shared lines", request_body(content = SharedLineInput, content_type = "application/merge-patch+json"),
-    responses((status = 200, body = SharedLineView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = SharedLineView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -129,7 +129,7 @@ async fn get_members(
 /// Replaces the member list (`[{extension, button?, ring}]`).
 #[utoipa::path(put, operation_id = "replaceSharedLineMembers", path = "/groups/{group}/shared-lines/{number}/members", tag = "shared lines",
     request_body = Vec<Member>,
-    responses((status = 200, body = Vec<Member>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Vec<Member>), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn put_members(
     State(app): State<SharedApp>,
     caller: Caller,
