@@ -174,7 +174,6 @@ set +e
         --max-time "$MAX_TIME" \
         --request-timeout 10 \
         --workers 2 \
-        --report junit --report-dir "$WORK/report" \
         "${SEED_ARGS[@]}" "$@"
 ) | tee "$WORK/schemathesis.out"
 RC=${PIPESTATUS[0]}
@@ -193,10 +192,9 @@ for p in /groups/$G /groups/$G/users/1001 /groups/$G/users/5555 /devices/0004f20
     fi
 done
 
-CASES=$(grep -o 'tests="[0-9]*"' "$WORK/report/"*.xml 2>/dev/null | head -1 | grep -o '[0-9]*' || true)
-echo "api-conformance: OpenAPI 3.1 valid; schemathesis $SCHEMATHESIS_VERSION exit $RC;" \
-    "$(grep -E '^Test cases:' -A0 "$WORK/schemathesis.out" | head -1 || true)" \
-    "${CASES:+junit tests $CASES;} seeded objects kept $KEPT/8; $(($(date +%s) - START)) s in all"
+CASES=$(grep -A1 '^Test cases:' "$WORK/schemathesis.out" | tail -n 1 | sed 's/^ *//' || true)
+echo "api-conformance: OpenAPI 3.1 valid; schemathesis $SCHEMATHESIS_VERSION exit $RC (${CASES:-no case count});" \
+    "seeded objects kept $KEPT/8; $(($(date +%s) - START)) s in all"
 if [[ $RC -ne 0 ]]; then
     echo "--- server log (tail) ---" >&2
     tail -n 40 "$WORK/server.log" >&2

@@ -28,7 +28,9 @@ const PATH_IDS: &[(&str, &str, &str)] = &[
     ("key-profiles", "name", "ProfileName"),
 ];
 
-const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+const METHODS: &[&str] = &[
+    "get", "put", "post", "delete", "patch", "head", "options", "trace",
+];
 
 const PROBLEM: &str = "application/problem+json";
 const MERGE_PATCH: &str = "application/merge-patch+json";
@@ -54,6 +56,7 @@ pub(crate) fn finish(doc: &utoipa::openapi::OpenApi) -> Value {
                 }
                 path_params(path, op);
                 query_params(op);
+                optional_body(op);
                 merge_patch_body(op, &schemas, &mut patches);
                 error_responses(op);
             }
@@ -118,16 +121,40 @@ fn query_params(op: &mut Value) {
     }
 }
 
+/// An optional body (`request_body = Option<X>`) is one that may be left out, not a JSON
+/// `null`: its schema is `X`.
+fn optional_body(op: &mut Value) {
+    let Some(body) = op.get_mut("requestBody") else {
+        return;
+    };
+    if body.get("required") == Some(&json!(true)) {
+        return;
+    }
+    let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for media in content.values_mut() {
+        let schema = &mut media["schema"];
+        if let Some(members) = schema["oneOf"].as_array() {
+            let rest: Vec<Value> = members
+                .iter()
+                .filter(|m| m.get("type") != Some(&json!("null")))
+                .cloned()
+                .collect();
+            if let [one] = rest.as_slice() {
+                *schema = one.clone();
+            }
+        }
+    }
+}
+
 /// A merge-patch body of `X` becomes a `XPatch` document, accepted as JSON too.
 fn merge_patch_body(
     op: &mut Value,
     schemas: &Map<String, Value>,
     patches: &mut BTreeMap<String, Value>,
 ) {
-    let Some(content) = op
-        .get_mut("requestBody")
-        .and_then(|b| b.get_mut("content"))
-    else {
+    let Some(content) = op.get_mut("requestBody").and_then(|b| b.get_mut("content")) else {
         return;
     };
     let Some(declared) = content.get(MERGE_PATCH).and_then(|c| c.get("schema")) else {
@@ -140,7 +167,11 @@ fn merge_patch_body(
 }
 
 /// The merge-patch form of a schema (see the module docs).
-fn patch_of(s: &Value, schemas: &Map<String, Value>, patches: &mut BTreeMap<String, Value>) -> Value {
+fn patch_of(
+    s: &Value,
+    schemas: &Map<String, Value>,
+    patches: &mut BTreeMap<String, Value>,
+) -> Value {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         let name = r.trim_start_matches("#/components/schemas/");
         let Some(target) = schemas.get(name) else {
@@ -233,7 +264,9 @@ fn nullable(s: Value) -> Value {
 fn needs_token(op: &Value) -> bool {
     match op.get("security").and_then(Value::as_array) {
         None => true,
-        Some(reqs) => !reqs.iter().any(|r| r.as_object().is_some_and(Map::is_empty)),
+        Some(reqs) => !reqs
+            .iter()
+            .any(|r| r.as_object().is_some_and(Map::is_empty)),
     }
 }
 
@@ -259,7 +292,10 @@ fn error_responses(op: &mut Value) {
             ]);
         }
     }
-    common.push(("500", "A server fault; the server log has details (`internal`)."));
+    common.push((
+        "500",
+        "A server fault; the server log has details (`internal`).",
+    ));
     let Some(responses) = op["responses"].as_object_mut() else {
         return;
     };
@@ -355,7 +391,12 @@ fn flattened(all_of: &Value, schemas: &Map<String, Value>) -> Option<Map<String,
         if m.get("allOf").is_some() {
             // A nested allOf: flatten it first.
             let inner = flattened(&m["allOf"], schemas)?;
-            merge_object(&Value::Object(inner), &mut props, &mut required, &mut closed)?;
+            merge_object(
+                &Value::Object(inner),
+                &mut props,
+                &mut required,
+                &mut closed,
+            )?;
         } else {
             merge_object(m, &mut props, &mut required, &mut closed)?;
         }
@@ -446,8 +487,7 @@ mod tests {
                         "{m} {p} {status}"
                     );
                     assert_eq!(
-                        content[PROBLEM]["schema"]["$ref"],
-                        "#/components/schemas/Problem",
+                        content[PROBLEM]["schema"]["$ref"], "#/components/schemas/Problem",
                         "{m} {p} {status}"
                     );
                 }
@@ -506,7 +546,10 @@ mod tests {
         let op = &doc["paths"]["/api/v1/groups/{group}/users"]["get"];
         let params = op["parameters"].as_array().unwrap();
         let by = |n: &str| params.iter().find(|p| p["name"] == n).unwrap().clone();
-        assert_eq!(by("group")["schema"]["$ref"], "#/components/schemas/GroupId");
+        assert_eq!(
+            by("group")["schema"]["$ref"],
+            "#/components/schemas/GroupId"
+        );
         assert_eq!(by("limit")["schema"]["minimum"], 1);
         assert_eq!(by("limit")["schema"]["maximum"], 1000);
         assert_eq!(by("limit")["schema"]["type"], "integer");
@@ -522,6 +565,13 @@ mod tests {
         let dp = &schemas["DeviceInputPatch"];
         assert_eq!(dp["additionalProperties"], json!({"type": "null"}));
         assert!(dp.get("required").is_none());
+        // The device sync body may be left out; when sent it is a SyncRequest.
+        let sync = &doc["paths"]["/api/v1/devices/{mac}/sync"]["post"]["requestBody"];
+        assert_ne!(sync["required"], json!(true));
+        assert_eq!(
+            sync["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SyncRequest"
+        );
         // An optional member may be cleared with null; a required one may not.
         assert!(accepts_null(&dp["properties"]["name"]));
         assert!(!accepts_null(&dp["properties"]["mac"]));

@@ -160,11 +160,7 @@ impl GroupId {
         }
     }
 }
-string_id!(
-    GroupId,
-    "group id",
-    "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-);
+string_id!(GroupId, "group id", "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
 
 /// A user's extension: 2–6 digits, unique in its group.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -182,11 +178,7 @@ impl Extension {
         }
     }
 }
-string_id!(
-    Extension,
-    "extension, 2 to 6 digits",
-    "^[0-9]{2,6}$"
-);
+string_id!(Extension, "extension, 2 to 6 digits", "^[0-9]{2,6}$");
 
 /// A phone number (telephone number, TN): 7–15 digits, unique on the platform.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -204,11 +196,7 @@ impl PhoneNumber {
         }
     }
 }
-string_id!(
-    PhoneNumber,
-    "phone number, 7 to 15 digits",
-    "^[0-9]{7,15}$"
-);
+string_id!(PhoneNumber, "phone number, 7 to 15 digits", "^[0-9]{7,15}$");
 
 /// A shared line's number: 2–5 digits, unique in its group among shared lines and extensions.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -486,7 +474,18 @@ mod tests {
             }
         }
         let common = [
-            "", " ", "a", "12", "123", "0004f2abcdef", "1234567", "x\n", "١٢", "12 ", "-1", "1.5",
+            "",
+            " ",
+            "a",
+            "12",
+            "123",
+            "0004f2abcdef",
+            "1234567",
+            "x\n",
+            "١٢",
+            "12 ",
+            "-1",
+            "1.5",
         ];
         fn and<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
             common.iter().chain(extra).copied().collect()
@@ -514,7 +513,16 @@ mod tests {
             |s| GroupId::parse(s).is_ok(),
             &and(
                 &common,
-                &["ZZZ1900111-01", "a.b_c-d", "-a", ".a", "a b", "a/b", &a64, &a65],
+                &[
+                    "ZZZ1900111-01",
+                    "a.b_c-d",
+                    "-a",
+                    ".a",
+                    "a b",
+                    "a/b",
+                    &a64,
+                    &a65,
+                ],
             ),
         );
         check(
@@ -525,7 +533,12 @@ mod tests {
         check(
             PhoneNumber::PATTERN,
             |s| PhoneNumber::parse(s).is_ok(),
-            &with(&["6035551212", "123456789012345", "1234567890123456", "123456"]),
+            &with(&[
+                "6035551212",
+                "123456789012345",
+                "1234567890123456",
+                "123456",
+            ]),
         );
         check(
             SharedNumber::PATTERN,
@@ -555,7 +568,16 @@ mod tests {
             |s| ProfileName::parse(s).is_ok(),
             &and(
                 &common,
-                &["Reception", "Sales Team", "Sales ", " Sales", "a/b", "x", &a64, &a65],
+                &[
+                    "Reception",
+                    "Sales Team",
+                    "Sales ",
+                    " Sales",
+                    "a/b",
+                    "x",
+                    &a64,
+                    &a65,
+                ],
             ),
         );
     }

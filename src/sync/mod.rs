@@ -402,7 +402,10 @@ async fn resolve(host: &str, port: u16, loopback_only: bool) -> Option<std::net:
     if loopback_only {
         let ip = loopback_literal(host);
         if ip.is_none() {
-            tracing::debug!(host, "not a loopback address; [sync] loopback_only skips it");
+            tracing::debug!(
+                host,
+                "not a loopback address; [sync] loopback_only skips it"
+            );
         }
         return ip.map(|ip| std::net::SocketAddr::new(ip, port));
     }
@@ -607,7 +610,9 @@ mod tests {
         }
         // Without the switch a literal address is taken as it is.
         assert_eq!(
-            resolve("192.0.2.7", 5060, false).await.map(|a| a.to_string()),
+            resolve("192.0.2.7", 5060, false)
+                .await
+                .map(|a| a.to_string()),
             Some("192.0.2.7:5060".to_string())
         );
     }
