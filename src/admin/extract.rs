@@ -134,15 +134,6 @@ async fn read_body(req: Request) -> ApiResult<Bytes> {
             format!("the body is larger than {} bytes", super::BODY_LIMIT),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
-        // Not worth reading: the connection is closed after the answer.
-        return Err(too_large());
-    }
     let mut body = req.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let mut seen = 0usize;
