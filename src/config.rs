@@ -117,6 +117,10 @@ pub struct Sync {
     pub max_attempts: u32,
     pub notify_rate: u32,
     pub same_hash: bool,
+    /// Test and lab use: send NOTIFY only to literal loopback addresses (127.0.0.0/8, ::1);
+    /// any other target — a `notify_target`, a group's `sip.proxy`, a phone's last-seen
+    /// address — is skipped without a DNS lookup. Off in production.
+    pub loopback_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -318,6 +322,7 @@ impl Default for Sync {
             max_attempts: 5,
             notify_rate: 50,
             same_hash: true,
+            loopback_only: false,
         }
     }
 }
@@ -515,6 +520,7 @@ ack_timeout_s = 120            # wait this long for the phone's fetch before ret
 max_attempts = 5               # then the device is 'failed'
 notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
+loopback_only = false          # test/lab: NOTIFY only literal loopback addresses, never resolve or send elsewhere
 
 [store]
 backend = "embedded"           # "embedded" (sled in data_dir/store) or "postgres" (several servers on one database)

@@ -217,7 +217,9 @@ pub(crate) struct Locale {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExpansionModel {
-    #[serde(skip_deserializing)]
+    /// The module id: its file name. (Not `skip_deserializing`, which would drop it from the
+    /// API schema too; the loader sets it from the file name, whatever the file says.)
+    #[serde(default)]
     pub(crate) id: String,
     pub(crate) vendor: String,
     pub(crate) family: String,
