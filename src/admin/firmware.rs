@@ -161,7 +161,7 @@ fn group_path(caller: &Caller, app: &SharedApp, g: &str) -> ApiResult<GroupId> {
 }
 
 /// The images of a model, by version.
-#[utoipa::path(get, path = "/models/{model}/firmware", tag = "firmware",
+#[utoipa::path(get, path = "/models/{model}/firmware", operation_id = "listFirmwareImages", tag = "firmware",
     responses((status = 200, body = Vec<ImageView>), (status = 404, body = Problem)))]
 async fn list_images(
     State(app): State<SharedApp>,
@@ -177,7 +177,7 @@ async fn list_images(
     ))
 }
 
-#[utoipa::path(get, path = "/models/{model}/firmware/{version}", tag = "firmware",
+#[utoipa::path(get, path = "/models/{model}/firmware/{version}", operation_id = "getFirmwareImage", tag = "firmware",
     responses((status = 200, body = ImageView), (status = 404, body = Problem)))]
 async fn get_image(
     State(app): State<SharedApp>,
@@ -204,7 +204,7 @@ struct UploadQuery {
 /// max_bytes`). With an expected SHA-256 (header `Deskprov-Expected-Sha256` or `?sha256=`) a
 /// different image is refused 422 `digest_mismatch`. The same version with other bytes is 409
 /// `already_exists`. Platform tokens only.
-#[utoipa::path(put, path = "/models/{model}/firmware/{version}", tag = "firmware", params(UploadQuery),
+#[utoipa::path(put, path = "/models/{model}/firmware/{version}", operation_id = "uploadFirmwareImage", tag = "firmware", params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = ImageView), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
@@ -275,7 +275,7 @@ async fn put_image(
 
 /// Deletes an image (409 `in_use` while a group targets it); its file goes when no other version
 /// has the same bytes. Platform tokens only.
-#[utoipa::path(delete, path = "/models/{model}/firmware/{version}", tag = "firmware",
+#[utoipa::path(delete, path = "/models/{model}/firmware/{version}", operation_id = "deleteFirmwareImage", tag = "firmware",
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete_image(
     State(app): State<SharedApp>,
@@ -295,7 +295,7 @@ async fn delete_image(
 
 /// Every model of the group's devices (and every model it targets): its target with the devices
 /// counted by state, and the versions they run.
-#[utoipa::path(get, path = "/groups/{group}/firmware", tag = "firmware",
+#[utoipa::path(get, path = "/groups/{group}/firmware", operation_id = "getGroupFirmware", tag = "firmware",
     responses((status = 200, body = GroupFirmware), (status = 404, body = Problem)))]
 async fn group_summary(
     State(app): State<SharedApp>,
@@ -339,7 +339,7 @@ async fn group_summary(
     }))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/firmware/{model}", tag = "firmware",
+#[utoipa::path(get, path = "/groups/{group}/firmware/{model}", operation_id = "getFirmwareTarget", tag = "firmware",
     responses((status = 200, body = TargetView), (status = 404, body = Problem)))]
 async fn get_target(
     State(app): State<SharedApp>,
@@ -359,7 +359,7 @@ async fn get_target(
 
 /// Sets the group's target version for a model: `{version, percent?, pilots?}`. The devices
 /// whose offer changes (in or out of the roll-out, or a new version) are told to re-sync.
-#[utoipa::path(put, path = "/groups/{group}/firmware/{model}", tag = "firmware", request_body = FirmwareTargetInput,
+#[utoipa::path(put, path = "/groups/{group}/firmware/{model}", operation_id = "setFirmwareTarget", tag = "firmware", request_body = FirmwareTargetInput,
     responses((status = 200, body = TargetView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn put_target(
     State(app): State<SharedApp>,
@@ -378,7 +378,7 @@ async fn put_target(
     Ok(axum::Json(target_view(&app, &s, &t)))
 }
 
-#[utoipa::path(delete, path = "/groups/{group}/firmware/{model}", tag = "firmware",
+#[utoipa::path(delete, path = "/groups/{group}/firmware/{model}", operation_id = "deleteFirmwareTarget", tag = "firmware",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete_target(
     State(app): State<SharedApp>,
@@ -394,7 +394,7 @@ async fn delete_target(
 }
 
 /// Resumes a paused roll-out: its failed phones get a new upgrade window.
-#[utoipa::path(post, path = "/groups/{group}/firmware/{model}/resume", tag = "firmware",
+#[utoipa::path(post, path = "/groups/{group}/firmware/{model}/resume", operation_id = "resumeFirmwareTarget", tag = "firmware",
     responses((status = 200, body = TargetView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn resume_target(
     State(app): State<SharedApp>,
