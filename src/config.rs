@@ -84,6 +84,19 @@ pub struct Sync {
     pub max_attempts: u32,
     pub notify_rate: u32,
     pub same_hash: bool,
+    /// How NOTIFYs are paced: at `notify_rate` (fixed), or by a window of re-syncs in flight
+    /// that follows the phone listener's latency, `notify_rate` being the ceiling (adaptive).
+    pub pacing: Pacing,
+    /// Adaptive pacing keeps the phone listener's p99 request latency at or under this, ms.
+    pub fetch_p99_ms: u64,
+}
+
+/// `[sync] pacing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacing {
+    Fixed,
+    Adaptive,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -261,6 +274,8 @@ impl Default for Sync {
             max_attempts: 5,
             notify_rate: 50,
             same_hash: true,
+            pacing: Pacing::Fixed,
+            fetch_p99_ms: 100,
         }
     }
 }
@@ -298,6 +313,11 @@ impl Config {
         if self.rules.max_sca_per_user == 0 {
             return Err(ConfigError::Invalid(
                 "rules.max_sca_per_user must be at least 1".into(),
+            ));
+        }
+        if !(1..=60_000).contains(&self.sync.fetch_p99_ms) {
+            return Err(ConfigError::Invalid(
+                "sync.fetch_p99_ms must be between 1 and 60000".into(),
             ));
         }
         if self.store.changes_keep < 1000 {
@@ -411,6 +431,8 @@ ack_timeout_s = 120            # wait this long for the phone's fetch before ret
 max_attempts = 5               # then the device is 'failed'
 notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
+pacing = "fixed"               # "fixed": notify_rate per second; "adaptive": as fast as phones are served, notify_rate the ceiling (0 = none)
+fetch_p99_ms = 100             # adaptive: grow while the phone listener's p99 latency stays under this, back off over it
 
 [store]
 cache_mb = 16                  # storage engine page cache, MiB (reads are served from memory)

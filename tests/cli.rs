@@ -93,6 +93,8 @@ fn config_example_prints_every_spec_key() {
         "max_attempts",
         "notify_rate",
         "same_hash",
+        "pacing",
+        "fetch_p99_ms",
     ] {
         assert!(text.contains(key), "{key}");
     }
