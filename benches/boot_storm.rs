@@ -158,7 +158,23 @@ fn start_nginx(dir: &Path, www: &Path, tls: &Path, port: u16) -> Option<Kill> {
         w = www.display()
     )
     .unwrap();
-    let child = Command::new(nginx)
+    // NGINX_WRAP: a command to run nginx under (one process: `master_process off`).
+    let wrap = std::env::var("NGINX_WRAP").unwrap_or_default();
+    let mut words = wrap
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    if !words.is_empty() {
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replace("worker_processes auto;", "master_process off;"),
+        )
+        .unwrap();
+    }
+    words.push(nginx.display().to_string());
+    let child = Command::new(&words[0])
+        .args(&words[1..])
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
@@ -221,7 +237,9 @@ fn main() {
         .build()
         .unwrap();
     let external = std::env::args().any(|a| a == "external");
-    let rounds = 2;
+    // `storm-only`: one boot storm per server, no keep-alive (for runs under valgrind).
+    let storm_only = std::env::args().any(|a| a == "storm-only");
+    let rounds = if storm_only { 1 } else { 2 };
     rt.block_on(async {
         // Warm-up (render caches, accept loops), then the measured runs, deskprov and nginx
         // interleaved (A B A B) so both see the same background load.
@@ -244,6 +262,9 @@ fn main() {
         }
         for (i, (r, p)) in ratios.iter().enumerate() {
             println!("boot storm ratio deskprov/nginx [{}]: {r:.2}x devices/s, p99 nginx/deskprov {p:.2} (>= 1: deskprov's p99 no worse)", i + 1);
+        }
+        if storm_only {
+            return;
         }
         let per_conn = 2000;
         let mut ratios = Vec::new();

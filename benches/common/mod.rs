@@ -118,9 +118,16 @@ pub fn spawn_deskprov_with(
         ),
     )
     .unwrap();
+    // DESKPROV_BIN: another build of the server; DESKPROV_WRAP: a command to run it under
+    // (e.g. `valgrind --tool=callgrind`, for instruction counts that a busy machine cannot skew).
+    let bin =
+        std::env::var("DESKPROV_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_deskprov").into());
+    let wrap = std::env::var("DESKPROV_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace().map(str::to_string).chain([bin]);
+    let mut cmd = Command::new(words.next().unwrap());
+    cmd.args(words);
     let server = Kill(
-        Command::new(env!("CARGO_BIN_EXE_deskprov"))
-            .args(["serve", "--config"])
+        cmd.args(["serve", "--config"])
             .arg(&conf)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -315,7 +322,13 @@ pub fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
 }
 
 pub fn wait_port(addr: SocketAddr) {
-    for _ in 0..200 {
+    // Under a wrapper (valgrind) a start takes much longer.
+    let tries = if std::env::var_os("DESKPROV_WRAP").is_some() {
+        12_000
+    } else {
+        200
+    };
+    for _ in 0..tries {
         if std::net::TcpStream::connect(addr).is_ok() {
             return;
         }
@@ -332,10 +345,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Kills (and reaps) the child process when dropped.
+/// Stops (SIGTERM, then SIGKILL after 60 s) and reaps the child process when dropped: a
+/// graceful stop lets a wrapper such as valgrind write its output.
 pub struct Kill(pub Child);
 impl Drop for Kill {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        for _ in 0..600 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
