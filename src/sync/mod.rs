@@ -531,8 +531,8 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
                     event,
                 } => {
                     if let Some(a) = &app.sync.adaptive {
-                        if !admit(a, &mac, st.revision, &mut stop).await {
-                            return;
+                        if !admit(a, &mac, st.revision, stop).await {
+                            return false;
                         }
                     }
                     app.sync.pacer.wait().await;
