@@ -6,6 +6,7 @@
 mod changes;
 mod devices;
 pub(crate) mod extract;
+mod firmware;
 mod groups;
 mod key_profiles;
 mod models;
@@ -70,6 +71,7 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(models::routes())
         .merge(templates::routes())
+        .merge(firmware::routes())
         .merge(transfer::routes())
         .merge(provlog::routes());
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -58,6 +58,8 @@ pub(crate) enum ErrorCode {
     InvalidTemplate,
     /// 422: a preview could not be rendered.
     RenderFailed,
+    /// 422: an uploaded firmware image's SHA-256 is not the expected digest.
+    DigestMismatch,
     /// 500: a server fault (details in the log).
     Internal,
 }
@@ -65,7 +67,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 24] = [
+    pub(crate) const ALL: [ErrorCode; 25] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -89,6 +91,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidTemplate,
         ErrorCode::RenderFailed,
+        ErrorCode::DigestMismatch,
         ErrorCode::Internal,
     ];
 
@@ -118,6 +121,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidTemplate => "invalid_template",
             ErrorCode::RenderFailed => "render_failed",
+            ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::Internal => "internal",
         }
     }
@@ -147,7 +151,8 @@ impl ErrorCode {
             | ErrorCode::NoFreeKey
             | ErrorCode::KeyUnavailable
             | ErrorCode::InvalidTemplate
-            | ErrorCode::RenderFailed => 422,
+            | ErrorCode::RenderFailed
+            | ErrorCode::DigestMismatch => 422,
             ErrorCode::Internal => 500,
         }
     }
