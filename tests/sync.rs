@@ -609,7 +609,6 @@ async fn a_challenge_is_answered_with_the_credentials_the_phone_holds() {
     assert!(!d.to_string().contains("ada-line-password"));
 }
 
-<<<<<<< HEAD
 /// A phone on loopback UDP that answers a NOTIFY 200 OK and then fetches its main file over
 /// HTTPS (digest), as a phone re-syncing does. Counts the NOTIFYs it saw.
 async fn resyncing_phone(
@@ -694,7 +693,8 @@ async fn with_adaptive_pacing_a_fleet_change_reaches_every_device() {
     }
     let g = s.get(&format!("/api/v1/groups/{G}")).await.body;
     assert_eq!(g["sync"]["in_sync"], n);
-=======
+}
+
 #[tokio::test]
 async fn a_firmware_target_notifies_exactly_the_phones_in_its_roll_out() {
     let s = TestServer::start_with(fast).await;
@@ -760,5 +760,4 @@ async fn a_firmware_target_notifies_exactly_the_phones_in_its_roll_out() {
         nb,
         "the phone outside the roll-out is not touched"
     );
->>>>>>> main
 }
