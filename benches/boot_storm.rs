@@ -158,7 +158,23 @@ fn start_nginx(dir: &Path, www: &Path, tls: &Path, port: u16) -> Option<Kill> {
         w = www.display()
     )
     .unwrap();
-    let child = Command::new(nginx)
+    // NGINX_WRAP: a command to run nginx under (one process: `master_process off`).
+    let wrap = std::env::var("NGINX_WRAP").unwrap_or_default();
+    let mut words = wrap
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    if !words.is_empty() {
+        let text = std::fs::read_to_string(&conf).unwrap();
+        std::fs::write(
+            &conf,
+            text.replace("worker_processes auto;", "master_process off;"),
+        )
+        .unwrap();
+    }
+    words.push(nginx.display().to_string());
+    let child = Command::new(&words[0])
+        .args(&words[1..])
         .arg("-c")
         .arg(&conf)
         .stdout(Stdio::null())
@@ -220,27 +236,167 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let external = std::env::args().any(|a| a == "external");
+    // `storm-only`: one boot storm per server, no keep-alive (for runs under valgrind).
+    let storm_only = std::env::args().any(|a| a == "storm-only");
+    let rounds = if storm_only { 1 } else { 2 };
     rt.block_on(async {
-        // Warm-up (render caches, accept loops), then the measured runs.
+        // Warm-up (render caches, accept loops), then the measured runs, deskprov and nginx
+        // interleaved (A B A B) so both see the same background load.
         let warm = Arc::new(devices.iter().take(200).map(|d| Device { mac: d.mac.clone(), password: d.password.clone() }).collect::<Vec<_>>());
         storm(&connector, deskprov_addr, &warm, true, concurrency).await;
-        let d = storm(&connector, deskprov_addr, &devices, true, concurrency).await;
-        println!("boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?} ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
         if nginx.is_some() {
             storm(&connector, nginx_addr, &warm, false, concurrency).await;
-            let x = storm(&connector, nginx_addr, &devices, false, concurrency).await;
-            println!("boot storm, nginx (static): {:>7.0} devices/s, p99 {:.1?}", x.per_sec, x.p99);
-            println!("boot storm ratio deskprov/nginx: {:.2}", d.per_sec / x.per_sec);
         } else {
             println!("nginx not installed: run scripts/boot-storm.sh for the comparison");
         }
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            let d = storm(&connector, deskprov_addr, &devices, true, concurrency).await;
+            println!("[{round}] boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?} ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
+            if nginx.is_some() {
+                let x = storm(&connector, nginx_addr, &devices, false, concurrency).await;
+                println!("[{round}] boot storm, nginx (static):   {:>7.0} devices/s, p99 {:.1?}", x.per_sec, x.p99);
+                ratios.push((d.per_sec / x.per_sec, x.p99.as_secs_f64() / d.p99.as_secs_f64()));
+            }
+        }
+        for (i, (r, p)) in ratios.iter().enumerate() {
+            println!("boot storm ratio deskprov/nginx [{}]: {r:.2}x devices/s, p99 nginx/deskprov {p:.2} (>= 1: deskprov's p99 no worse)", i + 1);
+        }
+        if storm_only {
+            return;
+        }
         let per_conn = 2000;
-        let k = keep_alive_run(&connector, deskprov_addr, &devices, true, concurrency, per_conn).await;
-        println!("keep-alive, deskprov (digest, cached): {k:>8.0} requests/s");
-        if nginx.is_some() {
-            let x = keep_alive_run(&connector, nginx_addr, &devices, false, concurrency, per_conn).await;
-            println!("keep-alive, nginx (static):            {x:>8.0} requests/s");
-            println!("keep-alive ratio deskprov/nginx: {:.2}", k / x);
+        let mut ratios = Vec::new();
+        for round in 1..=rounds {
+            let k = keep_alive_run(&connector, deskprov_addr, &devices, true, concurrency, per_conn).await;
+            println!("[{round}] keep-alive, deskprov (digest, cached): {k:>8.0} requests/s");
+            if nginx.is_some() {
+                let x = keep_alive_run(&connector, nginx_addr, &devices, false, concurrency, per_conn).await;
+                println!("[{round}] keep-alive, nginx (static):            {x:>8.0} requests/s");
+                ratios.push(k / x);
+            }
+        }
+        for (i, r) in ratios.iter().enumerate() {
+            println!("keep-alive ratio deskprov/nginx [{}]: {r:.2}x", i + 1);
         }
     });
+    if external {
+        if nginx.is_none() {
+            println!("nginx not installed: run scripts/compare-nginx.sh");
+            return;
+        }
+        external_clients(deskprov_addr, nginx_addr, rounds);
+    }
+}
+
+/// `ab` (a new TLS connection per request) and `wrk` (keep-alive), both from Debian, against
+/// the common file of both servers, A B A B; prints requests/s, p99 and the ratios.
+fn external_clients(deskprov: SocketAddr, nginx: SocketAddr, rounds: usize) {
+    let url = |a: SocketAddr| format!("https://{a}/{COMMON}");
+    let ab_n = std::env::var("AB_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000u32);
+    let wrk_s = std::env::var("WRK_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5u32);
+    let mut ab_ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut r = Vec::new();
+        for (name, a) in [("deskprov", deskprov), ("nginx", nginx)] {
+            let Some((rps, p99)) = ab(&url(a), ab_n, 32) else {
+                println!("ab failed against {name}");
+                return;
+            };
+            println!("[{round}] ab -c 32 (new TLS connection per request), {name:<8}: {rps:>7.0} requests/s, p99 {p99} ms");
+            r.push((rps, p99));
+        }
+        ab_ratios.push((r[0].0 / r[1].0, r[1].1 / r[0].1.max(1.0)));
+    }
+    let mut wrk_ratios = Vec::new();
+    for round in 1..=rounds {
+        let mut r = Vec::new();
+        for (name, a) in [("deskprov", deskprov), ("nginx", nginx)] {
+            let Some((rps, p99)) = wrk(&url(a), 64, wrk_s) else {
+                println!("wrk failed against {name}");
+                return;
+            };
+            println!("[{round}] wrk -c 64 (keep-alive), {name:<8}: {rps:>8.0} requests/s, p99 {p99:.2} ms");
+            r.push((rps, p99));
+        }
+        wrk_ratios.push((r[0].0 / r[1].0, r[1].1 / r[0].1));
+    }
+    for (i, (r, p)) in ab_ratios.iter().enumerate() {
+        println!(
+            "ab ratio deskprov/nginx [{}]: {r:.2}x requests/s, p99 nginx/deskprov {p:.2}",
+            i + 1
+        );
+    }
+    for (i, (r, p)) in wrk_ratios.iter().enumerate() {
+        println!(
+            "wrk ratio deskprov/nginx [{}]: {r:.2}x requests/s, p99 nginx/deskprov {p:.2}",
+            i + 1
+        );
+    }
+}
+
+/// Runs `ab -n N -c C URL`: (requests/s, p99 in ms).
+fn ab(url: &str, n: u32, c: u32) -> Option<(f64, f64)> {
+    let out = Command::new("ab")
+        .args(["-q", "-r", "-n", &n.to_string(), "-c", &c.to_string(), url])
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed: u64 = field(&text, "Failed requests:")?.parse().ok()?;
+    if failed > 0 || !out.status.success() {
+        eprintln!("{text}");
+        return None;
+    }
+    let rps = field(&text, "Requests per second:")?.parse().ok()?;
+    let p99 = field(&text, "99%")?.parse().ok()?;
+    Some((rps, p99))
+}
+
+/// Runs `wrk -t2 -c C -d Ss --latency URL`: (requests/s, p99 in ms).
+fn wrk(url: &str, c: u32, secs: u32) -> Option<(f64, f64)> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            "-c",
+            &c.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+            url,
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("{text}");
+        return None;
+    }
+    let rps = field(&text, "Requests/sec:")?.parse().ok()?;
+    let p99 = field(&text, "99%")?;
+    let ms = if let Some(v) = p99.strip_suffix("ms") {
+        v.parse().ok()?
+    } else if let Some(v) = p99.strip_suffix("us") {
+        v.parse::<f64>().ok()? / 1000.0
+    } else if let Some(v) = p99.strip_suffix('s') {
+        v.parse::<f64>().ok()? * 1000.0
+    } else {
+        return None;
+    };
+    Some((rps, ms))
+}
+
+/// The first word after `label` at the start of a (trimmed) line of `text`.
+fn field<'a>(text: &'a str, label: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
 }

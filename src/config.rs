@@ -121,6 +121,19 @@ pub struct Sync {
     /// any other target — a `notify_target`, a group's `sip.proxy`, a phone's last-seen
     /// address — is skipped without a DNS lookup. Off in production.
     pub loopback_only: bool,
+    /// How NOTIFYs are paced: at `notify_rate` (fixed), or by a window of re-syncs in flight
+    /// that follows the phone listener's latency, `notify_rate` being the ceiling (adaptive).
+    pub pacing: Pacing,
+    /// Adaptive pacing keeps the phone listener's p99 request latency at or under this, ms.
+    pub fetch_p99_ms: u64,
+}
+
+/// `[sync] pacing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacing {
+    Fixed,
+    Adaptive,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -323,6 +336,8 @@ impl Default for Sync {
             notify_rate: 50,
             same_hash: true,
             loopback_only: false,
+            pacing: Pacing::Fixed,
+            fetch_p99_ms: 100,
         }
     }
 }
@@ -377,6 +392,11 @@ impl Config {
         if self.rules.max_sca_per_user == 0 {
             return Err(ConfigError::Invalid(
                 "rules.max_sca_per_user must be at least 1".into(),
+            ));
+        }
+        if !(1..=60_000).contains(&self.sync.fetch_p99_ms) {
+            return Err(ConfigError::Invalid(
+                "sync.fetch_p99_ms must be between 1 and 60000".into(),
             ));
         }
         match (self.store.backend, self.store.url.is_empty()) {
@@ -521,6 +541,8 @@ max_attempts = 5               # then the device is 'failed'
 notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
 loopback_only = false          # test/lab: NOTIFY only literal loopback addresses, never resolve or send elsewhere
+pacing = "fixed"               # "fixed": notify_rate per second; "adaptive": as fast as phones are served, notify_rate the ceiling (0 = none)
+fetch_p99_ms = 100             # adaptive: grow while the phone listener's p99 latency stays under this, back off over it
 
 [store]
 backend = "embedded"           # "embedded" (sled in data_dir/store) or "postgres" (several servers on one database)

@@ -180,6 +180,22 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .ok_or_else(|| TlsError::Invalid(format!("{}: no private key found", path.display())))
 }
 
+/// ring, with the AES-128-GCM suites first: a handshake's key schedule then runs on SHA-256
+/// rather than SHA-384, and bulk encryption is cheaper; every suite of the default set stays
+/// available. The server's order wins ([`server_config`]).
+fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut p = rustls::crypto::ring::default_provider();
+    let first = [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ];
+    p.cipher_suites
+        .sort_by_key(|s| !first.iter().any(|f| f.suite() == s.suite()));
+    p
+}
+
 /// The rustls server configuration for a certificate chain and key.
 pub(crate) fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     phone_server_config(cert, key, &[])
@@ -192,7 +208,7 @@ pub(crate) fn phone_server_config(
     key: &Path,
     client_ca: &[String],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = if client_ca.is_empty() {
@@ -215,6 +231,7 @@ pub(crate) fn phone_server_config(
     };
     let mut cfg = builder.with_single_cert(read_certs(cert)?, read_key(key)?)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.ignore_client_order = true;
     // No session resumption state: phones fetch a few files once per boot or re-sync, so
     // tickets (two per TLS 1.3 handshake by default) and a session cache cost more than they save.
     cfg.send_tls13_tickets = 0;
@@ -241,7 +258,19 @@ mod tests {
             "the CA is kept"
         );
         assert_eq!(read_certs(&pki.server_pem).unwrap().len(), 2);
-        server_config(&pki.server_pem, &pki.server_key).unwrap();
+        let cfg = server_config(&pki.server_pem, &pki.server_key).unwrap();
+        let suites: Vec<_> = cfg
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            suites[0],
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            "{suites:?}"
+        );
+        assert_eq!(suites.len(), 9, "every default suite stays: {suites:?}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -94,6 +94,8 @@ fn config_example_prints_every_spec_key() {
         "notify_rate",
         "same_hash",
         "loopback_only",
+        "pacing",
+        "fetch_p99_ms",
     ] {
         assert!(text.contains(key), "{key}");
     }

@@ -731,3 +731,88 @@ async fn malformed_xml_is_refused_for_xml_templates() {
         "{problem}"
     );
 }
+
+/// GETs `path` on one raw TLS connection as the Yealink phone; returns the response text.
+async fn get_on(c: &mut common::raw::Tls, path: &str, auth: Option<&str>) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {}\r\n{auth}\r\n",
+        OnePhone::UA
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    common::raw::response(c).await
+}
+
+fn status_of(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("")
+}
+
+/// The MD5 challenge's nonce in a raw 401.
+fn md5_nonce(resp: &str) -> String {
+    let line = resp
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:") && l.contains("MD5"))
+        .expect("an MD5 challenge");
+    let i = line.find("nonce=\"").unwrap() + 7;
+    line[i..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn one_challenge_per_connection_then_the_nonce_counts_on_for_the_next_files() {
+    let p = OnePhone::start().await;
+    let tls = common::raw::connector(&p.s.data_dir);
+    let to = common::raw::addr(&p.s.phones);
+    let mut c = common::raw::open(&tls, to, "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let mac = OnePhone::MAC;
+    let auth = |nonce: &str, uri: &str, nc: u32, pass: &str| {
+        digest::authorization("MD5", mac, pass, "deskprov", nonce, "GET", uri, nc)
+    };
+    // A Yealink boots: its boot file (challenged once), the common file, its main file.
+    let boot = format!("/{mac}.boot");
+    let r = get_on(&mut c, &boot, None).await;
+    assert_eq!(status_of(&r), "401", "{r}");
+    let nonce = md5_nonce(&r);
+    let r = get_on(&mut c, &boot, Some(&auth(&nonce, &boot, 1, &p.password))).await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    let r = get_on(&mut c, "/y000000000096.cfg", None).await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    let main = OnePhone::MAIN;
+    let r = get_on(&mut c, main, Some(&auth(&nonce, main, 2, &p.password))).await;
+    assert_eq!(
+        status_of(&r),
+        "200",
+        "the next file needs no second challenge: {r}"
+    );
+    // Replay rules hold: the same count again, or a lower one, is refused.
+    for nc in [2, 1] {
+        let r = get_on(&mut c, main, Some(&auth(&nonce, main, nc, &p.password))).await;
+        assert_eq!(status_of(&r), "401", "nc {nc} replayed: {r}");
+    }
+    let r = get_on(&mut c, main, Some(&auth(&nonce, main, 3, &p.password))).await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    // The same nonce on another connection from the same address is still the phone's.
+    let mut c2 = common::raw::open(&tls, to, "127.0.0.1".parse().unwrap())
+        .await
+        .unwrap();
+    let r = get_on(&mut c2, main, Some(&auth(&nonce, main, 4, &p.password))).await;
+    assert_eq!(status_of(&r), "200", "{r}");
+    let r = get_on(&mut c, main, Some(&auth(&nonce, main, 4, &p.password))).await;
+    assert_eq!(
+        status_of(&r),
+        "401",
+        "nc 4 was used on the other connection: {r}"
+    );
+    // A wrong password with the live nonce is a failure like any other (logged for the MAC).
+    let r = get_on(&mut c, main, Some(&auth(&nonce, main, 5, "wrong"))).await;
+    assert_eq!(status_of(&r), "401", "{r}");
+    let log = p.s.get(&format!("/api/v1/devices/{mac}/log")).await.body;
+    assert!(
+        log.to_string().contains("wrong_credentials"),
+        "the failure is in the provisioning log: {log}"
+    );
+}

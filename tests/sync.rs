@@ -609,6 +609,92 @@ async fn a_challenge_is_answered_with_the_credentials_the_phone_holds() {
     assert!(!d.to_string().contains("ada-line-password"));
 }
 
+/// A phone on loopback UDP that answers a NOTIFY 200 OK and then fetches its main file over
+/// HTTPS (digest), as a phone re-syncing does. Counts the NOTIFYs it saw.
+async fn resyncing_phone(
+    s: &TestServer,
+    mac: String,
+    password: Arc<Mutex<String>>,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (client, base, count) = (s.client.clone(), s.phones.clone(), seen.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        let mut call_ids = std::collections::HashSet::new();
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let _ = sock
+                .send_to(reply(&req, "200 OK", "").as_bytes(), from)
+                .await;
+            if !call_ids.insert(header(&req, "Call-ID").unwrap_or("").to_string()) {
+                continue; // a retransmission
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (client, base, mac) = (client.clone(), base.clone(), mac.clone());
+            let pw = password.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let path = format!("/{mac}.cfg");
+                let ua = format!("Yealink SIP-T54W 96.86.0.70 {mac}");
+                let r = phone_get(&client, &base, &path, &ua, Some((&mac, &pw)), "MD5", &[]).await;
+                assert_eq!(r.status(), 200, "{mac} re-fetched its main file");
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_adaptive_pacing_a_fleet_change_reaches_every_device() {
+    let s = TestServer::start_with(|c| {
+        c.sync.debounce_ms = 200;
+        c.sync.pacing = deskprov::config::Pacing::Adaptive;
+        c.sync.notify_rate = 0;
+        c.sync.fetch_p99_ms = 50;
+    })
+    .await;
+    setup(&s).await;
+    let n = 40;
+    let mut phones = Vec::new();
+    for i in 0..n {
+        let mac = format!("805ec0{i:06x}");
+        let pw = Arc::new(Mutex::new(String::new()));
+        let (port, seen) = resyncing_phone(&s, mac.clone(), pw.clone()).await;
+        *pw.lock().unwrap() =
+            device(&s, &mac, "yealink-t54w", &format!("udp:127.0.0.1:{port}")).await;
+        phones.push((mac, seen));
+    }
+    // The devices' creation is the first change: every phone is notified and fetches.
+    for (mac, _) in &phones {
+        wait_state(&s, mac, "in_sync", Duration::from_secs(30)).await;
+    }
+    let before: Vec<usize> = phones
+        .iter()
+        .map(|(_, seen)| seen.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    assert!(before.iter().all(|&b| b >= 1), "{before:?}");
+    // A fleet-wide change that alters every device's main file.
+    s.patch(
+        &format!("/api/v1/groups/{G}"),
+        json!({"settings": {"timezone": "Europe/Paris"}}),
+    )
+    .await;
+    for ((mac, seen), b) in phones.iter().zip(&before) {
+        let d = wait_state(&s, mac, "in_sync", Duration::from_secs(30)).await;
+        assert_eq!(d["applied_revision"], d["revision"], "{mac}");
+        assert!(
+            seen.load(std::sync::atomic::Ordering::SeqCst) > *b,
+            "{mac} was notified of the change"
+        );
+    }
+    let g = s.get(&format!("/api/v1/groups/{G}")).await.body;
+    assert_eq!(g["sync"]["in_sync"], n);
+}
+
 #[tokio::test]
 async fn a_firmware_target_notifies_exactly_the_phones_in_its_roll_out() {
     let s = TestServer::start_with(fast).await;

@@ -53,6 +53,13 @@ pub fn config(data: &Path, phones_port: u16) -> Config {
 /// Creates `n` [`MODEL`] devices through the domain rules, 100 per group (`g0000`, ...), each
 /// owned by its own user (extensions 1000-1099 in every group). Returns their credentials.
 pub fn seed_devices(store: &Store, n: usize) -> Vec<Device> {
+    seed_devices_notified(store, n, &[])
+}
+
+/// Like [`seed_devices`]; device `i` is NOTIFYed at `udp:127.0.0.1:<ports[i % len]>` when
+/// `ports` is not empty. Its primary line (the NOTIFY's request-URI user) is
+/// [`line_user`]`(i)`.
+pub fn seed_devices_notified(store: &Store, n: usize, ports: &[u16]) -> Vec<Device> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let g = deskprov::domain::GroupId::parse(&format!("g{:04}", i / 100)).unwrap();
@@ -67,9 +74,11 @@ pub fn seed_devices(store: &Store, n: usize) -> Vec<Device> {
         let u = serde_json::from_value(serde_json::json!({"extension": ext, "first_name": "User", "last_name": format!("{i}")})).unwrap();
         store.create_user("bench", &g, u).unwrap();
         let mac = format!("805ec0{i:06x}");
-        let d =
-            serde_json::from_value(serde_json::json!({"mac": mac, "model": MODEL, "owner": ext}))
-                .unwrap();
+        let mut d = serde_json::json!({"mac": mac, "model": MODEL, "owner": ext});
+        if !ports.is_empty() {
+            d["notify_target"] = format!("udp:127.0.0.1:{}", ports[i % ports.len()]).into();
+        }
+        let d = serde_json::from_value(d).unwrap();
         let d = store.create_device("bench", &g, d).unwrap();
         out.push(Device {
             mac,
@@ -79,22 +88,46 @@ pub fn seed_devices(store: &Store, n: usize) -> Vec<Device> {
     out
 }
 
+/// The SIP user of device `i`'s primary line as [`seed_devices`] makes it: the owner has no
+/// SIP username nor phone number, so it is `<group>_<extension>`.
+pub fn line_user(i: usize) -> String {
+    format!("g{:04}_{}", i / 100, 1000 + i % 100)
+}
+
 /// Starts `deskprov serve` (its own process, errors only) on `data`, phones on `phones_port`
 /// and admin on `admin_port` (0: any), loopback only, and waits for the phone port. The
 /// process is killed when the returned guard drops.
 pub fn spawn_deskprov(dir: &Path, data: &Path, phones_port: u16, admin_port: u16) -> Kill {
+    spawn_deskprov_with(dir, data, phones_port, admin_port, "")
+}
+
+/// Like [`spawn_deskprov`], with `sync` (TOML lines) added to its `[sync]` table.
+pub fn spawn_deskprov_with(
+    dir: &Path,
+    data: &Path,
+    phones_port: u16,
+    admin_port: u16,
+    sync: &str,
+) -> Kill {
     let conf = dir.join("deskprov.toml");
     std::fs::write(
         &conf,
         format!(
-            "data_dir = {:?}\n[listen]\nphones = \"127.0.0.1:{phones_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[phones]\nbase_url = \"{BASE_URL}\"\nauth_fail_limit = 4000000000\n[sync]\nsip_bind = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[listen]\nphones = \"127.0.0.1:{phones_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[phones]\nbase_url = \"{BASE_URL}\"\nauth_fail_limit = 4000000000\n[sync]\nsip_bind = \"127.0.0.1:0\"\n{sync}\n",
             data.display().to_string()
         ),
     )
     .unwrap();
+    // DESKPROV_BIN: another build of the server; DESKPROV_WRAP: a command to run it under
+    // (e.g. `valgrind --tool=callgrind`, for instruction counts that a busy machine cannot skew).
+    let bin =
+        std::env::var("DESKPROV_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_deskprov").into());
+    let wrap = std::env::var("DESKPROV_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace().map(str::to_string).chain([bin]);
+    let mut cmd = Command::new(words.next().unwrap());
+    cmd.args(words);
     let server = Kill(
-        Command::new(env!("CARGO_BIN_EXE_deskprov"))
-            .args(["serve", "--config"])
+        cmd.args(["serve", "--config"])
             .arg(&conf)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -289,7 +322,13 @@ pub fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
 }
 
 pub fn wait_port(addr: SocketAddr) {
-    for _ in 0..200 {
+    // Under a wrapper (valgrind) a start takes much longer.
+    let tries = if std::env::var_os("DESKPROV_WRAP").is_some() {
+        12_000
+    } else {
+        200
+    };
+    for _ in 0..tries {
         if std::net::TcpStream::connect(addr).is_ok() {
             return;
         }
@@ -306,10 +345,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Kills (and reaps) the child process when dropped.
+/// Stops (SIGTERM, then SIGKILL after 60 s) and reaps the child process when dropped: a
+/// graceful stop lets a wrapper such as valgrind write its output.
 pub struct Kill(pub Child);
 impl Drop for Kill {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+        for _ in 0..600 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

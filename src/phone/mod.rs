@@ -118,7 +118,9 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
     let mut resp = handle_request(app.clone(), req)
         .instrument(span.clone())
         .await;
-    span.in_scope(|| observe::fetched(&app.metrics, &method, &path, &resp, started.elapsed()));
+    let took = started.elapsed();
+    app.sync.latency.record(took);
+    span.in_scope(|| observe::fetched(&app.metrics, &method, &path, &resp, took));
     crate::metrics::set_request_id(&mut resp, &id);
     resp
 }

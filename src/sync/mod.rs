@@ -11,11 +11,13 @@
 //! are saved together, so a restart resumes the pending work (and re-reads any changes not yet
 //! taken in) without sending twice for one revision.
 
+pub(crate) mod pacing;
 pub(crate) mod sip;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
@@ -100,6 +102,22 @@ pub(crate) struct Dispatcher {
     window: Arc<tokio::sync::Semaphore>,
     /// NOTIFYs sent (registered by `App`'s metrics).
     pub(crate) metrics: crate::metrics::NotifyMetrics,
+    /// The phone listener's request latencies (recorded by every phone request).
+    pub(crate) latency: pacing::FetchLatency,
+    /// With `pacing = "adaptive"`: the window of re-syncs in flight.
+    adaptive: Option<Adaptive>,
+}
+
+/// Adaptive pacing's state: the window, and the re-syncs in it.
+struct Adaptive {
+    window: Mutex<pacing::Window>,
+    /// The window's current size (read by the sender without the window's lock).
+    limit: AtomicUsize,
+    /// Devices notified (or being notified) that have not fetched the revision yet: revision
+    /// and when the place was taken.
+    awaiting: Mutex<HashMap<Mac, (u64, Instant)>>,
+    /// Places were given back.
+    freed: Notify,
 }
 
 /// How often a server sharing its store asks for the dispatcher's turn (and, holding it,
@@ -133,6 +151,16 @@ impl Dispatcher {
             },
             window: Arc::new(tokio::sync::Semaphore::new(WINDOW)),
             metrics: Default::default(),
+            latency: Default::default(),
+            adaptive: (config.pacing == crate::config::Pacing::Adaptive).then(|| {
+                let w = pacing::Window::new(Duration::from_millis(config.fetch_p99_ms));
+                Adaptive {
+                    limit: AtomicUsize::new(w.limit()),
+                    window: Mutex::new(w),
+                    awaiting: Mutex::new(HashMap::new()),
+                    freed: Notify::new(),
+                }
+            }),
         })
     }
 
@@ -460,6 +488,8 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
     let mut cursor = app.store.sync_load().map(|(c, _)| c).unwrap_or(0);
     let mut checked = tokio::time::Instant::now();
     let ack = Duration::from_secs(app.config.sync.ack_timeout_s);
+    let control = tokio::spawn(control(app.clone(), stop.clone()));
+    let _control = AbortOnDrop(control);
     loop {
         if app.store.shared() && checked.elapsed() >= LEAD_RETRY {
             checked = tokio::time::Instant::now();
@@ -523,6 +553,11 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
                     target,
                     event,
                 } => {
+                    if let Some(a) = &app.sync.adaptive {
+                        if !admit(a, &mac, st.revision, stop).await {
+                            return false;
+                        }
+                    }
                     app.sync.pacer.wait().await;
                     let Ok(permit) = app.sync.window.clone().acquire_owned().await else {
                         return false;
@@ -558,6 +593,9 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
                                     now_plus(backoff(ack, s.attempts).min(Duration::from_secs(60)));
                             }
                         });
+                        if !outcome.ok() {
+                            release(&app2, &mac);
+                        }
                         app2.sync
                             .in_flight
                             .lock()
@@ -583,6 +621,85 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
             _ = app.sync.wake.notified() => {}
             _ = stop.changed() => return false,
         }
+    }
+}
+
+/// Adaptive pacing: waits for a place in the window for `mac` (at `revision`); false when
+/// the dispatcher is stopping.
+async fn admit(a: &Adaptive, mac: &Mac, revision: u64, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let freed = a.freed.notified();
+        {
+            let mut awaiting = a.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+            if awaiting.len() < a.limit.load(Ordering::Acquire) || awaiting.contains_key(mac) {
+                awaiting.insert(mac.clone(), (revision, Instant::now()));
+                return true;
+            }
+        }
+        tokio::select! {
+            _ = freed => {}
+            _ = tokio::time::sleep(pacing::TICK) => {}
+            _ = stop.changed() => return false,
+        }
+    }
+}
+
+/// Adaptive pacing's control loop: every [`pacing::TICK`], gives back the places of phones
+/// that fetched their revision (or did not within [`pacing::AWAIT_TIMEOUT`]) and steps the
+/// window by the phone listener's p99 over the tick.
+async fn control(app: SharedApp, mut stop: watch::Receiver<bool>) {
+    let Some(a) = &app.sync.adaptive else { return };
+    let mut tick = tokio::time::interval(pacing::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let in_flight = {
+            let mut awaiting = a.awaiting.lock().unwrap_or_else(|p| p.into_inner());
+            awaiting.retain(|mac, (revision, since)| {
+                since.elapsed() < pacing::AWAIT_TIMEOUT
+                    && app
+                        .store
+                        .checkin(mac)
+                        .is_none_or(|c| c.applied_revision < *revision)
+            });
+            awaiting.len()
+        };
+        let p99 = app.sync.latency.take_p99();
+        let limit = {
+            let mut w = a.window.lock().unwrap_or_else(|p| p.into_inner());
+            w.step(p99.map(|(p, _)| p), in_flight);
+            w.limit()
+        };
+        a.limit.store(limit, Ordering::Release);
+        tracing::trace!(
+            in_flight,
+            window = limit,
+            p99_ms = p99.map(|(p, _)| p.as_secs_f64() * 1000.0),
+            "adaptive pacing"
+        );
+        a.freed.notify_waiters();
+    }
+}
+
+/// Gives back `mac`'s place in the window (its NOTIFY failed).
+fn release(app: &SharedApp, mac: &Mac) {
+    if let Some(a) = &app.sync.adaptive {
+        a.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(mac);
+        a.freed.notify_waiters();
+    }
+}
+
+/// Aborts a task when dropped (the control loop ends with the dispatcher).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
