@@ -202,7 +202,7 @@ async fn patch(
     let d = current(&app, &caller, &mac)?;
     let mut base = device_input(&d);
     // Compare MACs in canonical form: the body may spell it in any accepted form.
-    base.mac = d.mac.clone();
+    base.mac = Some(d.mac.clone());
     let input: DeviceInput = merge(&base, body)?;
     let actor = caller.actor();
     let m = d.mac.clone();

@@ -37,6 +37,8 @@ pub(crate) struct UserView {
     pub(crate) features: Features,
     /// Whether the user may log in; false renders its lines disabled on every phone.
     pub(crate) login_allowed: bool,
+    /// Endpoint kinds the user may use: `{ip_phone, softphone, third_party}`.
+    pub(crate) allowed_endpoints: AllowedEndpoints,
     /// Unregistered (`POST .../unregister`) and not changed since: its lines render disabled.
     pub(crate) unregistered: bool,
     /// Prefix of this user's SCA line ports (`<phone_number>` or `<group>_<extension>`).
@@ -61,6 +63,7 @@ impl UserView {
             },
             features: u.features.clone(),
             login_allowed: u.login_allowed,
+            allowed_endpoints: u.allowed_endpoints,
             unregistered: u.unregistered,
             line_port_prefix: u.line_port_prefix(),
             sca_endpoints: s.scas_of_user(&u.group, &u.extension).count(),
@@ -88,6 +91,7 @@ pub(crate) fn user_input(u: &User) -> UserInput {
         },
         features: u.features.clone(),
         login_allowed: u.login_allowed,
+        allowed_endpoints: u.allowed_endpoints,
     }
 }
 
@@ -189,7 +193,7 @@ impl DeviceView {
 
 pub(crate) fn device_input(d: &Device) -> DeviceInput {
     DeviceInput {
-        mac: d.mac.clone(),
+        mac: Some(d.mac.clone()),
         name: Some(d.name.to_string()),
         model: d.model.to_string(),
         owner: d.owner.clone(),

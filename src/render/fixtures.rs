@@ -87,6 +87,11 @@ impl Env for FixtureEnv<'_> {
         self.n.set(self.n.get() + 1);
         format!("fixture-secret-{:04}", self.n.get())
     }
+    fn random_id(&self) -> [u8; 5] {
+        self.n.set(self.n.get() + 1);
+        let [_, a, b, c] = self.n.get().to_be_bytes();
+        [0x5f, 0x00, a, b, c]
+    }
 }
 
 /// Builds the state a fixture input describes.

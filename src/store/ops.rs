@@ -88,6 +88,21 @@ impl Store {
             .0)
     }
 
+    /// `POST .../users/{ext}/third-party-credentials`: rotates the SIP password and returns it
+    /// (the only time it is shown); 409 `endpoint_not_allowed` when third party is off.
+    pub(crate) fn third_party_credentials(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::third_party_credentials(tx, env, g, e)
+            })?
+            .0)
+    }
+
     /// `POST .../users/{ext}/unregister`: the user's lines off its phones until its next change.
     pub(crate) fn unregister_user(
         &self,
