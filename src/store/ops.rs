@@ -140,6 +140,19 @@ impl Store {
             .commit(actor, |tx, _| Ok((rules::delete_device(tx, mac)?, ())))?
             .1)
     }
+    /// `POST /api/v1/devices/{mac}/provisioning-link`: new provisioning credentials of a
+    /// softphone (the only time the password is shown).
+    pub(crate) fn softphone_link_credentials(
+        &self,
+        actor: &str,
+        mac: &Mac,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::softphone_link_credentials(tx, env, mac)
+            })?
+            .0)
+    }
     /// Returns the new provisioning password (the only time it is shown).
     pub(crate) fn rotate_device_credentials(
         &self,

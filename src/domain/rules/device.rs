@@ -258,6 +258,33 @@ pub(crate) fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainErro
     Ok(fx)
 }
 
+/// A softphone's one-time provisioning link: fresh provisioning credentials (as
+/// `rotate_device_credentials`), for a device of a `softphone` model only (422 `validation` on
+/// `model` otherwise: a desk phone is pointed at the server by DHCP or its vendor's redirect).
+pub(crate) fn softphone_link_credentials(
+    tx: &mut Tx,
+    env: &dyn Env,
+    mac: &Mac,
+) -> Result<(Effect, String), DomainError> {
+    let d = device(tx.state(), mac)?;
+    let kind = env
+        .device_caps(&d.model, &[])
+        .and_then(Result::ok)
+        .map(|c| c.endpoint)
+        .unwrap_or_default();
+    if kind != EndpointKind::Softphone {
+        return Err(DomainError::validation(
+            "model",
+            format!(
+                "device {mac} is a desk phone (model {}): provisioning links are for softphones",
+                d.model
+            ),
+        ));
+    }
+    let (fx, pw) = rotate_device_credentials(tx, env, mac)?;
+    Ok((fx.detail(json!({ "for": "provisioning_link" })), pw))
+}
+
 pub(crate) fn rotate_device_credentials(
     tx: &mut Tx,
     env: &dyn Env,
