@@ -212,10 +212,7 @@ impl DeviceView {
             group: d.group.clone(),
             name: d.name.to_string(),
             model: d.model.to_string(),
-            kind: catalog
-                .get(&d.model)
-                .map(|m| m.kind)
-                .unwrap_or_default(),
+            kind: catalog.get(&d.model).map(|m| m.kind).unwrap_or_default(),
             owner: d.owner.clone(),
             hot_desk: d.hot_desk.clone(),
             keys: d.keys.clone(),

@@ -2187,7 +2187,11 @@ async fn device_action(
                 json!({"label": "Provisioning link (shown once: it holds the new password; scan the QR code with Linphone, or paste the link as its remote provisioning URL)",
                     "value": url, "qr": qr_svg(&url)})
             });
-            (r, "Provisioning link created; the old one no longer works.", once)
+            (
+                r,
+                "Provisioning link created; the old one no longer works.",
+                once,
+            )
         }
         _ => return Err(StatusCode::BAD_REQUEST.into_response()),
     };
