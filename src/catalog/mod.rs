@@ -320,6 +320,11 @@ impl Model {
         })
     }
 
+    /// A softphone model (`kind = "softphone"`): its devices have server-assigned ids, not MACs.
+    pub fn is_softphone(&self) -> bool {
+        self.kind == EndpointKind::Softphone
+    }
+
     /// The main per-device file (see [`FileSpec::main`]).
     pub fn main_file(&self) -> Option<&FileSpec> {
         self.files

@@ -40,7 +40,7 @@ pub struct DeviceInput {
 fn new_device_id(s: &State, env: &dyn Env, input: &DeviceInput) -> Result<Mac, DomainError> {
     let kind = env
         .device_caps(&input.model, &[])
-        .and_then(Result::ok)
+        .ok_or_else(|| unknown_model(&input.model))?
         .map(|c| c.endpoint)
         .unwrap_or_default();
     match (kind, &input.mac) {
