@@ -9,6 +9,12 @@
 //! loaded data between runs, `DESKPROV_CACHE_MB` sets `[store] cache_mb`, and
 //! `DESKPROV_SCALE_BREAKDOWN=1` reports memory after opening sled, reading the records, and
 //! building the in-memory state.
+//!
+//! With `DESKPROV_TEST_PG=postgres://…` (`scripts/pg-test.sh --shell` starts a server) it then
+//! copies the loaded data dir into a fresh database (`deskprov migrate --to`'s code), reports the
+//! same figures for a process serving from PostgreSQL, and the replica catch-up delay: a server
+//! follows while another store writes a stream of users (`DESKPROV_SCALE_WRITES`, default 500)
+//! and the delay from each acknowledged write to the follower serving it is reported.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +24,16 @@ use deskprov::config::Config;
 use deskprov::server::{open_store, Server};
 
 fn config(dir: &std::path::Path) -> Config {
+    let mut c = embedded_config(dir);
+    if let Ok(url) = std::env::var("DESKPROV_SCALE_PG_URL") {
+        c.store.backend = deskprov::config::StoreBackend::Postgres;
+        c.store.url = url;
+        c.store.key_file = dir.join("store.key").display().to_string();
+    }
+    c
+}
+
+fn embedded_config(dir: &std::path::Path) -> Config {
     let mut c = Config {
         data_dir: dir.to_path_buf(),
         ..Config::default()
@@ -99,6 +115,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("--open") {
         return open_only(&args[1]);
     }
+    if args.first().map(String::as_str) == Some("--follow") {
+        return follow_delay(&args[1]);
+    }
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let (users, devices, scas) = (
         nums.first().copied().unwrap_or(100_000),
@@ -153,10 +172,127 @@ fn main() {
     }
     eprintln!("loaded in {:.1?}", t.elapsed());
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .args(["--open", &dir.display().to_string()])
-        .output()
+    let child = |args: &[&str], pg: Option<&str>| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(args).env_remove("DESKPROV_SCALE_PG_URL");
+        if let Some(url) = pg {
+            cmd.env("DESKPROV_SCALE_PG_URL", url);
+        }
+        let out = cmd.output().unwrap();
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let d = dir.display().to_string();
+    print!("embedded: ");
+    child(&["--open", &d], None);
+    let Ok(base) = std::env::var("DESKPROV_TEST_PG") else {
+        println!("postgres: skipped (DESKPROV_TEST_PG not set; scripts/pg-test.sh --shell starts a server)");
+        return;
+    };
+    let url = fresh_database(&base, "deskprov_scale");
+    let t = Instant::now();
+    let summary = deskprov::migrate::migrate(
+        &embedded_config(&dir),
+        deskprov::migrate::Direction::ToPostgres,
+        &url,
+    )
+    .unwrap();
+    assert_eq!(summary.differences, 0, "{:?}", summary.lines);
+    eprintln!("copied into PostgreSQL and verified in {:.1?}", t.elapsed());
+    print!("postgres: ");
+    child(&["--open", &d], Some(&url));
+    child(&["--follow", &d], Some(&url));
+}
+
+/// `base` with its database replaced by a new, empty `name` (dropped first if it exists).
+fn fresh_database(base: &str, name: &str) -> String {
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        let ok = std::process::Command::new("psql")
+            .args([base, "-v", "ON_ERROR_STOP=1", "-qc", &sql])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "psql {sql}");
+    }
+    let (server, _) = base.rsplit_once('/').expect("a postgres:// URL");
+    format!("{server}/{name}")
+}
+
+/// Replica catch-up under a write stream: this process serves from the database (following
+/// it) while a second store on the same database writes users one after another; for each,
+/// the time from the writer's acknowledgement until the server's snapshot has it.
+fn follow_delay(dir: &str) {
+    let writes: usize = std::env::var("DESKPROV_SCALE_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
         .unwrap();
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    rt.block_on(async {
+        let c = config(std::path::Path::new(dir));
+        let server = Server::start(c.clone()).await.unwrap();
+        let app = server.app.clone();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        let writer = tokio::task::spawn_blocking(move || {
+            open_store(&c, Arc::new(Catalog::builtin().unwrap())).unwrap()
+        })
+        .await
+        .unwrap();
+        let writer = Arc::new(writer);
+        let g = deskprov::domain::GroupId::parse("follow").unwrap();
+        {
+            let w = writer.clone();
+            tokio::task::spawn_blocking(move || {
+                let grp = serde_json::from_value(
+                    serde_json::json!({"id": "follow", "sip": {"domain": "sip.example.net"}}),
+                )
+                .unwrap();
+                w.create_group("bench", grp).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        let mut delays = Vec::with_capacity(writes);
+        let started = Instant::now();
+        for i in 0..writes {
+            let (w, g) = (writer.clone(), g.clone());
+            let want = app.store.read().users.len() + 1;
+            tokio::task::spawn_blocking(move || {
+                let u = serde_json::from_value(
+                    serde_json::json!({"extension": format!("{}", 10_000 + i)}),
+                )
+                .unwrap();
+                w.create_user("bench", &g, u).unwrap();
+            })
+            .await
+            .unwrap();
+            let acked = Instant::now();
+            let mut sub = app.store.read();
+            while sub.users.len() < want {
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                assert!(acked.elapsed().as_secs() < 10, "the follower fell 10 s behind");
+                sub = app.store.read();
+            }
+            delays.push(acked.elapsed().as_secs_f64() * 1000.0);
+        }
+        let rate = writes as f64 / started.elapsed().as_secs_f64();
+        delays.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| delays[((delays.len() - 1) as f64 * p) as usize];
+        println!(
+            "postgres: replica catch-up under a stream of {writes} writes ({rate:.0}/s): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+        let _ = stop_tx.send(());
+        let _ = running.await;
+    });
 }

@@ -89,10 +89,33 @@ pub struct Sync {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Store {
+    /// The storage engine: `embedded` (sled in `<data_dir>/store`) or `postgres` (`url`).
+    pub backend: StoreBackend,
+    /// The PostgreSQL connection URL (`postgres://user:pass@host:port/db?sslmode=require`);
+    /// only with `backend = "postgres"`.
+    pub url: String,
+    /// PEM file of the CA that signs the database server's certificate (TLS to the database;
+    /// empty: the URL's `sslmode` decides, verified against this CA when it is set).
+    pub ca: String,
+    /// The key file passwords are sealed with; empty: `<data_dir>/store.key`. With the
+    /// postgres backend every server must have the same file (it is never stored in the
+    /// database beside the sealed values).
+    pub key_file: String,
     /// Page cache of the storage engine, MiB.
     pub cache_mb: u64,
     /// Change-log entries kept; older ones are compacted away.
     pub(crate) changes_keep: u64,
+}
+
+/// Which storage engine serves the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// sled, in the data directory: one machine.
+    #[default]
+    Embedded,
+    /// A PostgreSQL database shared by every replica.
+    Postgres,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -267,6 +290,10 @@ impl Default for Sync {
 impl Default for Store {
     fn default() -> Self {
         Store {
+            backend: StoreBackend::Embedded,
+            url: String::new(),
+            ca: String::new(),
+            key_file: String::new(),
             cache_mb: 16,
             changes_keep: 100_000,
         }
@@ -299,6 +326,27 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rules.max_sca_per_user must be at least 1".into(),
             ));
+        }
+        match (self.store.backend, self.store.url.is_empty()) {
+            (StoreBackend::Postgres, true) => {
+                return Err(ConfigError::Invalid(
+                    "store.url is required with store.backend = \"postgres\"".into(),
+                ))
+            }
+            (StoreBackend::Postgres, false)
+                if !(self.store.url.starts_with("postgres://")
+                    || self.store.url.starts_with("postgresql://")) =>
+            {
+                return Err(ConfigError::Invalid(
+                    "store.url must be a postgres:// URL".into(),
+                ))
+            }
+            (StoreBackend::Embedded, false) => {
+                return Err(ConfigError::Invalid(
+                    "store.url is only read with store.backend = \"postgres\"".into(),
+                ))
+            }
+            _ => {}
         }
         if self.store.changes_keep < 1000 {
             return Err(ConfigError::Invalid(
@@ -354,6 +402,15 @@ impl Config {
     /// `[phones] base_url`, else `https://<host name>:<phone port>`. `bound_port` is the phone
     /// listener's port once bound (a configured port 0 is known only then); without it the
     /// port of `[listen] phones` is used. The server and `deskprov render` both derive it here.
+    /// The sealing key file: `store.key_file`, else `<data_dir>/store.key`.
+    pub(crate) fn key_file(&self) -> PathBuf {
+        if self.store.key_file.is_empty() {
+            self.data_dir.join("store.key")
+        } else {
+            PathBuf::from(&self.store.key_file)
+        }
+    }
+
     pub fn phone_base_url(&self, bound_port: Option<u16>) -> String {
         match self.phones.base_url.trim_end_matches('/') {
             "" => {
@@ -413,6 +470,10 @@ notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
 
 [store]
+backend = "embedded"           # "embedded" (sled in data_dir/store) or "postgres" (several servers on one database)
+url = ""                       # postgres://user:password@host:5432/deskprov?sslmode=require (backend = "postgres")
+ca = ""                        # PEM CA of the database server's certificate (TLS to the database)
+key_file = ""                  # password sealing key; empty = data_dir/store.key (the same file on every server)
 cache_mb = 16                  # storage engine page cache, MiB (reads are served from memory)
 changes_keep = 100000          # change-log entries kept (older ones are compacted away)
 

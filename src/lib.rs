@@ -14,6 +14,7 @@ pub mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod metrics;
+pub mod migrate;
 pub(crate) mod phone;
 pub mod render;
 pub(crate) mod secrets;

@@ -93,6 +93,18 @@ enum Command {
     Backup { file: PathBuf },
     /// Restore a backup FILE into the configured data dir, which must be new or empty.
     Restore { file: PathBuf },
+    /// Copy the data dir's embedded store into an empty PostgreSQL database (--to), or a
+    /// database into an empty data dir (--from), offline; then compare every stored entry and
+    /// every rendered file of both sides (non-zero exit on any difference). Both sides use
+    /// the configured sealing key file (store.key_file).
+    Migrate {
+        /// postgres://... of the empty database to copy the data dir into.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        to: Option<String>,
+        /// postgres://... of the database to copy into the (empty) data dir.
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Manage admin API tokens offline (the server must not be running on the data dir).
     Token {
         #[command(subcommand)]
@@ -148,14 +160,12 @@ enum TokenCommand {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // Whatever RUST_LOG says: the storage engine's debug output holds record bytes.
-        .add_directive(
-            deskprov::store::ENGINE_LOG_DIRECTIVE
-                .parse()
-                .expect("a valid directive"),
-        );
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Whatever RUST_LOG says: the storage engines' debug output holds record bytes.
+    for d in deskprov::store::ENGINE_LOG_DIRECTIVES {
+        filter = filter.add_directive(d.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -238,6 +248,26 @@ fn main() -> ExitCode {
                 r.files,
                 c.data_dir.display()
             );
+            Ok(())
+        }),
+        Command::Migrate { to, from } => load_config(cli.config.as_ref()).and_then(|c| {
+            use deskprov::migrate::{migrate, Direction};
+            let (direction, url) = match (to, from) {
+                (Some(u), _) => (Direction::ToPostgres, u),
+                (None, Some(u)) => (Direction::FromPostgres, u),
+                (None, None) => return Err("give --to or --from".into()),
+            };
+            let summary = migrate(&c, direction, &url)?;
+            for line in &summary.lines {
+                println!("{line}");
+            }
+            if summary.differences > 0 {
+                return Err(format!(
+                    "the copy differs from the original in {} entries or files",
+                    summary.differences
+                ));
+            }
+            println!("the copy is identical");
             Ok(())
         }),
         Command::Render { mac, file } => {

@@ -58,26 +58,43 @@ pub enum ServerError {
 /// Opens the store in `<data_dir>/store` with the configured limits.
 pub fn open_store(config: &Config, catalog: Arc<Catalog>) -> Result<Store, ServerError> {
     secure_data_dir(&config.data_dir)?;
-    let path = config.data_dir.join("store");
-    Store::open(
-        &path,
-        catalog,
-        StoreOptions {
-            cache_bytes: config.store.cache_mb * 1024 * 1024,
-            changes_keep: config.store.changes_keep,
-            max_sca_per_user: config.rules.max_sca_per_user,
-            limits: ObservationLimits {
-                upload_max_files: config.phones.upload_max_files as usize,
-                upload_max_total_bytes: config.phones.upload_max_total_bytes,
-                unprovisioned_per_ip_per_min: config.phones.unprovisioned_per_ip_per_min,
-                log_entries: config.phones.log_entries as usize,
-            },
+    let opts = StoreOptions {
+        cache_bytes: config.store.cache_mb * 1024 * 1024,
+        changes_keep: config.store.changes_keep,
+        max_sca_per_user: config.rules.max_sca_per_user,
+        limits: ObservationLimits {
+            upload_max_files: config.phones.upload_max_files as usize,
+            upload_max_total_bytes: config.phones.upload_max_total_bytes,
+            unprovisioned_per_ip_per_min: config.phones.unprovisioned_per_ip_per_min,
+            log_entries: config.phones.log_entries as usize,
         },
-    )
-    .map_err(|source| ServerError::Store {
-        path: path.display().to_string(),
-        source,
-    })
+    };
+    match config.store.backend {
+        crate::config::StoreBackend::Embedded => {
+            let path = config.data_dir.join("store");
+            let key = config.key_file();
+            let opened = if key == path.with_extension("key") {
+                Store::open(&path, catalog, opts)
+            } else {
+                Store::open_with_key(&path, &key, catalog, opts)
+            };
+            opened.map_err(|source| ServerError::Store {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+        crate::config::StoreBackend::Postgres => Store::open_postgres(
+            &config.store.url,
+            &config.store.ca,
+            &config.key_file(),
+            catalog,
+            opts,
+        )
+        .map_err(|source| ServerError::Store {
+            path: "the PostgreSQL database (store.url)".into(),
+            source,
+        }),
+    }
 }
 
 /// A started server: addresses it is bound to, and what first start created.
@@ -235,6 +252,11 @@ impl Server {
             .collect();
         let dispatcher = tokio::spawn(crate::sync::run(self.app.clone(), stop_rx.clone()));
         let upkeep = tokio::spawn(store_upkeep(self.app.clone(), stop_rx.clone()));
+        let follower = self
+            .app
+            .store
+            .shared()
+            .then(|| tokio::spawn(follow_others(self.app.clone(), stop_rx.clone())));
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
         let _ = stop_tx.send(true);
@@ -243,6 +265,9 @@ impl Server {
         }
         let _ = dispatcher.await;
         let _ = upkeep.await;
+        if let Some(f) = follower {
+            let _ = f.await;
+        }
         // Every write was flushed before it was acknowledged; this makes the last one certain.
         let app = self.app.clone();
         match tokio::task::spawn_blocking(move || app.store.flush()).await {
@@ -393,6 +418,37 @@ async fn store_upkeep(app: SharedApp, mut stop: watch::Receiver<bool>) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "store upkeep failed"),
             Err(e) => tracing::error!(error = %e, "store upkeep failed"),
+        }
+    }
+}
+
+/// How long a server waits for another server's commit announcement before it looks anyway.
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
+
+/// With a store shared by several servers: takes in every commit made on the others (woken
+/// by their announcement, or by the poll), so this server serves it; a followed template
+/// change reloads the renderer.
+async fn follow_others(app: SharedApp, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let a = app.clone();
+        let followed = tokio::task::spawn_blocking(move || {
+            a.store.wait_for_change(FOLLOW_POLL);
+            a.store.follow()
+        })
+        .await;
+        match followed {
+            Ok(Ok(f)) => {
+                if f.templates {
+                    if let Err(e) = app.renderer.reload(&app.store.template_overrides()) {
+                        tracing::error!(error = %e, "reloading followed template overrides failed");
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "following the other servers' commits failed");
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+            Err(e) => tracing::error!(error = %e, "following the other servers' commits failed"),
         }
     }
 }

@@ -34,7 +34,9 @@ pub enum Record {
 }
 
 /// The key of a record; `Ord` groups records by type, then by their natural key.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub(crate) enum RecordKey {
     Group(GroupId),
     User(GroupId, Extension),

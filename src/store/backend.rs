@@ -5,6 +5,8 @@
 //! ([`super::embedded`]) is one implementation; a server database is another, added beside it
 //! without touching domain, phone, admin or sync code.
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 
 use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta};
@@ -26,6 +28,18 @@ pub(crate) struct Loaded {
     pub(crate) checkins: Vec<(Mac, CheckIn)>,
     /// The unprovisioned list as last saved (newest first).
     pub(crate) unprovisioned: Vec<Unprovisioned>,
+}
+
+/// What other servers committed since a writer's seq, for the store to apply to its state
+/// (an engine that only this server writes never has any).
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// The latest committed seq.
+    pub(crate) seq: u64,
+    /// The records written since (`None`: deleted), oldest write first.
+    pub(crate) records: Vec<(RecordKey, Option<Record>)>,
+    /// Their change entries, oldest first.
+    pub(crate) changes: Vec<Change>,
 }
 
 /// Phone observations and sync work, written together by the store's observation writer.
@@ -70,7 +84,50 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Loads everything the store serves from.
     fn load(&self) -> Result<Loaded, StoreError>;
 
-    /// Commits a mutation: the records it wrote (`None`: deleted), its change entry and the new
+    /// Whether other servers write to the same engine (then the store follows them).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Begins a write: serialises this writer with every other server's, and returns what
+    /// they committed since `seq`, which the store applies before its rule runs. Followed by
+    /// [`Backend::commit`] or [`Backend::abort_write`].
+    fn begin_write(&self, seq: u64) -> Result<CatchUp, StoreError> {
+        Ok(CatchUp {
+            seq,
+            ..Default::default()
+        })
+    }
+
+    /// Ends a write begun with [`Backend::begin_write`] without committing it.
+    fn abort_write(&self) {}
+
+    /// What other servers committed since `seq` (without taking the write turn).
+    fn catch_up(&self, seq: u64) -> Result<CatchUp, StoreError> {
+        Ok(CatchUp {
+            seq,
+            ..Default::default()
+        })
+    }
+
+    /// Check-ins written (by any server) since `cursor`, and the new cursor.
+    fn checkins_since(&self, cursor: u64) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+        Ok((cursor, Vec::new()))
+    }
+
+    /// Waits up to `timeout` for another server's commit; true when one was announced.
+    fn wait_for_change(&self, timeout: Duration) -> bool {
+        std::thread::sleep(timeout);
+        false
+    }
+
+    /// Whether this server runs the sync dispatcher: always, unless servers share the engine,
+    /// where exactly one holds that role at a time.
+    fn try_lead(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Commits a mutation (after [`Backend::begin_write`]): the records it wrote (`None`: deleted), its change entry and the new
     /// seq (and the group's new `group_seq`), atomically; durable before it returns.
     fn commit(
         &self,

@@ -18,6 +18,7 @@ mod change_entry;
 pub(crate) mod embedded;
 mod observations;
 mod ops;
+mod postgres;
 pub(crate) mod records;
 mod seal;
 mod transfer;
@@ -43,6 +44,14 @@ use crate::domain::*;
 /// A log filter directive that keeps the storage engine to warnings: at debug and trace it
 /// prints records (passwords included) as bytes, whatever the rest of the filter allows.
 pub const ENGINE_LOG_DIRECTIVE: &str = embedded::LOG_DIRECTIVE;
+
+/// The same for the PostgreSQL driver, which logs statements with their parameters (sealed
+/// passwords, token hashes) at debug, and the server's notices at info.
+pub const ENGINE_LOG_DIRECTIVES: &[&str] = &[
+    embedded::LOG_DIRECTIVE,
+    "tokio_postgres=warn",
+    "postgres=warn",
+];
 
 /// The on-disk format this build reads and writes.
 pub(crate) const FORMAT_VERSION: u64 = 1;
@@ -130,6 +139,31 @@ pub struct Store {
     roll_due: Mutex<Option<std::time::Instant>>,
     /// Durable commit latency (registered by `App`'s metrics).
     commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Other servers write to the same engine: the store follows them, and the key is never
+    /// rolled (every server has a copy of the key file).
+    shared: bool,
+    /// How far the check-ins written by other servers have been read.
+    checkin_cursor: AtomicU64,
+}
+
+/// One kind of stored entry, compared across the two engines ([`Store::compare_engines`]).
+#[derive(Debug)]
+pub(crate) struct EngineComparison {
+    /// The embedded engine's tree: `data` (records), `changes`, `meta`, `checkins`, `sync`,
+    /// `uploads`, `provlog`.
+    pub(crate) what: &'static str,
+    pub(crate) embedded: usize,
+    pub(crate) postgres: usize,
+    pub(crate) differing: usize,
+}
+
+/// What [`Store::follow`] took in from other servers.
+#[derive(Debug, Default)]
+pub(crate) struct Followed {
+    /// The seq now served (unchanged when nothing came).
+    pub(crate) seq: u64,
+    /// Whether a followed change touched template overrides (the renderer reloads them).
+    pub(crate) templates: bool,
 }
 
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
@@ -160,9 +194,93 @@ impl Store {
         catalog: Arc<crate::catalog::Catalog>,
         opts: StoreOptions,
     ) -> Result<Store, StoreError> {
+        Store::open_with_key(dir, &dir.with_extension("key"), catalog, opts)
+    }
+
+    /// [`Store::open`] with the sealing key in `key_file`.
+    pub(crate) fn open_with_key(
+        dir: &Path,
+        key_file: &Path,
+        catalog: Arc<crate::catalog::Catalog>,
+        opts: StoreOptions,
+    ) -> Result<Store, StoreError> {
         let engine = embedded::Embedded::open(dir, opts.cache_bytes)?;
-        let sealer = seal::Sealer::open(&dir.with_extension("key"))?;
+        let sealer = seal::Sealer::open(key_file)?;
         Store::with_backend(Arc::new(engine), sealer, catalog, opts)
+    }
+
+    /// Opens the store in the PostgreSQL database at `url` (TLS verified against the PEM CA
+    /// file `ca`, when given), applying schema migrations, and loads it into memory. Passwords
+    /// are sealed with the key in `key_file` (created when missing), which must be the same
+    /// file on every server: the database remembers a value sealed with the first server's
+    /// key and refuses a server whose key does not open it.
+    pub(crate) fn open_postgres(
+        url: &str,
+        ca: &str,
+        key_file: &Path,
+        catalog: Arc<crate::catalog::Catalog>,
+        opts: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let engine = postgres::Postgres::open(url, ca)?;
+        let sealer = seal::Sealer::open(key_file)?;
+        engine.key_check(
+            &sealer.seal(postgres::Postgres::KEY_CHECK_PLAIN),
+            |stored| {
+                sealer
+                    .open_value(stored)
+                    .is_ok_and(|(p, _)| p == postgres::Postgres::KEY_CHECK_PLAIN)
+            },
+        )?;
+        Store::with_backend(Arc::new(engine), sealer, catalog, opts)
+    }
+
+    /// Copies the embedded store in `dir` into the empty PostgreSQL database at `url`.
+    pub(crate) fn copy_to_postgres(dir: &Path, url: &str, ca: &str) -> Result<(), StoreError> {
+        let from = embedded::Embedded::open(dir, 8 << 20)?;
+        let to = postgres::Postgres::open(url, ca)?;
+        to.restore(&from.dump()?)
+    }
+
+    /// Copies the PostgreSQL store at `url` into a new embedded store in `dir`.
+    pub(crate) fn copy_from_postgres(url: &str, ca: &str, dir: &Path) -> Result<(), StoreError> {
+        let from = postgres::Postgres::open(url, ca)?;
+        embedded::Embedded::restore(dir, &from.dump()?)
+    }
+
+    /// Compares everything stored in the embedded store in `dir` with the PostgreSQL store at
+    /// `url`, entry by entry in the embedded engine's encoding: per kind of entry, how many
+    /// each holds and how many differ (missing on either side, or other bytes).
+    pub(crate) fn compare_engines(
+        dir: &Path,
+        url: &str,
+        ca: &str,
+    ) -> Result<Vec<EngineComparison>, StoreError> {
+        let embedded = embedded::Embedded::open(dir, 8 << 20)?.dump()?;
+        let pg = postgres::Postgres::open(url, ca)?.dump()?;
+        let index = |d: Vec<backend::DumpEntry>| {
+            let mut m: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
+            for (t, k, v) in d {
+                m.entry(t).or_default().insert(k, v);
+            }
+            m
+        };
+        let (a, b) = (index(embedded), index(pg));
+        let empty = BTreeMap::new();
+        let mut out = Vec::new();
+        for tree in [
+            "data", "changes", "meta", "checkins", "sync", "uploads", "provlog",
+        ] {
+            let (x, y) = (a.get(tree).unwrap_or(&empty), b.get(tree).unwrap_or(&empty));
+            let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(*v)).count()
+                + y.keys().filter(|k| !x.contains_key(*k)).count();
+            out.push(EngineComparison {
+                what: tree,
+                embedded: x.len(),
+                postgres: y.len(),
+                differing,
+            });
+        }
+        Ok(out)
     }
 
     /// Loads the state from `backend` and serves from it.
@@ -173,6 +291,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Result<Store, StoreError> {
         let sealer = Arc::new(sealer);
+        let backend_shared = backend.shared();
         let mut loaded = backend.load()?;
         // Passwords stored before sealing existed are sealed now, in place.
         let mut plain = Vec::new();
@@ -230,6 +349,8 @@ impl Store {
             committed,
             roll_due: Mutex::new(None),
             commit_seconds: crate::metrics::latency_histogram(),
+            shared: backend_shared,
+            checkin_cursor: AtomicU64::new(0),
             sealer,
         };
         if store.sealer.rolling() {
@@ -273,12 +394,26 @@ impl Store {
     ) -> Result<(R, Change), StoreError> {
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let w = &mut *guard;
+        // Take the write turn; what other servers committed meanwhile is applied first, so the
+        // rule sees every platform-wide fact (line ports, licences, slots) as of now.
+        let caught_up = self.backend.begin_write(w.seq)?;
+        let followed = match self.apply_catch_up(w, caught_up) {
+            Ok(f) => f,
+            Err(e) => {
+                self.backend.abort_write();
+                return Err(e);
+            }
+        };
+        if followed.seq > 0 {
+            self.committed.send_replace(followed.seq);
+        }
         let seq = w.seq + 1;
         let mut tx = Tx::new(&mut w.state);
         let (fx, value) = match rule(&mut tx, &self.env) {
             Ok(x) => x,
             Err(e) => {
                 tx.rollback();
+                self.backend.abort_write();
                 return Err(e.into());
             }
         };
@@ -320,9 +455,10 @@ impl Store {
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(e) = committed {
             tx.rollback();
+            self.backend.abort_write();
             return Err(e);
         }
-        if tx.dropped_a_password() {
+        if tx.dropped_a_password() && !self.shared {
             *self.roll_due.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(std::time::Instant::now());
         }
@@ -346,6 +482,101 @@ impl Store {
         drop(guard);
         self.committed.send_replace(seq);
         Ok((value, change))
+    }
+
+    /// Applies what other servers committed (`cu`) to the writer's state and publishes it;
+    /// `seq` of the result is 0 when nothing came. Called under the write lock.
+    fn apply_catch_up(&self, w: &mut Writer, cu: backend::CatchUp) -> Result<Followed, StoreError> {
+        if cu.seq <= w.seq {
+            return Ok(Followed::default());
+        }
+        let mut opened = Vec::with_capacity(cu.records.len());
+        for (k, r) in cu.records {
+            let r = match r {
+                Some(mut r) => {
+                    for p in r.passwords_mut() {
+                        *p = Secret::new(self.sealer.open_value(p.expose())?.0);
+                    }
+                    Some(r)
+                }
+                None => None,
+            };
+            opened.push((k, r));
+        }
+        for (k, r) in opened {
+            match r {
+                Some(r) => {
+                    w.state.put(r);
+                }
+                None => {
+                    w.state.remove(&k);
+                }
+            }
+        }
+        let mut templates = false;
+        for c in &cu.changes {
+            templates |= c.kind == ChangeKind::Template;
+            if let (Some(g), Some(n)) = (&c.group, c.group_seq) {
+                Arc::make_mut(&mut w.group_seqs).insert(g.clone(), n);
+            }
+        }
+        w.seq = cu.seq;
+        self.snapshot.store(Arc::new(Snapshot {
+            state: w.state.clone(),
+            seq: w.seq,
+            group_seqs: Arc::clone(&w.group_seqs),
+        }));
+        Ok(Followed {
+            seq: w.seq,
+            templates,
+        })
+    }
+
+    /// Whether other servers write to the same engine.
+    pub(crate) fn shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Takes in what other servers committed (and the check-ins they wrote), publishing a new
+    /// snapshot and telling the subscribers (the dispatcher, caches) when the seq moved.
+    pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
+        let seq = self.read().seq;
+        let cu = self.backend.catch_up(seq)?;
+        let followed = if cu.seq > seq {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            // A local commit may have moved past part of it meanwhile: read again from there.
+            let cu = if w.seq == seq {
+                cu
+            } else {
+                self.backend.catch_up(w.seq)?
+            };
+            self.apply_catch_up(&mut w, cu)?
+        } else {
+            Followed::default()
+        };
+        if followed.seq > 0 {
+            self.committed.send_replace(followed.seq);
+        }
+        let cursor = self.checkin_cursor.load(Ordering::Acquire);
+        let (cursor, mut checkins) = self.backend.checkins_since(cursor)?;
+        for (_, c) in &mut checkins {
+            if let Some(id) = &mut c.applied_identity {
+                id.password = Secret::new(self.sealer.open_value(id.password.expose())?.0);
+            }
+        }
+        self.observer.merge_checkins(checkins);
+        self.checkin_cursor.store(cursor, Ordering::Release);
+        Ok(followed)
+    }
+
+    /// Waits up to `timeout` for another server's commit to be announced.
+    pub(crate) fn wait_for_change(&self, timeout: std::time::Duration) -> bool {
+        self.backend.wait_for_change(timeout)
+    }
+
+    /// Whether this server is the one that runs the sync dispatcher now.
+    pub(crate) fn try_lead(&self) -> Result<bool, StoreError> {
+        self.backend.try_lead()
     }
 
     /// Drops the oldest change-log entries beyond `changes_keep` (in batches, so it runs

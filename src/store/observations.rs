@@ -227,6 +227,30 @@ impl Observer {
         Some(done)
     }
 
+    /// Takes in check-ins other servers wrote (passwords opened): a newer applied revision
+    /// replaces what this server knows of it, a later fetch replaces when and how it was seen.
+    pub(super) fn merge_checkins(&self, list: Vec<(Mac, CheckIn)>) {
+        if list.is_empty() {
+            return;
+        }
+        let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
+        for (mac, c) in list {
+            let e = map.entry(mac).or_default();
+            if c.applied_revision > e.applied_revision {
+                e.applied_revision = c.applied_revision;
+                e.applied_etag = c.applied_etag.clone();
+                e.applied_identity = c.applied_identity.clone();
+            }
+            if c.at > e.at {
+                e.at = c.at;
+                e.ip = c.ip;
+                e.user_agent = c.user_agent;
+                e.firmware = c.firmware;
+                e.model_seen = c.model_seen;
+            }
+        }
+    }
+
     pub(super) fn checkin(&self, mac: &Mac) -> Option<CheckIn> {
         self.checkins
             .read()

@@ -102,6 +102,10 @@ pub(crate) struct Dispatcher {
     pub(crate) metrics: crate::metrics::NotifyMetrics,
 }
 
+/// How often a server sharing its store asks for the dispatcher's turn (and, holding it,
+/// checks it still does).
+const LEAD_RETRY: Duration = Duration::from_secs(1);
+
 /// Most NOTIFY transactions in flight at once.
 const WINDOW: usize = 256;
 
@@ -397,10 +401,52 @@ async fn target(
 
 /// The dispatcher loop: runs until `stop` turns true.
 pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
+    while dispatch(app.clone(), &mut stop).await {}
+}
+
+/// Runs the dispatcher while this server has the turn: false when stopped, true when the
+/// turn was lost (the caller waits for it again).
+async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
+    // Servers sharing one store run one dispatcher between them: wait for the turn, then
+    // take over the work the last one persisted.
+    if app.store.shared() {
+        loop {
+            match app.store.try_lead() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "asking for the dispatcher's turn failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(LEAD_RETRY) => {}
+                _ = stop.changed() => return false,
+            }
+        }
+        match app.store.sync_load() {
+            Ok((_, states)) => {
+                *app.sync.states.lock().unwrap_or_else(|p| p.into_inner()) =
+                    states.into_iter().collect();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "loading the persisted sync work failed");
+                return true;
+            }
+        }
+        tracing::info!("this server now sends the NOTIFYs");
+    }
     let mut commits = app.store.subscribe();
     let mut cursor = app.store.sync_load().map(|(c, _)| c).unwrap_or(0);
+    let mut checked = tokio::time::Instant::now();
     let ack = Duration::from_secs(app.config.sync.ack_timeout_s);
     loop {
+        if app.store.shared() && checked.elapsed() >= LEAD_RETRY {
+            checked = tokio::time::Instant::now();
+            if !app.store.try_lead().unwrap_or(false) {
+                // The database session holding the turn is gone: another server takes over
+                // from the persisted work; this one stops sending.
+                tracing::error!("lost the dispatcher's turn: this server stops sending NOTIFYs");
+                return true;
+            }
+        }
         ingest(&app, &mut cursor);
         let now = now_ms();
         let (due, next): (Vec<(Mac, SyncState)>, Option<u64>) = {
@@ -429,7 +475,7 @@ pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
         };
         for (mac, st) in due {
             if *stop.borrow() {
-                return;
+                return false;
             }
             match decide(&app, &mac, &st).await {
                 Step::Drop => {
@@ -456,7 +502,7 @@ pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
                 } => {
                     app.sync.pacer.wait().await;
                     let Ok(permit) = app.sync.window.clone().acquire_owned().await else {
-                        return;
+                        return false;
                     };
                     app.sync
                         .in_flight
@@ -503,12 +549,16 @@ pub(crate) async fn run(app: SharedApp, mut stop: watch::Receiver<bool>) {
         let sleep = next
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::MAX)
-            .min(Duration::from_secs(3600));
+            .min(if app.store.shared() {
+                LEAD_RETRY
+            } else {
+                Duration::from_secs(3600)
+            });
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = commits.changed() => {}
             _ = app.sync.wake.notified() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => return false,
         }
     }
 }
