@@ -23,6 +23,39 @@ pub struct Config {
     pub store: Store,
     pub render: Render,
     pub limits: Limits,
+    pub firmware: Firmware,
+}
+
+/// Firmware images: upload size, concurrent downloads, the roll-out's failure guard.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Firmware {
+    /// Largest image an admin may upload, bytes.
+    pub max_bytes: u64,
+    /// Image downloads served at once on the phone listeners; over it a download gets 503 with
+    /// `Retry-After`, so an upgrade wave cannot starve configuration fetches.
+    pub max_downloads: usize,
+    /// `Retry-After` of that 503, seconds.
+    pub retry_after_s: u64,
+    /// Bytes per second all image downloads together may send (0: no limit).
+    pub max_bytes_per_s: u64,
+    /// How long after a phone is offered an image it may still come back on the old version.
+    pub upgrade_window_s: u64,
+    /// Phones of one roll-out back on the old version after the window before it pauses.
+    pub failure_threshold: usize,
+}
+
+impl Default for Firmware {
+    fn default() -> Self {
+        Firmware {
+            max_bytes: 512 << 20,
+            max_downloads: 20,
+            retry_after_s: 30,
+            max_bytes_per_s: 0,
+            upgrade_window_s: 3600,
+            failure_threshold: 3,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -84,6 +117,10 @@ pub struct Sync {
     pub max_attempts: u32,
     pub notify_rate: u32,
     pub same_hash: bool,
+    /// Test and lab use: send NOTIFY only to literal loopback addresses (127.0.0.0/8, ::1);
+    /// any other target — a `notify_target`, a group's `sip.proxy`, a phone's last-seen
+    /// address — is skipped without a DNS lookup. Off in production.
+    pub loopback_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -198,6 +235,7 @@ impl Default for Config {
             store: Store::default(),
             render: Render::default(),
             limits: Limits::default(),
+            firmware: Firmware::default(),
         }
     }
 }
@@ -284,6 +322,7 @@ impl Default for Sync {
             max_attempts: 5,
             notify_rate: 50,
             same_hash: true,
+            loopback_only: false,
         }
     }
 }
@@ -322,6 +361,19 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let f = &self.firmware;
+        for (key, v) in [
+            ("max_bytes", f.max_bytes),
+            ("max_downloads", f.max_downloads as u64),
+            ("retry_after_s", f.retry_after_s),
+            ("failure_threshold", f.failure_threshold as u64),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "firmware.{key} must be at least 1"
+                )));
+            }
+        }
         if self.rules.max_sca_per_user == 0 {
             return Err(ConfigError::Invalid(
                 "rules.max_sca_per_user must be at least 1".into(),
@@ -468,6 +520,7 @@ ack_timeout_s = 120            # wait this long for the phone's fetch before ret
 max_attempts = 5               # then the device is 'failed'
 notify_rate = 50               # NOTIFYs per second, fleet-wide
 same_hash = true               # skip the NOTIFY when the rendered files did not change
+loopback_only = false          # test/lab: NOTIFY only literal loopback addresses, never resolve or send elsewhere
 
 [store]
 backend = "embedded"           # "embedded" (sled in data_dir/store) or "postgres" (several servers on one database)
@@ -489,6 +542,14 @@ body_timeout_s = 30            # a request body not complete in time fails with 
 max_connections = 10000        # open phone connections (all phone listeners); over it a connection is closed at once
 max_connections_per_ip = 256   # open phone connections from one address
 admin_max_connections = 256    # open admin connections, counted apart so a phone flood never locks admins out
+
+[firmware]
+max_bytes = 536870912          # largest firmware image an admin may upload (streamed to disk)
+max_downloads = 20             # image downloads at once; over it 503 + Retry-After, so config fetches are not starved
+retry_after_s = 30             # Retry-After of that 503, seconds
+max_bytes_per_s = 0            # bytes/s all image downloads together may send; 0 = no limit
+upgrade_window_s = 3600        # a phone offered an image and still on the old version after this long has failed
+failure_threshold = 3          # failed phones of one roll-out before it pauses (resume: POST .../firmware/{model}/resume)
 "#;
 
 #[cfg(test)]

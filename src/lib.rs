@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub(crate) mod console;
 pub mod domain;
+pub(crate) mod firmware;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -34,6 +35,8 @@ pub struct App {
     pub(crate) sync: sync::Dispatcher,
     /// The metrics registry (`/metrics`).
     pub(crate) metrics: metrics::Metrics,
+    /// Firmware images on disk, their downloads, the roll-out guard.
+    pub(crate) firmware: firmware::Firmware,
 }
 
 pub(crate) type SharedApp = Arc<App>;

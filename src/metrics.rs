@@ -161,6 +161,7 @@ pub(crate) struct Metrics {
     phone_requests: Family<PhoneRequestLabels, Counter>,
     auth_failures: Family<AuthFailureLabels, Counter>,
     lockouts: Family<LockoutLabels, Counter>,
+    firmware_busy: Counter,
     devices: Family<DeviceLabels, Gauge>,
     change_seq: Gauge,
 }
@@ -178,6 +179,7 @@ impl Metrics {
             phone_requests: Family::default(),
             auth_failures: Family::default(),
             lockouts: Family::default(),
+            firmware_busy: Counter::default(),
             devices: Family::default(),
             change_seq: Gauge::default(),
         };
@@ -197,6 +199,11 @@ impl Metrics {
             "deskprov_phone_lockouts",
             "Lockouts begun, by scope (address, or one MAC from an address).",
             m.lockouts.clone(),
+        );
+        r.register(
+            "deskprov_firmware_downloads_refused",
+            "Firmware downloads answered 503: [firmware] max_downloads were running.",
+            m.firmware_busy.clone(),
         );
         r.register(
             "deskprov_render_cache",
@@ -248,6 +255,11 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&AuthFailureLabels { reason })
             .inc();
+    }
+
+    /// A firmware download refused: the cap of concurrent downloads was reached.
+    pub(crate) fn firmware_busy(&self) {
+        self.firmware_busy.inc();
     }
 
     /// A lockout began.

@@ -190,6 +190,7 @@ impl Server {
             })?;
         let metrics =
             crate::metrics::Metrics::new(store.commit_seconds(), renderer.metrics(), &sync.metrics);
+        let firmware = crate::firmware::Firmware::new(&config.data_dir, &config.firmware);
         let app: SharedApp = Arc::new(App {
             config,
             store,
@@ -197,6 +198,7 @@ impl Server {
             phone_auth,
             sync,
             metrics,
+            firmware,
         });
         let timeouts = conn::Timeouts {
             header: Duration::from_secs(app.config.limits.header_timeout_s),

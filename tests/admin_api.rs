@@ -577,6 +577,21 @@ async fn change_log_is_gapless_and_lists_touched_devices() {
 }
 
 #[tokio::test]
+async fn changes_since_the_largest_seq_is_an_empty_page_not_a_fault() {
+    let s = TestServer::start().await;
+    s.create(
+        "/api/v1/groups",
+        serde_json::json!({"id": "g1", "sip": {"domain": "d.example"}}),
+    )
+    .await;
+    let r = s
+        .get(&format!("/api/v1/changes?since={}&limit=1", u64::MAX))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+    assert_eq!(r.body["items"], serde_json::json!([]));
+}
+
+#[tokio::test]
 async fn models_are_listed_and_described() {
     let s = TestServer::start().await;
     let r = s.get("/api/v1/models").await;

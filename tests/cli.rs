@@ -93,6 +93,7 @@ fn config_example_prints_every_spec_key() {
         "max_attempts",
         "notify_rate",
         "same_hash",
+        "loopback_only",
     ] {
         assert!(text.contains(key), "{key}");
     }

@@ -378,3 +378,44 @@ async fn a_softphone_is_added_without_a_mac_and_its_page_shows_the_provisioning_
     let (_, again) = b.get(&format!("/ui/devices/{id}")).await;
     assert!(!again.contains(&pw));
 }
+
+#[tokio::test]
+async fn the_firmware_page_shows_each_models_target_and_its_phones_by_state() {
+    let s = TestServer::start().await;
+    seed(&s).await;
+    let r = s
+        .client
+        .put(format!(
+            "{}/api/v1/models/yealink-t54w/firmware/96.86.0.100",
+            s.admin
+        ))
+        .bearer_auth(&s.token)
+        .body(vec![7u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = s
+        .put(
+            &format!("/api/v1/groups/{G}/firmware/yealink-t54w"),
+            serde_json::json!({"version": "96.86.0.100", "percent": 100}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+    let (b, _) = sign_in(&s, &s.token.clone()).await;
+    let (st, html) = b.get(&format!("/ui/groups/{G}/firmware")).await;
+    assert_eq!(st, 200, "{html}");
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("yealink-t54w"))
+        .expect("a row for the T54W");
+    assert!(row.contains("96.86.0.100"), "{row}");
+    assert!(row.contains("100 %"), "{row}");
+    // Its one phone was never seen: upgrading, running unknown.
+    assert!(
+        row.contains("<td>0</td><td>1</td><td>0</td><td>0</td>"),
+        "{row}"
+    );
+    assert!(row.contains("unknown: 1"), "{row}");
+    assert!(html.contains("polycom-vvx-450"));
+}

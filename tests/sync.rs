@@ -608,3 +608,70 @@ async fn a_challenge_is_answered_with_the_credentials_the_phone_holds() {
     // The admin view never shows the identity it keeps.
     assert!(!d.to_string().contains("ada-line-password"));
 }
+
+#[tokio::test]
+async fn a_firmware_target_notifies_exactly_the_phones_in_its_roll_out() {
+    let s = TestServer::start_with(fast).await;
+    setup(&s).await;
+    let (a, b) = (
+        UdpPhone::start(Answer::Ok).await,
+        UdpPhone::start(Answer::Ok).await,
+    );
+    let mut pw = vec![];
+    for (mac, phone) in [("805ec0000001", &a), ("805ec0000002", &b)] {
+        pw.push(
+            device(
+                &s,
+                mac,
+                "yealink-t46u",
+                &format!("udp:127.0.0.1:{}", phone.port),
+            )
+            .await,
+        );
+    }
+    a.wait_for(1, Duration::from_secs(5)).await;
+    b.wait_for(1, Duration::from_secs(5)).await;
+    for (mac, pw) in [("805ec0000001", &pw[0]), ("805ec0000002", &pw[1])] {
+        let r = phone_get(
+            &s.client,
+            &s.phones,
+            &format!("/{mac}.cfg"),
+            &format!("Yealink SIP-T46U 108.85.0.5 {mac}"),
+            Some((mac, pw)),
+            "MD5",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        wait_state(&s, mac, "in_sync", Duration::from_secs(5)).await;
+    }
+    let (na, nb) = (a.seen().len(), b.seen().len());
+    let r = s
+        .client
+        .put(format!(
+            "{}/api/v1/models/yealink-t46u/firmware/108.86.0.20",
+            s.admin
+        ))
+        .bearer_auth(&s.token)
+        .body(vec![1u8; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Only the pilot is in the roll-out: only its file changes, only it is told to re-sync.
+    let r = s
+        .put(
+            &format!("/api/v1/groups/{G}/firmware/yealink-t46u"),
+            json!({"version": "108.86.0.20", "percent": 0, "pilots": ["805ec0000001"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.body);
+    let seen = a.wait_for(na + 1, Duration::from_secs(5)).await;
+    assert_eq!(seen[na].event, "check-sync", "a re-sync, not a reboot");
+    assert_eq!(state(&s, "805ec0000002").await["state"], "in_sync");
+    assert_eq!(
+        b.seen().len(),
+        nb,
+        "the phone outside the roll-out is not touched"
+    );
+}

@@ -21,6 +21,7 @@ struct ChangesQuery {
     /// token, a `group_seq` for a group token.
     since: Option<u64>,
     /// At most this many (default 100, max 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -43,7 +44,7 @@ struct ChangesPage {
 
 /// Reads the change log; a group token reads its group's entries only, in the group's own
 /// numbering (`group_seq`).
-#[utoipa::path(get, path = "/changes", tag = "changes", params(ChangesQuery),
+#[utoipa::path(get, operation_id = "listChanges", path = "/changes", tag = "changes", params(ChangesQuery),
     responses((status = 200, body = ChangesPage), (status = 401, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,

@@ -38,7 +38,7 @@ pub(super) struct SyncRequest {
 }
 
 /// Tells the phone to re-sync (or reboot) now: no debounce, no same-hash skip.
-#[utoipa::path(post, path = "/devices/{mac}/sync", tag = "sync", request_body = SyncRequest,
+#[utoipa::path(post, operation_id = "syncDevice", path = "/devices/{mac}/sync", tag = "sync", request_body = Option<SyncRequest>,
     responses((status = 202, body = DeviceView), (status = 404, body = Problem)))]
 async fn sync(
     State(app): State<SharedApp>,
@@ -63,8 +63,8 @@ async fn sync(
 }
 
 /// Exactly what the phone would receive for `{file}` (secrets included: admin only).
-#[utoipa::path(get, path = "/devices/{mac}/files/{file}", tag = "devices",
-    responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(get, operation_id = "previewDeviceFile", path = "/devices/{mac}/files/{file}", tag = "devices",
+    responses((status = 200, description = "The file, with the content type its model declares for it.", content((String = "application/xml"), (String = "text/plain"))), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn preview(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -98,7 +98,7 @@ async fn preview(
 }
 
 /// Files the phone uploaded (Polycom-style PUT), by name.
-#[utoipa::path(get, path = "/devices/{mac}/uploads", tag = "devices",
+#[utoipa::path(get, operation_id = "listDeviceUploads", path = "/devices/{mac}/uploads", tag = "devices",
     responses((status = 200, body = Vec<crate::store::UploadMeta>), (status = 404, body = Problem)))]
 async fn uploads(
     State(app): State<SharedApp>,
@@ -112,7 +112,7 @@ async fn uploads(
 }
 
 /// Well-formed MACs that asked for files but are not provisioned, newest first (bounded).
-#[utoipa::path(get, path = "/unprovisioned", tag = "devices",
+#[utoipa::path(get, operation_id = "listUnprovisioned", path = "/unprovisioned", tag = "devices",
     responses((status = 200, body = Vec<crate::store::Unprovisioned>), (status = 403, body = Problem)))]
 async fn unprovisioned(
     State(app): State<SharedApp>,
@@ -144,7 +144,7 @@ pub(super) fn reread(app: &SharedApp, mac: &Mac) -> ApiResult<DeviceView> {
         .ok_or_else(|| ApiError::not_found(format!("device {mac} does not exist")))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/devices", tag = "devices", params(PageQuery),
+#[utoipa::path(get, operation_id = "listDevices", path = "/groups/{group}/devices", tag = "devices", params(PageQuery),
     responses((status = 200, body = Page<DeviceView>), (status = 404, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -163,7 +163,7 @@ async fn list(
 }
 
 /// Adds a device; the response shows its provisioning credentials once.
-#[utoipa::path(post, path = "/groups/{group}/devices", tag = "devices", request_body = DeviceInput,
+#[utoipa::path(post, operation_id = "createDevice", path = "/groups/{group}/devices", tag = "devices", request_body = DeviceInput,
     responses((status = 201, body = DeviceView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -179,7 +179,7 @@ async fn create(
     Ok(created(format!("/api/v1/devices/{}", d.mac), body))
 }
 
-#[utoipa::path(get, path = "/devices/{mac}", tag = "devices",
+#[utoipa::path(get, operation_id = "getDevice", path = "/devices/{mac}", tag = "devices",
     responses((status = 200, body = DeviceView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -192,7 +192,7 @@ async fn get_one(
 
 /// Changes a device (JSON merge patch): name, model, owner, keys, settings, notify_target,
 /// expansion_modules.
-#[utoipa::path(patch, path = "/devices/{mac}", tag = "devices", request_body = Object,
+#[utoipa::path(patch, operation_id = "updateDevice", path = "/devices/{mac}", tag = "devices", request_body(content = DeviceInput, content_type = "application/merge-patch+json"),
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
@@ -212,7 +212,7 @@ async fn patch(
 }
 
 /// Deletes a device and the SCA endpoints on it.
-#[utoipa::path(delete, path = "/devices/{mac}", tag = "devices",
+#[utoipa::path(delete, operation_id = "deleteDevice", path = "/devices/{mac}", tag = "devices",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,
@@ -226,7 +226,7 @@ async fn delete(
 }
 
 /// Rotates the provisioning password; the response is the only place it is shown.
-#[utoipa::path(post, path = "/devices/{mac}/credentials", tag = "devices",
+#[utoipa::path(post, operation_id = "rotateDeviceCredentials", path = "/devices/{mac}/credentials", tag = "devices",
     responses((status = 200, body = CredentialsView), (status = 404, body = Problem)))]
 async fn credentials(
     State(app): State<SharedApp>,
@@ -280,8 +280,8 @@ pub(super) struct HotDeskLogin {
 }
 
 /// Logs a hot-desk user in (out of any other device first).
-#[utoipa::path(put, path = "/devices/{mac}/hot-desk", tag = "devices", request_body = HotDeskLogin,
-    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, operation_id = "hotDeskLogin", path = "/devices/{mac}/hot-desk", tag = "devices", request_body = HotDeskLogin,
+    responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn hot_desk_login(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -296,7 +296,7 @@ async fn hot_desk_login(
 }
 
 /// Logs the hot-desk user out; the owner's line comes back.
-#[utoipa::path(delete, path = "/devices/{mac}/hot-desk", tag = "devices",
+#[utoipa::path(delete, operation_id = "hotDeskLogout", path = "/devices/{mac}/hot-desk", tag = "devices",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn hot_desk_logout(
     State(app): State<SharedApp>,

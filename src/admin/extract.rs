@@ -3,8 +3,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -92,7 +92,7 @@ impl FromRequestParts<SharedApp> for Caller {
 pub(crate) struct Json<T>(pub(crate) T);
 
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(super::strict::Bind(value)).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         ApiError::validation(field, e.into_inner().to_string())
@@ -112,24 +112,53 @@ impl<T: DeserializeOwned> FromRequest<SharedApp> for Json<T> {
 /// slow → 408 problem+json.
 async fn body_bytes(req: Request, app: &SharedApp) -> ApiResult<Bytes> {
     let timeout = app.config.limits.body_timeout();
-    let read = tokio::time::timeout(timeout, Bytes::from_request(req, app))
+    tokio::time::timeout(timeout, read_body(req))
         .await
         .map_err(|_| {
             ApiError::code(
                 ErrorCode::RequestTimeout,
                 format!("the body did not arrive within {} s", timeout.as_secs()),
             )
-        })?;
-    read.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        })?
+}
+
+/// How much of a body over the limit is still read (and dropped) before the 413, so that a
+/// client still sending gets the answer instead of a connection closed under its writes.
+const DRAIN_LIMIT: usize = 8 * super::BODY_LIMIT;
+
+async fn read_body(req: Request) -> ApiResult<Bytes> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        ApiError::code(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {} bytes", super::BODY_LIMIT),
+        )
+    };
+    let mut body = req.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
             ApiError::code(
-                ErrorCode::PayloadTooLarge,
-                format!("the body is larger than {} bytes", super::BODY_LIMIT),
+                ErrorCode::BadRequest,
+                format!("the body could not be read: {e}"),
             )
-        } else {
-            ApiError::code(ErrorCode::BadRequest, e.body_text())
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > DRAIN_LIMIT {
+            break;
         }
-    })
+        if seen <= super::BODY_LIMIT {
+            buf.extend_from_slice(&data);
+        }
+    }
+    if seen > super::BODY_LIMIT {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// A raw body (a template upload), with the same limit and problem+json errors.
@@ -230,7 +259,10 @@ fn merge_value(target: &mut serde_json::Value, patch: serde_json::Value) {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub(crate) limit: Option<usize>,
+    /// The key after which the page starts (the previous page's `next`).
     pub(crate) after: Option<String>,
 }
 

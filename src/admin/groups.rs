@@ -23,7 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
 
 /// Rebuilds the group's files and tells every phone of the group to re-sync now (failed
 /// devices start over).
-#[utoipa::path(post, path = "/groups/{group}/sync", tag = "sync",
+#[utoipa::path(post, operation_id = "syncGroup", path = "/groups/{group}/sync", tag = "sync",
     responses((status = 202, body = GroupView), (status = 404, body = Problem)))]
 async fn sync(
     State(app): State<SharedApp>,
@@ -51,7 +51,7 @@ fn group_id(s: &str) -> ApiResult<GroupId> {
 }
 
 /// Lists groups (a group token sees its own only).
-#[utoipa::path(get, path = "/groups", tag = "groups", params(PageQuery),
+#[utoipa::path(get, operation_id = "listGroups", path = "/groups", tag = "groups", params(PageQuery),
     responses((status = 200, body = Page<Group>), (status = 401, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -68,7 +68,7 @@ async fn list(
 }
 
 /// Creates a group (platform tokens only).
-#[utoipa::path(post, path = "/groups", tag = "groups", request_body = Group,
+#[utoipa::path(post, operation_id = "createGroup", path = "/groups", tag = "groups", request_body = Group,
     responses((status = 201, body = Group), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -92,7 +92,7 @@ async fn create(
     Ok(created(format!("/api/v1/groups/{id}"), g))
 }
 
-#[utoipa::path(get, path = "/groups/{group}", tag = "groups",
+#[utoipa::path(get, operation_id = "getGroup", path = "/groups/{group}", tag = "groups",
     responses((status = 200, body = GroupView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -109,8 +109,8 @@ async fn get_one(
 }
 
 /// Changes a group (JSON merge patch). Touches every device of the group.
-#[utoipa::path(patch, path = "/groups/{group}", tag = "groups", request_body = Object,
-    responses((status = 200, body = Group), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(patch, operation_id = "updateGroup", path = "/groups/{group}", tag = "groups", request_body(content = Group, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = Group), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -140,7 +140,7 @@ struct DeleteQuery {
 }
 
 /// Deletes a group; 409 `not_empty` unless `?cascade=true`.
-#[utoipa::path(delete, path = "/groups/{group}", tag = "groups", params(DeleteQuery),
+#[utoipa::path(delete, operation_id = "deleteGroup", path = "/groups/{group}", tag = "groups", params(DeleteQuery),
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,

@@ -42,7 +42,7 @@ fn location(p: &KeyProfile) -> String {
     format!("/api/v1/groups/{}/key-profiles/{name}", p.group)
 }
 
-#[utoipa::path(get, path = "/groups/{group}/key-profiles", tag = "key profiles", params(PageQuery),
+#[utoipa::path(get, operation_id = "listKeyProfiles", path = "/groups/{group}/key-profiles", tag = "key profiles", params(PageQuery),
     responses((status = 200, body = Page<KeyProfileView>), (status = 404, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -62,7 +62,7 @@ async fn list(
 
 /// Creates a key profile: `{name, keys: [{key, type, value, label?}]}` (`type` as for device keys
 /// plus `blf_all`).
-#[utoipa::path(post, path = "/groups/{group}/key-profiles", tag = "key profiles", request_body = KeyProfileInput,
+#[utoipa::path(post, operation_id = "createKeyProfile", path = "/groups/{group}/key-profiles", tag = "key profiles", request_body = KeyProfileInput,
     responses((status = 201, body = KeyProfileView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -77,7 +77,7 @@ async fn create(
     Ok(created(location(&p), view(&app, &p)))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/key-profiles/{name}", tag = "key profiles",
+#[utoipa::path(get, operation_id = "getKeyProfile", path = "/groups/{group}/key-profiles/{name}", tag = "key profiles",
     responses((status = 200, body = KeyProfileView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -90,8 +90,8 @@ async fn get_one(
 
 /// Changes a profile's keys (JSON merge patch; `keys` is replaced as a whole). Refused naming
 /// the device when an assigned device's layout would break; one change touching them all.
-#[utoipa::path(patch, path = "/groups/{group}/key-profiles/{name}", tag = "key profiles", request_body = Object,
-    responses((status = 200, body = KeyProfileView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(patch, operation_id = "updateKeyProfile", path = "/groups/{group}/key-profiles/{name}", tag = "key profiles", request_body(content = KeyProfileInput, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = KeyProfileView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -106,7 +106,7 @@ async fn patch(
 }
 
 /// Deletes a profile no device uses (else 409 `in_use`).
-#[utoipa::path(delete, path = "/groups/{group}/key-profiles/{name}", tag = "key profiles",
+#[utoipa::path(delete, operation_id = "deleteKeyProfile", path = "/groups/{group}/key-profiles/{name}", tag = "key profiles",
     responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,
@@ -120,7 +120,7 @@ async fn delete(
 }
 
 /// Moves a profile key: `{from, to, mode?: swap|shift}`; validated on every assigned device.
-#[utoipa::path(post, path = "/groups/{group}/key-profiles/{name}/keys/move", tag = "key profiles",
+#[utoipa::path(post, operation_id = "moveKeyProfileKey", path = "/groups/{group}/key-profiles/{name}/keys/move", tag = "key profiles",
     request_body = KeyMove,
     responses((status = 200, body = KeyProfileView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn move_profile_key(
@@ -136,7 +136,7 @@ async fn move_profile_key(
 }
 
 /// Moves one of the device's own keys: `{from, to, mode?: swap|shift}`.
-#[utoipa::path(post, path = "/devices/{mac}/keys/move", tag = "devices", request_body = KeyMove,
+#[utoipa::path(post, operation_id = "moveDeviceKey", path = "/devices/{mac}/keys/move", tag = "devices", request_body = KeyMove,
     responses((status = 200, body = DeviceView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn move_device_key(
     State(app): State<SharedApp>,

@@ -6,9 +6,11 @@
 mod changes;
 mod devices;
 pub(crate) mod extract;
+mod firmware;
 mod groups;
 mod key_profiles;
 mod models;
+mod openapi;
 pub(crate) mod problem;
 mod provlog;
 mod sca;
@@ -23,12 +25,12 @@ pub(crate) mod views;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::domain::ErrorCode;
 use crate::store::{Store, StoreError};
@@ -57,8 +59,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The API routes under `/api/v1` and their OpenAPI document.
-fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
+/// The API routes under `/api/v1`, `/healthz`, `/metrics` and `/api/v1/openapi.json`, and the
+/// OpenAPI document of all of them (finished by [`openapi::finish`]).
+fn api() -> (Router<SharedApp>, serde_json::Value) {
     let api = OpenApiRouter::<SharedApp>::new()
         .merge(groups::routes())
         .merge(users::routes())
@@ -70,41 +73,47 @@ fn api() -> (Router<SharedApp>, utoipa::openapi::OpenApi) {
         .merge(tokens::routes())
         .merge(models::routes())
         .merge(templates::routes())
+        .merge(firmware::routes())
         .merge(transfer::routes())
-        .merge(provlog::routes());
+        .merge(provlog::routes())
+        .routes(routes!(openapi_json));
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    (api, doc)
+    (api, openapi::finish(&doc))
 }
 
-/// The admin router: `/api/v1/...`, `/api/v1/openapi.json` and `/healthz`.
+/// The admin router: `/api/v1/...`, `/api/v1/openapi.json`, `/healthz` and `/metrics`.
 pub(crate) fn router(app: SharedApp) -> Router {
     let (api, doc) = api();
-    let doc = std::sync::Arc::new(doc);
-    api.route(
-        "/api/v1/openapi.json",
-        get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .route("/healthz", get(healthz))
-    .route("/metrics", get(metrics))
-    .fallback(|| async { ApiError::not_found("no such resource") })
-    .method_not_allowed_fallback(|| async {
-        ApiError::code(
-            ErrorCode::MethodNotAllowed,
-            "method not allowed on this resource",
-        )
-    })
-    .layer(DefaultBodyLimit::max(BODY_LIMIT))
-    .layer(axum::middleware::from_fn(crate::metrics::admin_requests))
-    .with_state(app)
+    api.fallback(|| async { ApiError::not_found("no such resource") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::code(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this resource",
+            )
+        })
+        .layer(axum::Extension(OpenApiDoc(std::sync::Arc::new(doc))))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::metrics::admin_requests))
+        .with_state(app)
 }
 
-#[derive(Serialize)]
+/// The finished OpenAPI document, built once at start.
+#[derive(Clone)]
+struct OpenApiDoc(std::sync::Arc<serde_json::Value>);
+
+/// This document (OpenAPI 3.1); no token needed.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", operation_id = "getOpenApi",
+    security(()), responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiDoc>) -> Response {
+    axum::Json(doc.0.as_ref()).into_response()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     /// The last committed change-log seq: platform tokens only, since it counts every tenant's
@@ -115,6 +124,8 @@ struct Health {
 
 /// `{"status": "ok"}` for anyone (load balancers send no token); with a platform token also
 /// the `seq`. A missing or wrong token is not an error here.
+#[utoipa::path(get, path = "/healthz", tag = "meta", operation_id = "getHealth", security(()),
+    responses((status = 200, description = "The server is up.", body = Health)))]
 async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json<Health> {
     let platform = extract::Caller::of(&headers, &app).is_some_and(|c| c.group.is_none());
     axum::Json(Health {
@@ -124,6 +135,8 @@ async fn healthz(State(app): State<SharedApp>, headers: HeaderMap) -> axum::Json
 }
 
 /// Prometheus metrics (OpenMetrics text); platform tokens only: the counters span every tenant.
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "getMetrics",
+    responses((status = 200, description = "OpenMetrics text.", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(app): State<SharedApp>, caller: extract::Caller) -> ApiResult<Response> {
     caller.platform()?;
     let text = crate::metrics::render(&app);

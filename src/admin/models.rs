@@ -16,12 +16,12 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(get_one))
 }
 
-#[utoipa::path(get, path = "/models", tag = "models", responses((status = 200, body = Vec<Model>)))]
+#[utoipa::path(get, operation_id = "listModels", path = "/models", tag = "models", responses((status = 200, body = Vec<Model>)))]
 async fn list(State(app): State<SharedApp>, _caller: Caller) -> axum::Json<Vec<Model>> {
     axum::Json(app.store.catalog().models().cloned().collect())
 }
 
-#[utoipa::path(get, path = "/models/{model}", tag = "models",
+#[utoipa::path(get, operation_id = "getModel", path = "/models/{model}", tag = "models",
     responses((status = 200, body = Model), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,

@@ -20,6 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
 #[serde(deny_unknown_fields)]
 struct LogQuery {
     /// At most this many (default 100, max 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Entries older than this entry `id` (the previous page's `next_before`).
     before: Option<u64>,
@@ -37,7 +38,7 @@ struct LogPage {
 /// Every fetch and upload of the device's files, with the reason of each refusal (shown here
 /// only, never to the phone). A group token sees its group's devices; the log of a MAC that is
 /// no device (refusals as `unknown_mac`) is for platform tokens only.
-#[utoipa::path(get, path = "/devices/{mac}/log", tag = "devices", params(LogQuery),
+#[utoipa::path(get, operation_id = "getDeviceLog", path = "/devices/{mac}/log", tag = "devices", params(LogQuery),
     responses((status = 200, body = LogPage), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn log(
     State(app): State<SharedApp>,

@@ -35,7 +35,7 @@ fn current(app: &SharedApp, g: &GroupId, e: &Extension, port: &str) -> ApiResult
 }
 
 /// Lists the endpoints sharing this user's line, by line port.
-#[utoipa::path(get, path = "/groups/{group}/users/{ext}/shared-call-appearances", tag = "shared call appearances",
+#[utoipa::path(get, operation_id = "listScaEndpoints", path = "/groups/{group}/users/{ext}/shared-call-appearances", tag = "shared call appearances",
     params(PageQuery), responses((status = 200, body = Page<ScaView>), (status = 404, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -55,7 +55,7 @@ async fn list(
 }
 
 /// Adds an endpoint: the user's line appears on another device of the group.
-#[utoipa::path(post, path = "/groups/{group}/users/{ext}/shared-call-appearances", tag = "shared call appearances",
+#[utoipa::path(post, operation_id = "createScaEndpoint", path = "/groups/{group}/users/{ext}/shared-call-appearances", tag = "shared call appearances",
     request_body = ScaInput,
     responses((status = 201, body = ScaView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
@@ -77,7 +77,7 @@ async fn create(
     Ok(created(location, ScaView::of(&app.store.read(), &x)))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
+#[utoipa::path(get, operation_id = "getScaEndpoint", path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
     responses((status = 200, body = ScaView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -90,8 +90,8 @@ async fn get_one(
 }
 
 /// Edits an endpoint (device, key, label, active, allow_*); the line port is its identity.
-#[utoipa::path(patch, path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
-    request_body = Object,
+#[utoipa::path(patch, operation_id = "updateScaEndpoint", path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
+    request_body(content = ScaInput, content_type = "application/merge-patch+json"),
     responses((status = 200, body = ScaView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
@@ -116,7 +116,7 @@ async fn patch(
     Ok(axum::Json(ScaView::of(&app.store.read(), &x)))
 }
 
-#[utoipa::path(delete, path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
+#[utoipa::path(delete, operation_id = "deleteScaEndpoint", path = "/groups/{group}/users/{ext}/shared-call-appearances/{line_port}", tag = "shared call appearances",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,

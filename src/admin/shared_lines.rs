@@ -35,7 +35,7 @@ fn current(app: &SharedApp, g: &GroupId, n: &SharedNumber) -> ApiResult<SharedLi
     l.ok_or_else(|| ApiError::not_found(format!("shared line {n} does not exist in group {g}")))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/shared-lines", tag = "shared lines", params(PageQuery),
+#[utoipa::path(get, operation_id = "listSharedLines", path = "/groups/{group}/shared-lines", tag = "shared lines", params(PageQuery),
     responses((status = 200, body = Page<SharedLineView>), (status = 404, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -55,7 +55,7 @@ async fn list(
 
 /// Creates a shared line (uses one of the group's `shared_line_licenses`); the response shows
 /// its SIP password once.
-#[utoipa::path(post, path = "/groups/{group}/shared-lines", tag = "shared lines", request_body = SharedLineInput,
+#[utoipa::path(post, operation_id = "createSharedLine", path = "/groups/{group}/shared-lines", tag = "shared lines", request_body = SharedLineInput,
     responses((status = 201, body = SharedLineView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -76,7 +76,7 @@ async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/shared-lines/{number}", tag = "shared lines",
+#[utoipa::path(get, operation_id = "getSharedLine", path = "/groups/{group}/shared-lines/{number}", tag = "shared lines",
     responses((status = 200, body = SharedLineView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -87,8 +87,8 @@ async fn get_one(
     Ok(axum::Json(SharedLineView::of(&current(&app, &g, &n)?)))
 }
 
-#[utoipa::path(patch, path = "/groups/{group}/shared-lines/{number}", tag = "shared lines", request_body = Object,
-    responses((status = 200, body = SharedLineView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(patch, operation_id = "updateSharedLine", path = "/groups/{group}/shared-lines/{number}", tag = "shared lines", request_body(content = SharedLineInput, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = SharedLineView), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
     caller: Caller,
@@ -102,7 +102,7 @@ async fn patch(
     Ok(axum::Json(SharedLineView::of(&l)))
 }
 
-#[utoipa::path(delete, path = "/groups/{group}/shared-lines/{number}", tag = "shared lines",
+#[utoipa::path(delete, operation_id = "deleteSharedLine", path = "/groups/{group}/shared-lines/{number}", tag = "shared lines",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,
@@ -115,7 +115,7 @@ async fn delete(
     Ok(no_content())
 }
 
-#[utoipa::path(get, path = "/groups/{group}/shared-lines/{number}/members", tag = "shared lines",
+#[utoipa::path(get, operation_id = "listSharedLineMembers", path = "/groups/{group}/shared-lines/{number}/members", tag = "shared lines",
     responses((status = 200, body = Vec<Member>), (status = 404, body = Problem)))]
 async fn get_members(
     State(app): State<SharedApp>,
@@ -127,9 +127,9 @@ async fn get_members(
 }
 
 /// Replaces the member list (`[{extension, button?, ring}]`).
-#[utoipa::path(put, path = "/groups/{group}/shared-lines/{number}/members", tag = "shared lines",
+#[utoipa::path(put, operation_id = "replaceSharedLineMembers", path = "/groups/{group}/shared-lines/{number}/members", tag = "shared lines",
     request_body = Vec<Member>,
-    responses((status = 200, body = Vec<Member>), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = Vec<Member>), (status = 404, body = Problem), (status = 422, body = Problem), (status = 409, body = Problem)))]
 async fn put_members(
     State(app): State<SharedApp>,
     caller: Caller,

@@ -87,7 +87,7 @@ fn version_body(app: &SharedApp, m: &Model, file: &str, version: u32) -> ApiResu
 }
 
 /// The live template source; `Deskprov-Template-Version` says which (0 = built-in).
-#[utoipa::path(get, path = "/models/{model}/templates/{file}", tag = "templates",
+#[utoipa::path(get, operation_id = "getTemplate", path = "/models/{model}/templates/{file}", tag = "templates",
     responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem)))]
 async fn get_live(
     State(app): State<SharedApp>,
@@ -130,7 +130,7 @@ pub(super) struct Uploaded {
 }
 
 /// Uploads a new version (the raw template as the body). It goes live only if it validates.
-#[utoipa::path(put, path = "/models/{model}/templates/{file}", tag = "templates", request_body(content = String, content_type = "text/plain"),
+#[utoipa::path(put, operation_id = "putTemplate", path = "/models/{model}/templates/{file}", tag = "templates", request_body(content = String, content_type = "text/plain"),
     responses((status = 201, body = Uploaded), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn put(
     State(app): State<SharedApp>,
@@ -168,7 +168,7 @@ async fn put(
 }
 
 /// Removes the override: the built-in template serves again (versions are kept for rollback).
-#[utoipa::path(delete, path = "/models/{model}/templates/{file}", tag = "templates",
+#[utoipa::path(delete, operation_id = "resetTemplate", path = "/models/{model}/templates/{file}", tag = "templates",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn reset(
     State(app): State<SharedApp>,
@@ -196,7 +196,7 @@ pub(super) struct VersionInfo {
 }
 
 /// Every version: the built-in (0) and each upload.
-#[utoipa::path(get, path = "/models/{model}/templates/{file}/versions", tag = "templates",
+#[utoipa::path(get, operation_id = "listTemplateVersions", path = "/models/{model}/templates/{file}/versions", tag = "templates",
     responses((status = 200, body = Vec<VersionInfo>), (status = 404, body = Problem)))]
 async fn versions(
     State(app): State<SharedApp>,
@@ -224,7 +224,7 @@ async fn versions(
 }
 
 /// The source of one version (0 = built-in).
-#[utoipa::path(get, path = "/models/{model}/templates/{file}/versions/{version}", tag = "templates",
+#[utoipa::path(get, operation_id = "getTemplateVersion", path = "/models/{model}/templates/{file}/versions/{version}", tag = "templates",
     responses((status = 200, content_type = "text/plain"), (status = 404, body = Problem)))]
 async fn version(
     State(app): State<SharedApp>,
@@ -243,7 +243,7 @@ pub(super) struct Rollback {
 }
 
 /// Makes an earlier version live again, after validating it against today's devices.
-#[utoipa::path(post, path = "/models/{model}/templates/{file}/rollback", tag = "templates", request_body = Rollback,
+#[utoipa::path(post, operation_id = "rollbackTemplate", path = "/models/{model}/templates/{file}/rollback", tag = "templates", request_body = Rollback,
     responses((status = 204), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn rollback(
     State(app): State<SharedApp>,

@@ -19,7 +19,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(delete))
 }
 
-#[utoipa::path(get, path = "/tokens", tag = "tokens", params(PageQuery),
+#[utoipa::path(get, operation_id = "listTokens", path = "/tokens", tag = "tokens", params(PageQuery),
     responses((status = 200, body = Page<TokenView>), (status = 403, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -44,7 +44,7 @@ pub(super) struct NewToken {
 }
 
 /// Creates a token; the response carries its secret, once.
-#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken,
+#[utoipa::path(post, operation_id = "createToken", path = "/tokens", tag = "tokens", request_body = NewToken,
     responses((status = 201, body = TokenView), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -62,7 +62,7 @@ async fn create(
     Ok(created(format!("/api/v1/tokens/{}", t.id), v))
 }
 
-#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
+#[utoipa::path(delete, operation_id = "revokeToken", path = "/tokens/{id}", tag = "tokens",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,

@@ -113,7 +113,7 @@ async fn run(
 
 /// Imports an export document (the whole platform or one group): 200 with the report, or 422
 /// listing every bad row with nothing written. Group tokens import their own group only.
-#[utoipa::path(post, path = "/import", tag = "transfer", params(ImportQuery), request_body = Document,
+#[utoipa::path(post, operation_id = "importDocument", path = "/import", tag = "transfer", params(ImportQuery), request_body = Document,
     responses((status = 200, body = ImportReport), (status = 422, body = ImportProblem)))]
 async fn import_json(
     State(app): State<SharedApp>,
@@ -131,7 +131,7 @@ async fn import_json(
 }
 
 /// The export document of every group (platform tokens) or of one.
-#[utoipa::path(get, path = "/export", tag = "transfer", params(ExportQuery),
+#[utoipa::path(get, operation_id = "exportDocument", path = "/export", tag = "transfer", params(ExportQuery),
     responses((status = 200, body = Document), (status = 404, body = Problem)))]
 async fn export_json(
     State(app): State<SharedApp>,
@@ -163,7 +163,7 @@ fn group_kind(caller: &Caller, g: &str, kind: &str) -> ApiResult<(GroupId, CsvKi
 }
 
 /// Imports a CSV file of one kind (`users`, `devices`, `sca`, `members`) into the group.
-#[utoipa::path(post, path = "/groups/{group}/import/{kind}", tag = "transfer", params(ImportQuery),
+#[utoipa::path(post, operation_id = "importCsv", path = "/groups/{group}/import/{kind}", tag = "transfer", params(ImportQuery),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 200, body = ImportReport), (status = 422, body = ImportProblem)))]
 async fn import_csv(
@@ -200,7 +200,7 @@ async fn import_csv(
 }
 
 /// The group's objects of one kind as a CSV file (the columns an import reads).
-#[utoipa::path(get, path = "/groups/{group}/export/{kind}", tag = "transfer", params(CsvExportQuery),
+#[utoipa::path(get, operation_id = "exportCsv", path = "/groups/{group}/export/{kind}", tag = "transfer", params(CsvExportQuery),
     responses((status = 200, body = String, content_type = "text/csv"), (status = 404, body = Problem)))]
 async fn export_csv(
     State(app): State<SharedApp>,
@@ -219,7 +219,7 @@ async fn export_csv(
 
 /// A backup of the whole server at one change-log seq (platform tokens only): the file
 /// `deskprov restore` reads. It opens every password it holds; keep it secret.
-#[utoipa::path(post, path = "/backup", tag = "transfer",
+#[utoipa::path(post, operation_id = "createBackup", path = "/backup", tag = "transfer",
     responses((status = 200, description = "the backup file (JSON lines, sha256-checked)", content_type = "application/octet-stream"),
         (status = 403, body = Problem)))]
 async fn backup(State(app): State<SharedApp>, caller: Caller) -> ApiResult<Response> {

@@ -50,7 +50,7 @@ fn view(app: &SharedApp, u: &User) -> UserView {
     UserView::of(&app.store.read(), u)
 }
 
-#[utoipa::path(get, path = "/groups/{group}/users", tag = "users", params(PageQuery),
+#[utoipa::path(get, operation_id = "listUsers", path = "/groups/{group}/users", tag = "users", params(PageQuery),
     responses((status = 200, body = Page<UserView>), (status = 404, body = Problem)))]
 async fn list(
     State(app): State<SharedApp>,
@@ -68,7 +68,7 @@ async fn list(
 }
 
 /// Creates a user; the response shows the SIP password once.
-#[utoipa::path(post, path = "/groups/{group}/users", tag = "users", request_body = UserInput,
+#[utoipa::path(post, operation_id = "createUser", path = "/groups/{group}/users", tag = "users", request_body = UserInput,
     responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn create(
     State(app): State<SharedApp>,
@@ -84,7 +84,7 @@ async fn create(
     Ok(created(location, view(&app, &u).with_password(&u)))
 }
 
-#[utoipa::path(get, path = "/groups/{group}/users/{ext}", tag = "users",
+#[utoipa::path(get, operation_id = "getUser", path = "/groups/{group}/users/{ext}", tag = "users",
     responses((status = 200, body = UserView), (status = 404, body = Problem)))]
 async fn get_one(
     State(app): State<SharedApp>,
@@ -97,7 +97,7 @@ async fn get_one(
 }
 
 /// Changes a user (JSON merge patch; `sip.password` may be set, never read).
-#[utoipa::path(patch, path = "/groups/{group}/users/{ext}", tag = "users", request_body = Object,
+#[utoipa::path(patch, operation_id = "updateUser", path = "/groups/{group}/users/{ext}", tag = "users", request_body(content = UserInput, content_type = "application/merge-patch+json"),
     responses((status = 200, body = UserView), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn patch(
     State(app): State<SharedApp>,
@@ -113,7 +113,7 @@ async fn patch(
 }
 
 /// Deletes a user with its SCA endpoints, memberships and hot-desk logins.
-#[utoipa::path(delete, path = "/groups/{group}/users/{ext}", tag = "users",
+#[utoipa::path(delete, operation_id = "deleteUser", path = "/groups/{group}/users/{ext}", tag = "users",
     responses((status = 204), (status = 404, body = Problem)))]
 async fn delete(
     State(app): State<SharedApp>,
@@ -127,7 +127,7 @@ async fn delete(
 }
 
 /// Copies a user's settings to a new extension with fresh credentials and no appearances.
-#[utoipa::path(post, path = "/groups/{group}/users/{ext}/duplicate", tag = "users", request_body = DuplicateInput,
+#[utoipa::path(post, operation_id = "duplicateUser", path = "/groups/{group}/users/{ext}/duplicate", tag = "users", request_body = DuplicateInput,
     responses((status = 201, body = UserView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn duplicate(
     State(app): State<SharedApp>,
@@ -149,7 +149,7 @@ pub(super) struct PasswordView {
 }
 
 /// Rotates the SIP password; the response is the only place it is shown.
-#[utoipa::path(post, path = "/groups/{group}/users/{ext}/sip-password", tag = "users",
+#[utoipa::path(post, operation_id = "rotateUserSipPassword", path = "/groups/{group}/users/{ext}/sip-password", tag = "users",
     responses((status = 200, body = PasswordView), (status = 404, body = Problem)))]
 async fn sip_password(
     State(app): State<SharedApp>,
@@ -215,7 +215,7 @@ async fn third_party_credentials(
 
 /// Forces the user's lines off every phone now (seed 002 "Unregister"): they render disabled
 /// and the phones with them get the reboot event; they come back on the user's next change.
-#[utoipa::path(post, path = "/groups/{group}/users/{ext}/unregister", tag = "users",
+#[utoipa::path(post, operation_id = "unregisterUser", path = "/groups/{group}/users/{ext}/unregister", tag = "users",
     responses((status = 200, body = UserView), (status = 404, body = Problem)))]
 async fn unregister(
     State(app): State<SharedApp>,

@@ -179,8 +179,36 @@ pub(crate) struct DeviceView {
     /// The derived registrations and line keys.
     #[schema(value_type = Object)]
     pub(crate) layout: Option<Layout>,
+    /// The version it reports and its group's target for its model (`target`/`state` null
+    /// without a target).
+    pub(crate) firmware: DeviceFirmware,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) credentials: Option<CredentialsView>,
+}
+
+/// A device against its firmware target.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct DeviceFirmware {
+    /// The version of its last User-Agent (null before it was seen, or when the UA names none).
+    pub(crate) running: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) state: Option<crate::domain::firmware::FirmwareState>,
+}
+
+impl DeviceFirmware {
+    pub(crate) fn of(s: &State, app: &crate::App, d: &Device) -> DeviceFirmware {
+        let running = app.store.checkin(&d.mac).and_then(|c| c.firmware);
+        let t = s.firmware_target_of(d);
+        let state = t.map(|t| {
+            let failed = app.firmware.failed(&d.mac, &t.version);
+            crate::domain::firmware::state(t, &d.mac, running.as_deref(), failed)
+        });
+        DeviceFirmware {
+            running,
+            target: t.map(|t| t.version.clone()),
+            state,
+        }
+    }
 }
 
 impl DeviceView {
@@ -225,6 +253,7 @@ impl DeviceView {
                 .device_caps(&d.model, &d.expansion_modules)
                 .and_then(|c| c.ok())
                 .and_then(|c| layout(s, d, c).ok()),
+            firmware: DeviceFirmware::of(s, app, d),
             credentials: None,
         }
     }

@@ -115,6 +115,38 @@ impl FileSpec {
     }
 }
 
+/// How a model's phones fetch firmware images from the phone listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareAuth {
+    /// The phone authenticates image downloads as it does its configuration (digest or a client
+    /// certificate, by its group's policy).
+    Device,
+    /// The phone sends no credentials for images (a documented exception in its model.toml): the
+    /// image is served to anyone naming a device of the roll-out. Images are vendor software,
+    /// not secrets; the URL names the MAC and answers 404 outside the roll-out.
+    None,
+}
+
+/// `[firmware]` of model.toml: what the phone requests for an upgrade and how its template names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareSpec {
+    /// The image's file name in its URL, `{version}` standing for the target version (some
+    /// phones build the name themselves from a server path: Grandstream `gxp2170fw.bin`).
+    pub(crate) file: String,
+    pub(crate) auth: FirmwareAuth,
+    /// The setting the family's template writes (for admins; e.g. `static.firmware.url`).
+    pub(crate) setting: String,
+}
+
+impl FirmwareSpec {
+    /// The image's file name for `version`.
+    pub(crate) fn file_for(&self, version: &str) -> String {
+        self.file.replace("{version}", version)
+    }
+}
+
 /// Semantic checks of rendered files, run by the fixture tests: each entry is a key=value fact
 /// that must hold in the main file, with `{index}` (registration) and `{key}` (line key)
 /// placeholders (`{index0}` and `{key0}` for 0-based numbering). See `crate::render::flatten`
@@ -171,6 +203,8 @@ struct ModelFile {
     /// How many modules it takes in all.
     #[serde(default)]
     max_expansion_modules: u8,
+    #[serde(default)]
+    firmware: Option<FirmwareSpec>,
 }
 
 /// A family's own names for time zones (by IANA name) and languages (by tag `de-DE`, then
@@ -188,7 +222,9 @@ pub(crate) struct Locale {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExpansionModel {
-    #[serde(skip_deserializing)]
+    /// The module id: its file name. (Not `skip_deserializing`, which would drop it from the
+    /// API schema too; the loader sets it from the file name, whatever the file says.)
+    #[serde(default)]
     pub(crate) id: String,
     pub(crate) vendor: String,
     pub(crate) family: String,
@@ -245,6 +281,8 @@ pub struct Model {
     /// The family's vendor names for time zones and languages.
     #[serde(skip)]
     pub(crate) locale: Arc<Locale>,
+    /// How it fetches firmware (`None`: deskprov serves it no firmware).
+    pub(crate) firmware: Option<FirmwareSpec>,
 }
 
 impl Model {
@@ -437,6 +475,14 @@ fn parse_model(
             "expansion_modules and max_expansion_modules go together (both set, or neither)".into(),
         ));
     }
+    if let Some(fw) = &f.firmware {
+        if !valid_file_name(&fw.file_for("1.0")) || fw.file.contains("{mac}") {
+            return Err(invalid(format!(
+                "firmware.file {}: not a plain file name ({{version}} may stand in it)",
+                fw.file
+            )));
+        }
+    }
     let locale = parsed.locales.get(&f.family).cloned().unwrap_or_default();
     Ok(Model {
         id: id.to_string(),
@@ -457,6 +503,7 @@ fn parse_model(
         expansion_modules,
         max_expansion_modules: f.max_expansion_modules,
         locale,
+        firmware: f.firmware,
     })
 }
 

@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("login.html", include_str!("templates/login.html")),
     ("dashboard.html", include_str!("templates/dashboard.html")),
     ("group.html", include_str!("templates/group.html")),
+    ("firmware.html", include_str!("templates/firmware.html")),
     ("users.html", include_str!("templates/users.html")),
     ("user_nav.html", include_str!("templates/user_nav.html")),
     ("sca_fields.html", include_str!("templates/sca_fields.html")),

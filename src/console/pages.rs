@@ -84,6 +84,11 @@ pub(super) fn routes() -> Router<Console> {
             "/ui/groups/{g}/key-profiles",
             get(key_profiles).post(key_profile_create),
         )
+        .route("/ui/groups/{g}/firmware", get(firmware))
+        .route(
+            "/ui/groups/{g}/firmware/{model}/resume",
+            axum::routing::post(firmware_resume),
+        )
         .route(
             "/ui/groups/{g}/key-profiles/{name}",
             get(key_profile).post(key_profile_save),
@@ -2737,6 +2742,32 @@ fn key_move(f: &Form) -> Value {
 
 fn api_profile(g: &str, name: &str) -> String {
     format!("{}/key-profiles/{}", api_group(g), enc(name))
+}
+
+// ------------------------------------------------------------------ firmware
+
+async fn firmware(State(c): State<Console>, Auth(s): Auth, Path(g): Path<String>) -> Html {
+    let sum = c.get(&s, &format!("{}/firmware", api_group(&g))).await?;
+    let mut ctx = json!({
+        "title": format!("Firmware of {g}"),
+        "nav": "group",
+        "g": g,
+        "models": sum["models"],
+    });
+    Ok(c.render_status(Some(&s), "firmware.html", StatusCode::OK, &mut ctx))
+}
+
+async fn firmware_resume(
+    State(c): State<Console>,
+    Path((g, model)): Path<(String, String)>,
+    Post(s, _): Post,
+) -> Html {
+    let path = format!("{}/firmware/{}/resume", api_group(&g), enc(&model));
+    let r = c.call(&s, Method::POST, &path, None).await;
+    if !r.ok() {
+        return Err(c.error_page(&s, &r.problem()));
+    }
+    Ok(see_other(&format!("{}/firmware", ui_group(&g))))
 }
 
 async fn key_profiles(State(c): State<Console>, Auth(s): Auth, Path(g): Path<String>) -> Html {

@@ -181,6 +181,12 @@ actions! {
     KeyProfileUpdate = "key_profile.update" => Settings,
     KeyProfileDelete = "key_profile.delete" => Settings,
     KeyProfileKeysMove = "key_profile.keys_move" => Settings,
+    FirmwareUpload = "firmware.upload" => Settings,
+    FirmwareDelete = "firmware.delete" => Settings,
+    FirmwareTargetSet = "firmware_target.set" => Settings,
+    FirmwareTargetDelete = "firmware_target.delete" => Settings,
+    FirmwareTargetPause = "firmware_target.pause" => Settings,
+    FirmwareTargetResume = "firmware_target.resume" => Settings,
 }
 
 /// By hand: utoipa's derive does not see serde renames made inside `macro_rules!` (it would list

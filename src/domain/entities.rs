@@ -609,6 +609,49 @@ impl TemplateOverride {
     }
 }
 
+/// A firmware image of a model (stored; see `Record::Firmware`). The bytes live outside the
+/// store, content-addressed by `sha256` (`<data_dir>/firmware/<sha256>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FirmwareImage {
+    pub(crate) model: String,
+    pub(crate) version: String,
+    /// Lowercase hex SHA-256 of the bytes (also the image's ETag).
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    pub(crate) uploaded_at: String,
+    pub(crate) actor: String,
+}
+
+/// Why a roll-out stopped: set when too many of its phones came back on the old version after
+/// the upgrade window (`[firmware] failure_threshold`); cleared by the admin (resume).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FirmwarePause {
+    pub(crate) at: String,
+    pub(crate) reason: String,
+    /// The devices counted as failed when it paused.
+    #[schema(value_type = Vec<String>)]
+    pub(crate) failed: Vec<Mac>,
+}
+
+/// The firmware version a group's phones of one model should run (stored; see
+/// `Record::FirmwareTarget`): devices in the roll-out (`percent` by a stable hash of the MAC,
+/// plus `pilots`) are told where the image is, unless the roll-out is paused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FirmwareTarget {
+    #[schema(value_type = String)]
+    pub(crate) group: GroupId,
+    pub(crate) model: String,
+    pub(crate) version: String,
+    /// 0–100: the share of the group's devices of the model in the roll-out.
+    pub(crate) percent: u8,
+    /// Devices in the roll-out whatever the percentage.
+    #[schema(value_type = Vec<String>)]
+    pub(crate) pilots: Vec<Mac>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) paused: Option<FirmwarePause>,
+    pub(crate) updated_at: String,
+}
+
 pub(crate) fn default_true() -> bool {
     yes()
 }

@@ -60,6 +60,8 @@ pub(crate) enum ErrorCode {
     InvalidTemplate,
     /// 422: a preview could not be rendered.
     RenderFailed,
+    /// 422: an uploaded firmware image's SHA-256 is not the expected digest.
+    DigestMismatch,
     /// 500: a server fault (details in the log).
     Internal,
 }
@@ -92,6 +94,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidTemplate,
         ErrorCode::RenderFailed,
+        ErrorCode::DigestMismatch,
         ErrorCode::Internal,
     ];
 
@@ -122,6 +125,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidTemplate => "invalid_template",
             ErrorCode::RenderFailed => "render_failed",
+            ErrorCode::DigestMismatch => "digest_mismatch",
             ErrorCode::Internal => "internal",
         }
     }
@@ -152,7 +156,8 @@ impl ErrorCode {
             | ErrorCode::NoFreeKey
             | ErrorCode::KeyUnavailable
             | ErrorCode::InvalidTemplate
-            | ErrorCode::RenderFailed => 422,
+            | ErrorCode::RenderFailed
+            | ErrorCode::DigestMismatch => 422,
             ErrorCode::Internal => 500,
         }
     }

@@ -14,8 +14,10 @@ use super::{DomainError, ErrorCode};
 
 /// Implements `Display`, `Serialize`, `Deserialize` (through `parse`) and `as_str` for a
 /// string-backed newtype.
+/// The schema's `pattern` accepts exactly what `parse` accepts (a unit test checks examples of
+/// both), so a client validating against the OpenAPI document refuses what the server refuses.
 macro_rules! string_id {
-    ($name:ident, $what:literal) => {
+    ($name:ident, $what:literal, $pattern:literal) => {
         impl $name {
             /// The canonical text form.
             // Generated for every id; `PhoneNumber` only ever goes through `Display`, so for it
@@ -52,10 +54,16 @@ macro_rules! string_id {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .description(Some($what))
+                    .pattern(Some($pattern))
                     .into()
             }
         }
         impl utoipa::ToSchema for $name {}
+        impl $name {
+            /// The schema's pattern (ECMA-262 / Python `re`).
+            #[cfg(test)]
+            pub(crate) const PATTERN: &'static str = $pattern;
+        }
     };
 }
 
@@ -144,7 +152,8 @@ impl Mac {
 }
 string_id!(
     Mac,
-    "MAC address, 12 lowercase hex digits (input also accepts : - . forms)"
+    "MAC address, 12 lowercase hex digits (input also accepts : - . forms)",
+    "^\\s*([0-9A-Fa-f]{12}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4}\\.[0-9A-Fa-f]{4})\\s*$"
 );
 
 /// A group (tenant/site) id: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, e.g. `ZZZ1900111-01`.
@@ -171,7 +180,7 @@ impl GroupId {
         }
     }
 }
-string_id!(GroupId, "group id");
+string_id!(GroupId, "group id", "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$");
 
 /// A user's extension: 2–6 digits, unique in its group.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -189,7 +198,7 @@ impl Extension {
         }
     }
 }
-string_id!(Extension, "extension, 2 to 6 digits");
+string_id!(Extension, "extension, 2 to 6 digits", "^[0-9]{2,6}$");
 
 /// A phone number (telephone number, TN): 7–15 digits, unique on the platform.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -207,7 +216,7 @@ impl PhoneNumber {
         }
     }
 }
-string_id!(PhoneNumber, "phone number, 7 to 15 digits");
+string_id!(PhoneNumber, "phone number, 7 to 15 digits", "^[0-9]{7,15}$");
 
 /// A shared line's number: 2–5 digits, unique in its group among shared lines and extensions.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -225,7 +234,11 @@ impl SharedNumber {
         }
     }
 }
-string_id!(SharedNumber, "shared line number, 2 to 5 digits");
+string_id!(
+    SharedNumber,
+    "shared line number, 2 to 5 digits",
+    "^[0-9]{2,5}$"
+);
 
 /// The line port of a Shared Call Appearance endpoint: `<phone_number>_sca<N>` or
 /// `<group>_<extension>_sca<N>`, N ≥ 1.
@@ -283,7 +296,8 @@ impl LinePort {
 }
 string_id!(
     LinePort,
-    "SCA line port: <phone_number>_sca<N> or <group>_<extension>_sca<N>"
+    "SCA line port: <phone_number>_sca<N> or <group>_<extension>_sca<N>",
+    "^([0-9]{7,15}|[A-Za-z0-9][A-Za-z0-9._-]{0,63}_[0-9]{2,6})_sca[1-9][0-9]{0,5}$"
 );
 
 pub(crate) fn invalid_line_port(s: &str, expected_prefix: Option<&str>) -> DomainError {
@@ -325,7 +339,11 @@ impl ProfileName {
         }
     }
 }
-string_id!(ProfileName, "key profile name, e.g. Reception");
+string_id!(
+    ProfileName,
+    "key profile name, e.g. Reception",
+    "^[A-Za-z0-9]([A-Za-z0-9 ._-]{0,62}[A-Za-z0-9._-])?$"
+);
 
 #[cfg(test)]
 mod tests {
@@ -477,5 +495,123 @@ mod tests {
         let m: Mac = serde_json::from_str("\"00:04:F2:AB:CD:EF\"").unwrap();
         assert_eq!(m.as_str(), "0004f2abcdef");
         assert!(serde_json::from_str::<Extension>("\"1\"").is_err());
+    }
+
+    /// The OpenAPI pattern of each id accepts exactly what its parser accepts.
+    #[test]
+    fn schema_patterns_agree_with_the_parsers() {
+        fn check(pattern: &str, parse: impl Fn(&str) -> bool, samples: &[&str]) {
+            let re = regex::Regex::new(pattern).unwrap();
+            for s in samples {
+                assert_eq!(re.is_match(s), parse(s), "{pattern} vs parser on {s:?}");
+            }
+        }
+        let common = [
+            "",
+            " ",
+            "a",
+            "12",
+            "123",
+            "0004f2abcdef",
+            "1234567",
+            "x\n",
+            "١٢",
+            "12 ",
+            "-1",
+            "1.5",
+        ];
+        fn and<'a>(common: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+            common.iter().chain(extra).copied().collect()
+        }
+        let with = |extra: &[&'static str]| and(&common, extra);
+        let (a64, a65) = ("a".repeat(64), "a".repeat(65));
+        check(
+            Mac::PATTERN,
+            |s| Mac::parse(s).is_ok(),
+            &with(&[
+                "0004F2ABCDEF",
+                " 0004f2abcdef\t",
+                "00:04:f2:ab:cd:ef",
+                "00-04-F2-AB-CD-EF",
+                "00:04-f2:ab:cd:ef",
+                "0004.f2ab.cdef",
+                "0004.f2ab.cdeg",
+                "0004f2abcdeff",
+                "0004:f2ab:cdef",
+                "00:04:f2:ab:cd:e",
+            ]),
+        );
+        check(
+            GroupId::PATTERN,
+            |s| GroupId::parse(s).is_ok(),
+            &and(
+                &common,
+                &[
+                    "ZZZ1900111-01",
+                    "a.b_c-d",
+                    "-a",
+                    ".a",
+                    "a b",
+                    "a/b",
+                    &a64,
+                    &a65,
+                ],
+            ),
+        );
+        check(
+            Extension::PATTERN,
+            |s| Extension::parse(s).is_ok(),
+            &with(&["5555", "123456", "1234567", "1"]),
+        );
+        check(
+            PhoneNumber::PATTERN,
+            |s| PhoneNumber::parse(s).is_ok(),
+            &with(&[
+                "6035551212",
+                "123456789012345",
+                "1234567890123456",
+                "123456",
+            ]),
+        );
+        check(
+            SharedNumber::PATTERN,
+            |s| SharedNumber::parse(s).is_ok(),
+            &with(&["555", "12345", "123456", "1"]),
+        );
+        check(
+            LinePort::PATTERN,
+            |s| LinePort::parse(s).is_ok(),
+            &with(&[
+                "6035551212_sca1",
+                "6035551212_sca0",
+                "6035551212_sca01",
+                "6035551212_sca1234567",
+                "123456_sca1",
+                "ZZZ1900111-01_5555_sca1",
+                "ZZZ_5555_sca12",
+                "a_sca1_12_sca1",
+                "x_12_sca1_sca2",
+                "_5555_sca1",
+                "ZZZ_5_sca1",
+                "ZZZ_5555_sca",
+            ]),
+        );
+        check(
+            ProfileName::PATTERN,
+            |s| ProfileName::parse(s).is_ok(),
+            &and(
+                &common,
+                &[
+                    "Reception",
+                    "Sales Team",
+                    "Sales ",
+                    " Sales",
+                    "a/b",
+                    "x",
+                    &a64,
+                    &a65,
+                ],
+            ),
+        );
     }
 }

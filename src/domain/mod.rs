@@ -14,6 +14,7 @@
 pub(crate) mod action;
 pub(crate) mod entities;
 pub(crate) mod error;
+pub(crate) mod firmware;
 pub(crate) mod ids;
 pub(crate) mod layout;
 pub(crate) mod locale;

@@ -31,6 +31,8 @@ pub enum Record {
     Token(Token),
     Template(TemplateOverride),
     KeyProfile(KeyProfile),
+    Firmware(FirmwareImage),
+    FirmwareTarget(FirmwareTarget),
 }
 
 /// The key of a record; `Ord` groups records by type, then by their natural key.
@@ -47,6 +49,10 @@ pub(crate) enum RecordKey {
     /// (model, template file)
     Template(String, String),
     KeyProfile(GroupId, ProfileName),
+    /// (model, version)
+    Firmware(String, String),
+    /// (group, model)
+    FirmwareTarget(GroupId, String),
 }
 
 impl RecordKey {
@@ -62,6 +68,8 @@ impl RecordKey {
             RecordKey::Token(t) => format!("t/{t}"),
             RecordKey::Template(m, f) => format!("T/{m}/{f}"),
             RecordKey::KeyProfile(g, n) => format!("k/{g}/{n}"),
+            RecordKey::Firmware(m, v) => format!("f/{m}/{v}"),
+            RecordKey::FirmwareTarget(g, m) => format!("F/{g}/{m}"),
         }
         .into_bytes()
     }
@@ -97,6 +105,10 @@ impl Record {
             Record::Token(t) => RecordKey::Token(t.id.clone()),
             Record::Template(t) => RecordKey::Template(t.model.clone(), t.template.clone()),
             Record::KeyProfile(p) => RecordKey::KeyProfile(p.group.clone(), p.name.clone()),
+            Record::Firmware(f) => RecordKey::Firmware(f.model.clone(), f.version.clone()),
+            Record::FirmwareTarget(t) => {
+                RecordKey::FirmwareTarget(t.group.clone(), t.model.clone())
+            }
         }
     }
 }
@@ -181,6 +193,10 @@ pub struct State {
     pub tokens: Table<String, Token>,
     pub(crate) templates: Table<(String, String), TemplateOverride>,
     pub(crate) key_profiles: Table<(GroupId, ProfileName), KeyProfile>,
+    /// Firmware images by (model, version).
+    pub(crate) firmware: Table<(String, String), FirmwareImage>,
+    /// Firmware targets by (group, model).
+    pub(crate) firmware_targets: Table<(GroupId, String), FirmwareTarget>,
     idx: Indexes,
 }
 
@@ -268,6 +284,7 @@ impl State {
         let (mut groups, mut users, mut devices, mut scas, mut lines, mut tokens, mut templates) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut profiles = vec![];
+        let (mut firmware, mut targets) = (vec![], vec![]);
         let mut idx = Indexes::default();
         for r in records {
             idx.add(&r);
@@ -280,6 +297,8 @@ impl State {
                 Record::Token(t) => tokens.push((t.id.clone(), t)),
                 Record::Template(t) => templates.push(((t.model.clone(), t.template.clone()), t)),
                 Record::KeyProfile(p) => profiles.push(((p.group.clone(), p.name.clone()), p)),
+                Record::Firmware(f) => firmware.push(((f.model.clone(), f.version.clone()), f)),
+                Record::FirmwareTarget(t) => targets.push(((t.group.clone(), t.model.clone()), t)),
             }
         }
         State {
@@ -291,6 +310,8 @@ impl State {
             tokens: tokens.into_iter().collect(),
             templates: templates.into_iter().collect(),
             key_profiles: profiles.into_iter().collect(),
+            firmware: firmware.into_iter().collect(),
+            firmware_targets: targets.into_iter().collect(),
             idx,
         }
     }
@@ -334,6 +355,14 @@ impl State {
                 .key_profiles
                 .insert((p.group.clone(), p.name.clone()), p)
                 .map(Record::KeyProfile),
+            Record::Firmware(f) => self
+                .firmware
+                .insert((f.model.clone(), f.version.clone()), f)
+                .map(Record::Firmware),
+            Record::FirmwareTarget(t) => self
+                .firmware_targets
+                .insert((t.group.clone(), t.model.clone()), t)
+                .map(Record::FirmwareTarget),
         }
     }
 
@@ -356,6 +385,14 @@ impl State {
                 .key_profiles
                 .remove(&(g.clone(), n.clone()))
                 .map(Record::KeyProfile),
+            RecordKey::Firmware(m, v) => self
+                .firmware
+                .remove(&(m.clone(), v.clone()))
+                .map(Record::Firmware),
+            RecordKey::FirmwareTarget(g, m) => self
+                .firmware_targets
+                .remove(&(g.clone(), m.clone()))
+                .map(Record::FirmwareTarget),
         }
     }
 
@@ -385,6 +422,16 @@ impl State {
                 .get(&(g.clone(), n.clone()))
                 .cloned()
                 .map(Record::KeyProfile),
+            RecordKey::Firmware(m, v) => self
+                .firmware
+                .get(&(m.clone(), v.clone()))
+                .cloned()
+                .map(Record::Firmware),
+            RecordKey::FirmwareTarget(g, m) => self
+                .firmware_targets
+                .get(&(g.clone(), m.clone()))
+                .cloned()
+                .map(Record::FirmwareTarget),
         }
     }
 
@@ -519,6 +566,34 @@ impl State {
             .range((g.clone(), ProfileName::parse("0").expect("valid"))..)
             .take_while(move |((gg, _), _)| gg == g)
             .map(|(_, p)| p)
+    }
+
+    /// The firmware images of a model, by version.
+    pub(crate) fn firmware_of<'a>(
+        &'a self,
+        model: &'a str,
+    ) -> impl Iterator<Item = &'a FirmwareImage> + 'a {
+        self.firmware
+            .range((model.to_string(), String::new())..)
+            .take_while(move |((m, _), _)| m == model)
+            .map(|(_, f)| f)
+    }
+
+    /// The firmware targets of a group, by model.
+    pub(crate) fn firmware_targets_of<'a>(
+        &'a self,
+        g: &'a GroupId,
+    ) -> impl Iterator<Item = &'a FirmwareTarget> + 'a {
+        self.firmware_targets
+            .range((g.clone(), String::new())..)
+            .take_while(move |((gg, _), _)| gg == g)
+            .map(|(_, t)| t)
+    }
+
+    /// The firmware target of a device (its group's for its model), if any.
+    pub(crate) fn firmware_target_of(&self, d: &Device) -> Option<&FirmwareTarget> {
+        self.firmware_targets
+            .get(&(d.group.clone(), d.model.to_string()))
     }
 
     /// Devices of a group that use a key profile.

@@ -85,6 +85,19 @@ pub(crate) fn file_name(path: &str) -> Result<&str, StatusCode> {
     Ok(name)
 }
 
+/// `<mac>/<file>` of a firmware URL (`/firmware/<mac>/<file>`): the MAC in lowercase hex, a
+/// plain file name; anything else is refused before any lookup.
+fn firmware_path(rest: &str) -> Result<(Mac, String), StatusCode> {
+    let (m, file) = rest.split_once('/').ok_or(StatusCode::NOT_FOUND)?;
+    if m.len() != 12 || !m.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let mac = Mac::parse(m).map_err(|_| StatusCode::NOT_FOUND)?;
+    let path = format!("/{file}");
+    let name = file_name(&path)?.to_string();
+    Ok((mac, name))
+}
+
 pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
         IpAddr::V6(v6) => v6
@@ -118,9 +131,18 @@ async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
     let ip = client_ip(peer);
-    let name = match file_name(req.uri().path()) {
-        Ok(n) => n.to_string(),
-        Err(code) => return status(code),
+    let firmware = req
+        .uri()
+        .path()
+        .strip_prefix("/firmware/")
+        .map(firmware_path);
+    let name = match firmware.clone() {
+        Some(Ok((_, file))) => file,
+        Some(Err(code)) => return status(code),
+        None => match file_name(req.uri().path()) {
+            Ok(n) => n.to_string(),
+            Err(code) => return status(code),
+        },
     };
     let (parts, body) = req.into_parts();
     let ua = parts
@@ -152,6 +174,17 @@ async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
             .unwrap_or("/"),
         ua: &ua,
     };
+    if let Some(Ok((mac, _))) = firmware {
+        return match parts.method {
+            Method::GET | Method::HEAD => ctx.fetch_firmware(&mac, &name),
+            _ => {
+                let mut r = status(StatusCode::METHOD_NOT_ALLOWED);
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r
+            }
+        };
+    }
     match parts.method {
         Method::GET | Method::HEAD => ctx.fetch(&name).await,
         Method::PUT => {
@@ -292,6 +325,9 @@ impl Ctx<'_> {
                     identity: file.identity.clone(),
                 });
                 let durable = self.check_in(&device.mac, &ua, applied);
+                if main {
+                    self.firmware_guard(&state, device, ua.firmware.as_deref());
+                }
                 let model_id = model.id.clone();
                 let mac = device.mac.clone();
                 drop(state);
@@ -314,6 +350,173 @@ impl Ctx<'_> {
                 r
             }
         }
+    }
+
+    /// Feeds a main-file fetch to the roll-out guard; pauses the roll-out (a change-log entry,
+    /// off the async workers) when its failures reach the threshold.
+    fn firmware_guard(
+        &self,
+        state: &crate::domain::state::State,
+        d: &Device,
+        running: Option<&str>,
+    ) {
+        let Some(due) = self.app.firmware.observe(state, d, running) else {
+            return;
+        };
+        let app = self.app.clone();
+        tokio::task::spawn_blocking(move || {
+            match app.store.pause_firmware_target(
+                "firmware-guard",
+                &due.group,
+                &due.model,
+                &due.version,
+                due.pause,
+            ) {
+                Ok(_) => {
+                    tracing::warn!(group = %due.group, model = %due.model, version = %due.version, "firmware roll-out paused: too many phones came back on the old version")
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "firmware roll-out not paused (changed meanwhile)")
+                }
+            }
+        });
+    }
+
+    /// `GET|HEAD /firmware/<mac>/<file>`: the image of the device's roll-out, authenticated as
+    /// its model's `[firmware] auth` says, with a strong ETag (the SHA-256), one byte range, and
+    /// at most `[firmware] max_downloads` at once.
+    fn fetch_firmware(&self, mac: &Mac, name: &str) -> Response {
+        let state = self.app.store.read();
+        let Some(device) = state.devices.get(mac) else {
+            drop(state);
+            let d = self.authorize_unknown(mac);
+            return self.deny(d, name);
+        };
+        let model = self.app.renderer.catalog().get(&device.model);
+        let Some(spec) = model.and_then(|m| m.firmware.as_ref()) else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        if spec.auth == crate::catalog::FirmwareAuth::Device {
+            let Some(group) = state.groups.get(&device.group) else {
+                return status(StatusCode::NOT_FOUND);
+            };
+            if let Err(d) = self.authorize(device, group) {
+                let reason = d.reason();
+                let r = self.deny(d, name);
+                self.log(mac, name, r.status(), 0, Some(reason));
+                return r;
+            }
+        }
+        let offered = crate::domain::firmware::offered(state.firmware_target_of(device), device);
+        let img = offered
+            .filter(|v| spec.file_for(v) == name)
+            .and_then(|v| {
+                state
+                    .firmware
+                    .get(&(device.model.to_string(), v.to_string()))
+            })
+            .cloned();
+        drop(state);
+        let Some(img) = img else {
+            let r = status(StatusCode::NOT_FOUND);
+            self.log(mac, name, r.status(), 0, None);
+            return r;
+        };
+        let r = self.image(&img);
+        let sent = if r.status().is_success() && self.method != Method::HEAD {
+            r.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.log(mac, name, r.status(), sent, None);
+        r
+    }
+
+    /// The response for an image: 304, HEAD, 200, 206, 416 or 503.
+    fn image(&self, img: &crate::domain::FirmwareImage) -> Response {
+        let etag = format!("\"{}\"", img.sha256);
+        let matches = self
+            .headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == etag || t.trim() == "*");
+        let with_validators = |mut r: Response| {
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                h.insert(header::ETAG, v);
+            }
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        };
+        if matches {
+            return with_validators(StatusCode::NOT_MODIFIED.into_response());
+        }
+        let size = img.size;
+        // `If-Range` naming other bytes: the whole image, not the range (RFC 9110 §13.1.5).
+        let if_range_ok = self
+            .headers
+            .get(header::IF_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == etag);
+        let range = self
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| if_range_ok);
+        let Ok(range) = crate::firmware::parse_range(range, size) else {
+            let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return with_validators(r);
+        };
+        let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
+        let len = if size == 0 { 0 } else { end - start + 1 };
+        let code = if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        let mut r = if self.method == Method::HEAD {
+            Response::new(Body::empty())
+        } else {
+            let Some(permit) = self.app.firmware.try_download() else {
+                self.app.metrics.firmware_busy();
+                let mut r = status(StatusCode::SERVICE_UNAVAILABLE);
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(self.app.firmware.retry_after_s()),
+                );
+                return r;
+            };
+            match self.app.firmware.stream(&img.sha256, start, len, permit) {
+                Ok(b) => Response::new(b),
+                Err(e) => {
+                    tracing::error!(sha256 = %img.sha256, error = %e, "a firmware image is missing from the image store");
+                    return status(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+            }
+        };
+        *r.status_mut() = code;
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if range.is_some() {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        with_validators(r)
     }
 
     /// Adds this request to `mac`'s provisioning log: no credentials, nonce or response in it.

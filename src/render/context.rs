@@ -175,7 +175,10 @@ pub(crate) fn device_context(
         })
         .collect();
 
+    let firmware = firmware_value(state, model, device, base_url);
+
     Ok(json!({
+        "firmware": firmware,
         "device": {
             "mac": device.mac,
             "mac_upper": device.mac.upper(),
@@ -211,6 +214,40 @@ pub(crate) fn device_context(
             "revision": device.revision,
         },
     }))
+}
+
+/// The `firmware` context: the image a device in its group's roll-out is offered (`null` for
+/// every other device). Its URL is on the phone listener: `<base>/firmware/<mac>/<file>`.
+fn firmware_value(state: &State, model: &Model, device: &Device, base_url: &str) -> Value {
+    let Some(spec) = &model.firmware else {
+        return Value::Null;
+    };
+    let target = state.firmware_target_of(device);
+    let Some(version) = crate::domain::firmware::offered(target, device) else {
+        return Value::Null;
+    };
+    let Some(img) = state.firmware.get(&(model.id.clone(), version.to_string())) else {
+        return Value::Null;
+    };
+    let base = base_url.trim_end_matches('/');
+    let file = spec.file_for(version);
+    let dir = format!("firmware/{}/", device.mac);
+    let server = format!("{base}/{dir}");
+    let host_path = server
+        .split_once("://")
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| server.clone());
+    json!({
+        "version": version,
+        "file": file,
+        "path": format!("{dir}{file}"),
+        "url": format!("{server}{file}"),
+        "server": server,
+        "server_host_path": host_path,
+        "https": base.starts_with("https://"),
+        "sha256": img.sha256,
+        "size": img.size,
+    })
 }
 
 /// Where a line key sits: on the phone (`module` 0) or on the n-th expansion module, with its

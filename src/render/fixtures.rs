@@ -48,6 +48,21 @@ struct FixtureInput {
     pub(crate) shared_lines: Vec<SharedLineInput>,
     #[serde(default)]
     pub(crate) hot_desk: Option<FixtureHotDesk>,
+    /// A firmware image of the device's model and the group's target for it.
+    #[serde(default)]
+    pub(crate) firmware: Option<FixtureFirmware>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixtureFirmware {
+    pub(crate) version: String,
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
+    #[serde(default)]
+    pub(crate) percent: Option<u8>,
+    #[serde(default)]
+    pub(crate) pilots: Vec<Mac>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +134,36 @@ fn build_state(catalog: &Catalog, input: &FixtureInput) -> Result<State, DomainE
     if let Some(h) = &input.hot_desk {
         rules::hot_desk_login(&mut tx, &env, &h.mac, &h.extension)?;
     }
+    if let Some(f) = &input.firmware {
+        let model = tx
+            .state()
+            .devices
+            .get(&input.device)
+            .map(|d| d.model.to_string())
+            .ok_or_else(|| DomainError::not_found("the fixture's device is not in devices"))?;
+        let img = FirmwareImage {
+            model: model.clone(),
+            version: f.version.clone(),
+            sha256: f.sha256.clone(),
+            size: f.size,
+            uploaded_at: "2026-01-01T00:00:00Z".into(),
+            actor: "fixture".into(),
+        };
+        rules::put_firmware_image(&mut tx, &env, img)?;
+        let target = rules::FirmwareTargetInput {
+            version: f.version.clone(),
+            percent: f.percent,
+            pilots: f.pilots.clone(),
+        };
+        rules::set_firmware_target(
+            &mut tx,
+            &env,
+            &g,
+            &model,
+            target,
+            "2026-01-01T00:00:00Z".into(),
+        )?;
+    }
     drop(tx);
     Ok(state)
 }
@@ -164,7 +209,8 @@ pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError
         ],
         "devices": [device],
         "shared_lines": shared_lines,
-        "sca": sca
+        "sca": sca,
+        "firmware": {"version": "1.0-rc.1", "sha256": "00".repeat(32), "size": 1}
     }))
     .map_err(|e| DomainError::validation("fixture", e.to_string()))?;
     build_state(catalog, &input)

@@ -216,7 +216,11 @@ impl Backend for Embedded {
         group: Option<&GroupId>,
     ) -> Result<Vec<Change>, StoreError> {
         let mut out = Vec::new();
-        for item in self.changes.range((since + 1).to_be_bytes()..) {
+        // Nothing comes after the largest seq (and `since + 1` would overflow).
+        let Some(from) = since.checked_add(1) else {
+            return Ok(out);
+        };
+        for item in self.changes.range(from.to_be_bytes()..) {
             let (_, v) = item?;
             let c: Change =
                 serde_json::from_slice(&v).map_err(|e| corrupt(format!("change: {e}")))?;

@@ -398,3 +398,74 @@ impl Store {
             .then(|| t.clone())
     }
 }
+
+/// Firmware: image records, targets, pause and resume (the bytes are [`crate::firmware`]'s).
+impl Store {
+    pub(crate) fn put_firmware_image(
+        &self,
+        actor: &str,
+        img: FirmwareImage,
+    ) -> Result<(FirmwareImage, Change), StoreError> {
+        self.commit(actor, |tx, env| rules::put_firmware_image(tx, env, img))
+    }
+    /// Returns the deleted image's digest.
+    pub(crate) fn delete_firmware_image(
+        &self,
+        actor: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                rules::delete_firmware_image(tx, model, version)
+            })?
+            .0)
+    }
+    pub(crate) fn set_firmware_target(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        model: &str,
+        input: FirmwareTargetInput,
+    ) -> Result<(FirmwareTarget, Change), StoreError> {
+        self.commit(actor, |tx, env| {
+            rules::set_firmware_target(tx, env, g, model, input, now())
+        })
+    }
+    pub(crate) fn delete_firmware_target(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        model: &str,
+    ) -> Result<Change, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                Ok((rules::delete_firmware_target(tx, g, model)?, ()))
+            })?
+            .1)
+    }
+    pub(crate) fn pause_firmware_target(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        model: &str,
+        version: &str,
+        pause: FirmwarePause,
+    ) -> Result<FirmwareTarget, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| {
+                rules::pause_firmware_target(tx, g, model, version, pause)
+            })?
+            .0)
+    }
+    pub(crate) fn resume_firmware_target(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        model: &str,
+    ) -> Result<FirmwareTarget, StoreError> {
+        Ok(self
+            .commit(actor, |tx, _| rules::resume_firmware_target(tx, g, model))?
+            .0)
+    }
+}

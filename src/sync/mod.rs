@@ -342,7 +342,8 @@ async fn decide(app: &SharedApp, mac: &Mac, st: &SyncState) -> Step {
         (device, group, seen_ip, notify, model.sip_port)
     };
     let (device, group, seen_ip, notify, sip_port) = prepared;
-    match target(&device, group.as_ref(), seen_ip, sip_port).await {
+    let loopback_only = app.config.sync.loopback_only;
+    match target(&device, group.as_ref(), seen_ip, sip_port, loopback_only).await {
         Some(target) => {
             let event = notify.event.clone();
             Step::Send {
@@ -357,17 +358,16 @@ async fn decide(app: &SharedApp, mac: &Mac, st: &SyncState) -> Step {
 }
 
 /// `notify_target`, else the group's proxy (through the registrar), else the last-seen address.
+/// With `[sync] loopback_only` only a literal loopback address is a target.
 async fn target(
     d: &Device,
     group: Option<&crate::domain::Group>,
     seen_ip: Option<String>,
     sip_port: u16,
+    loopback_only: bool,
 ) -> Option<sip::Target> {
     if let Some(t) = &d.notify_target {
-        let addr = tokio::net::lookup_host((t.host.as_str(), t.port))
-            .await
-            .ok()?
-            .next()?;
+        let addr = resolve(&t.host, t.port, loopback_only).await?;
         return Some(sip::Target {
             tcp: t.tcp,
             addr,
@@ -383,20 +383,43 @@ async fn target(
                 ),
                 _ => (proxy.trim_matches(['[', ']']).to_string(), g.sip.port),
             };
-            let addr = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .ok()?
-                .next()?;
+            let addr = resolve(&host, port, loopback_only).await?;
             let tcp = g.sip.transport != crate::domain::Transport::Udp;
             return Some(sip::Target { tcp, addr, host });
         }
     }
     let ip: std::net::IpAddr = seen_ip?.parse().ok()?;
+    if loopback_only && !ip.is_loopback() {
+        tracing::debug!(mac = %d.mac, %ip, "not a loopback address; [sync] loopback_only skips it");
+        return None;
+    }
     Some(sip::Target {
         tcp: false,
         addr: (ip, sip_port).into(),
         host: ip.to_string(),
     })
+}
+
+/// The address of a NOTIFY destination. With `loopback_only` it must be a literal loopback
+/// address: anything else is refused before any DNS lookup, so nothing leaves the host.
+async fn resolve(host: &str, port: u16, loopback_only: bool) -> Option<std::net::SocketAddr> {
+    if loopback_only {
+        let ip = loopback_literal(host);
+        if ip.is_none() {
+            tracing::debug!(
+                host,
+                "not a loopback address; [sync] loopback_only skips it"
+            );
+        }
+        return ip.map(|ip| std::net::SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port)).await.ok()?.next()
+}
+
+/// `host` as a loopback IP literal (`127.0.0.0/8`, `::1`, bracketed or not), else `None`.
+fn loopback_literal(host: &str) -> Option<std::net::IpAddr> {
+    let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
+    ip.is_loopback().then_some(ip)
 }
 
 /// The dispatcher loop: runs until `stop` turns true.
@@ -615,6 +638,33 @@ mod tests {
         take_in(&mut st, 9, needs_reboot(model, ChangeKind::Settings), 30);
         assert!(!st.reboot);
         assert!(!needs_reboot(None, ChangeKind::Lines), "unknown model");
+    }
+
+    #[tokio::test]
+    async fn loopback_only_takes_literal_loopback_addresses_and_nothing_else() {
+        for (host, want) in [
+            ("127.0.0.1", Some("127.0.0.1:5060")),
+            ("127.8.9.10", Some("127.8.9.10:5060")),
+            ("::1", Some("[::1]:5060")),
+            ("[::1]", Some("[::1]:5060")),
+            ("10.0.0.1", None),
+            ("192.0.2.7", None),
+            ("2001:db8::1", None),
+            ("0.0.0.0", None),
+            // Names are never looked up, even one that would resolve to loopback.
+            ("localhost", None),
+            ("pbx.example.com", None),
+        ] {
+            let got = resolve(host, 5060, true).await.map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{host}");
+        }
+        // Without the switch a literal address is taken as it is.
+        assert_eq!(
+            resolve("192.0.2.7", 5060, false)
+                .await
+                .map(|a| a.to_string()),
+            Some("192.0.2.7:5060".to_string())
+        );
     }
 
     #[test]

@@ -254,6 +254,17 @@ pub(crate) fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainErro
     for p in scas {
         tx.delete(RecordKey::Sca(p));
     }
+    // A deleted device is no firmware pilot any more (its MAC could come back elsewhere).
+    let targets: Vec<FirmwareTarget> = tx
+        .state()
+        .firmware_targets_of(&d.group)
+        .filter(|t| t.pilots.contains(mac))
+        .cloned()
+        .collect();
+    for mut t in targets {
+        t.pilots.retain(|m| m != mac);
+        tx.put(Record::FirmwareTarget(t));
+    }
     tx.delete(RecordKey::Device(mac.clone()));
     Ok(fx)
 }

@@ -113,6 +113,7 @@ pub(crate) fn delete_group(
         .map(|t| t.id.clone())
         .collect();
     let profiles: Vec<_> = s.key_profiles_of(id).map(|p| p.name.clone()).collect();
+    let firmware: Vec<_> = s.firmware_targets_of(id).map(|t| t.model.clone()).collect();
     let mut fx = Effect::new(
         Action::GroupDelete,
         ChangeKind::Lines,
@@ -126,6 +127,9 @@ pub(crate) fn delete_group(
     // Key profiles are the group's configuration, like its settings: they go with it.
     for n in profiles {
         tx.delete(RecordKey::KeyProfile(id.clone(), n));
+    }
+    for m in firmware {
+        tx.delete(RecordKey::FirmwareTarget(id.clone(), m));
     }
     fx.devices = devices.iter().cloned().collect();
     for p in scas {

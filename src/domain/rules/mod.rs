@@ -23,6 +23,7 @@ use super::state::{Record, RecordKey, State, Tx};
 use super::{Action, ChangeKind, DomainError, Effect, Env, ErrorCode};
 
 mod device;
+mod firmware;
 mod group;
 mod hot_desk;
 mod import;
@@ -35,6 +36,7 @@ mod token;
 mod user;
 
 pub use device::*;
+pub(crate) use firmware::*;
 pub(crate) use group::*;
 pub(crate) use hot_desk::*;
 pub(crate) use import::*;
