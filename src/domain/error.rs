@@ -69,7 +69,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 25] = [
+    pub(crate) const ALL: [ErrorCode; 26] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
