@@ -247,7 +247,7 @@ async fn credentials(
 /// `https://<id>:<password>@<phone listener>/<main file>`, which Linphone (app or linphonec
 /// `[misc] config-uri`) uses as is; the console shows it with a QR code. 422 `validation` for a
 /// desk phone.
-#[utoipa::path(post, path = "/devices/{mac}/provisioning-link", tag = "devices",
+#[utoipa::path(post, operation_id = "createProvisioningLink", path = "/devices/{mac}/provisioning-link", tag = "devices",
     responses((status = 200, body = ProvisioningLinkView), (status = 404, body = Problem), (status = 422, body = Problem)))]
 async fn provisioning_link(
     State(app): State<SharedApp>,

@@ -183,7 +183,7 @@ pub(super) struct ThirdPartyView {
 /// Seed 002 "Third party softphones": rotates the user's SIP password and returns the SIP
 /// credentials for a softphone configured by hand (the user's phones get the new password);
 /// 409 `endpoint_not_allowed` while `allowed_endpoints.third_party` is false.
-#[utoipa::path(post, path = "/groups/{group}/users/{ext}/third-party-credentials", tag = "users",
+#[utoipa::path(post, operation_id = "createThirdPartyCredentials", path = "/groups/{group}/users/{ext}/third-party-credentials", tag = "users",
     responses((status = 200, body = ThirdPartyView), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn third_party_credentials(
     State(app): State<SharedApp>,
