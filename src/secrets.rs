@@ -27,6 +27,11 @@ pub(crate) fn password() -> String {
     out
 }
 
+/// Five random octets (a softphone's id, see `Mac::softphone`).
+pub(crate) fn random_id() -> [u8; 5] {
+    random_bytes::<5>()
+}
+
 /// `n` random bytes as lowercase hex.
 pub(crate) fn hex_token<const N: usize>() -> String {
     hex::encode(random_bytes::<N>())

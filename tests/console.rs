@@ -311,6 +311,75 @@ async fn line_port_in_use_is_shown_at_the_line_port_field() {
 }
 
 #[tokio::test]
+async fn a_softphone_is_added_without_a_mac_and_its_page_shows_the_provisioning_link_as_a_qr_code()
+{
+    let s = TestServer::start().await;
+    seed(&s).await;
+    let (b, _) = sign_in(&s, &s.token.clone()).await;
+    let csrf = b.csrf().await;
+    let r = b
+        .post(
+            &format!("/ui/groups/{G}/devices"),
+            &[
+                ("_csrf", &csrf),
+                ("mac", ""),
+                ("name", "Ada softphone"),
+                ("model", "linphone"),
+                ("owner", "1001"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let html = r.text().await.unwrap();
+    let d = s.get(&format!("/api/v1/groups/{G}/devices")).await;
+    let id = d.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["model"] == "linphone")
+        .expect("the softphone")["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(id.starts_with("02"), "{id}");
+    assert!(html.contains(r#"value="provisioning_link""#), "the button");
+    // A desk phone's page has no such button.
+    let (_, desk) = b.get("/ui/devices/0004f2000001").await;
+    assert!(!desk.contains(r#"value="provisioning_link""#));
+
+    let r = b
+        .post(
+            &format!("/ui/devices/{id}/action"),
+            &[("_csrf", &csrf), ("op", "provisioning_link")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    let at = html.find(r#"id="once-value">"#).expect("the link, once") + 16;
+    let url = html[at..].split('<').next().unwrap().to_string();
+    assert!(url.starts_with(&format!("https://{id}:")), "{url}");
+    assert!(url.ends_with(&format!("/linphone-{id}.xml")), "{url}");
+    let qr = &html[html.find(r#"id="once-qr""#).expect("the QR code")..];
+    assert!(qr.contains("<svg") && qr.contains("</svg>"), "inline SVG");
+    assert!(
+        !html.contains("<?xml"),
+        "no XML declaration inside the page"
+    );
+    // The link's credentials are the device's now: the phone side accepts them.
+    let pw = url[format!("https://{id}:").len()..]
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, _) =
+        common::fetch_file(&s, &format!("linphone-{id}.xml"), "Linphone/5.1", &id, &pw).await;
+    assert_eq!(code, 200);
+    // Reloading the page does not show it again.
+    let (_, again) = b.get(&format!("/ui/devices/{id}")).await;
+    assert!(!again.contains(&pw));
+}
+
+#[tokio::test]
 async fn the_firmware_page_shows_each_models_target_and_its_phones_by_state() {
     let s = TestServer::start().await;
     seed(&s).await;

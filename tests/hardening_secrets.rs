@@ -124,6 +124,54 @@ async fn scenario(admin: &str, phones: &str, ca: &Path, token: &str) -> Vec<Stri
             "the file carries the SIP passwords"
         );
     }
+    // A softphone: its one-time provisioning link (credentials in the URL) and the file Linphone
+    // fetches with them; the link, its password and a third-party password stay out of logs.
+    let soft = call(
+        Method::POST,
+        &format!("/api/v1/groups/{g}/devices"),
+        Some(json!({"name": "soft", "model": "linphone", "owner": "5555"})),
+    )
+    .await;
+    let id = soft["mac"].as_str().unwrap().to_string();
+    secrets.push(
+        soft["credentials"]["password"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let link = call(
+        Method::POST,
+        &format!("/api/v1/devices/{id}/provisioning-link"),
+        None,
+    )
+    .await;
+    let link_pw = link["password"].as_str().unwrap().to_string();
+    secrets.push(link["url"].as_str().unwrap().to_string());
+    secrets.push(link_pw.clone());
+    let r = call(
+        Method::POST,
+        &format!("/api/v1/groups/{g}/users/5555/third-party-credentials"),
+        None,
+    )
+    .await;
+    let sip_pw = r["password"].as_str().unwrap().to_string();
+    secrets.push(sip_pw.clone());
+    let resp = common::phone_get(
+        &phone_client,
+        phones,
+        &format!("/linphone-{id}.xml"),
+        "Linphone/5.1.65 (Debian) LinphoneSDK/5.1.65",
+        Some((&id, &link_pw)),
+        "MD5",
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains(sip_pw.as_str()),
+        "the softphone's file carries its SIP password"
+    );
     secrets
 }
 

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 fn user_agent(model: &str, mac: &Mac) -> String {
     let dashes = mac.colon().replace(':', "-").to_uppercase();
     match model {
+        "linphone" => "Linphone/5.1.65 (Debian) LinphoneSDK/5.1.65".into(),
         "polycom-vvx-450" => "FileTransport PolycomVVX-VVX_450-UA/6.3.0.14929 Type/Application".into(),
         "polycom-vvx-411" => "FileTransport PolycomVVX-VVX_411-UA/6.4.3.5100 Type/Application".into(),
         "yealink-t54w" => format!("Yealink SIP-T54W 96.86.0.70 {}", mac.colon()),
@@ -59,7 +60,13 @@ async fn every_model_fetches_its_files_with_its_user_agent_and_digest() {
         "the built-in catalogue has models with files"
     );
     for (i, model) in models.into_iter().enumerate() {
-        let mac = Mac::parse(&format!("0004f2{:06x}", 0x100 + i)).unwrap();
+        // A softphone's id is a locally administered address (as the server assigns it).
+        let prefix = if model.is_softphone() {
+            "02f200"
+        } else {
+            "0004f2"
+        };
+        let mac = Mac::parse(&format!("{prefix}{:06x}", 0x100 + i)).unwrap();
         let name = format!("desk-{i}");
         // A second SCA of 5555 per device needs a fresh line port each time: auto-assigned.
         let pw = device(&s, mac.as_str(), &model.id, &name).await;

@@ -10,7 +10,7 @@ use super::extract::{
     id, json_body, merge, Caller, Json, Page, PageQuery, Path, Query, RawBody, RawJson,
 };
 use super::problem::{ApiError, ApiResult, Problem};
-use super::views::{device_input, CredentialsView, DeviceView};
+use super::views::{device_input, CredentialsView, DeviceView, ProvisioningLinkView};
 use super::{blocking, created, no_content};
 use crate::domain::rules::DeviceInput;
 use crate::domain::{Device, ErrorCode, Extension, GroupId, Mac};
@@ -21,6 +21,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(list, create))
         .routes(routes!(get_one, patch, delete))
         .routes(routes!(credentials))
+        .routes(routes!(provisioning_link))
         .routes(routes!(hot_desk_login, hot_desk_logout))
         .routes(routes!(sync))
         .routes(routes!(preview))
@@ -202,7 +203,7 @@ async fn patch(
     let d = current(&app, &caller, &mac)?;
     let mut base = device_input(&d);
     // Compare MACs in canonical form: the body may spell it in any accepted form.
-    base.mac = d.mac.clone();
+    base.mac = Some(d.mac.clone());
     let input: DeviceInput = merge(&base, body)?;
     let actor = caller.actor();
     let m = d.mac.clone();
@@ -240,6 +241,35 @@ async fn credentials(
         username: d.mac.to_string(),
         password,
     }))
+}
+
+/// A softphone's one-time provisioning link: rotates its provisioning password and returns
+/// `https://<id>:<password>@<phone listener>/<main file>`, which Linphone (app or linphonec
+/// `[misc] config-uri`) uses as is; the console shows it with a QR code. 422 `validation` for a
+/// desk phone.
+#[utoipa::path(post, operation_id = "createProvisioningLink", path = "/devices/{mac}/provisioning-link", tag = "devices",
+    responses((status = 200, body = ProvisioningLinkView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn provisioning_link(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path(mac): Path<String>,
+) -> ApiResult<axum::Json<ProvisioningLinkView>> {
+    let d = current(&app, &caller, &mac)?;
+    let actor = caller.actor();
+    let m = d.mac.clone();
+    let password = blocking(&app, move |s| s.softphone_link_credentials(&actor, &m)).await?;
+    let file = app
+        .renderer
+        .catalog()
+        .get(&d.model)
+        .and_then(|model| Some(model.main_file()?.name_for(&d.mac, model.mac_case)))
+        .ok_or_else(|| ApiError::not_found(format!("model {} has no per-device file", d.model)))?;
+    Ok(axum::Json(ProvisioningLinkView::new(
+        app.renderer.base_url(),
+        &d.mac,
+        &file,
+        password,
+    )))
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

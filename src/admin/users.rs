@@ -20,6 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedApp> {
         .routes(routes!(get_one, patch, delete))
         .routes(routes!(duplicate))
         .routes(routes!(sip_password))
+        .routes(routes!(third_party_credentials))
         .routes(routes!(unregister))
 }
 
@@ -159,6 +160,57 @@ async fn sip_password(
     let actor = caller.actor();
     let password = blocking(&app, move |s| s.rotate_sip_password(&actor, &g, &e)).await?;
     Ok(axum::Json(PasswordView { password }))
+}
+
+/// What a third-party softphone needs to register as the user, shown once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ThirdPartyView {
+    /// The SIP user (the primary line port).
+    username: String,
+    /// The digest user.
+    auth_username: String,
+    /// The new SIP password: this response is the only place it is shown.
+    password: String,
+    /// The SIP domain (realm) of the user's group.
+    domain: String,
+    /// The group's outbound proxy, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<String>,
+    port: u16,
+    transport: crate::domain::Transport,
+}
+
+/// Seed 002 "Third party softphones": rotates the user's SIP password and returns the SIP
+/// credentials for a softphone configured by hand (the user's phones get the new password);
+/// 409 `endpoint_not_allowed` while `allowed_endpoints.third_party` is false.
+#[utoipa::path(post, operation_id = "createThirdPartyCredentials", path = "/groups/{group}/users/{ext}/third-party-credentials", tag = "users",
+    responses((status = 200, body = ThirdPartyView), (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn third_party_credentials(
+    State(app): State<SharedApp>,
+    caller: Caller,
+    Path((g, e)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ThirdPartyView>> {
+    let (g, e) = user_path(&caller, &g, &e)?;
+    let actor = caller.actor();
+    let (gg, ee) = (g.clone(), e.clone());
+    let password = blocking(&app, move |s| s.third_party_credentials(&actor, &gg, &ee)).await?;
+    let s = app.store.read();
+    let u = s.user(&g, &e).cloned();
+    let grp = s.groups.get(&g).cloned();
+    let (Some(u), Some(grp)) = (u, grp) else {
+        return Err(ApiError::not_found(format!(
+            "user {e} does not exist in group {g}"
+        )));
+    };
+    Ok(axum::Json(ThirdPartyView {
+        username: u.sip_username(),
+        auth_username: u.auth_username(),
+        password,
+        domain: grp.sip.domain.clone(),
+        proxy: grp.sip.proxy.clone(),
+        port: grp.sip.port,
+        transport: grp.sip.transport,
+    }))
 }
 
 /// Forces the user's lines off every phone now (seed 002 "Unregister"): they render disabled

@@ -37,6 +37,8 @@ pub(crate) struct UserView {
     pub(crate) features: Features,
     /// Whether the user may log in; false renders its lines disabled on every phone.
     pub(crate) login_allowed: bool,
+    /// Endpoint kinds the user may use: `{ip_phone, softphone, third_party}`.
+    pub(crate) allowed_endpoints: AllowedEndpoints,
     /// Unregistered (`POST .../unregister`) and not changed since: its lines render disabled.
     pub(crate) unregistered: bool,
     /// Prefix of this user's SCA line ports (`<phone_number>` or `<group>_<extension>`).
@@ -61,6 +63,7 @@ impl UserView {
             },
             features: u.features.clone(),
             login_allowed: u.login_allowed,
+            allowed_endpoints: u.allowed_endpoints,
             unregistered: u.unregistered,
             line_port_prefix: u.line_port_prefix(),
             sca_endpoints: s.scas_of_user(&u.group, &u.extension).count(),
@@ -88,6 +91,49 @@ pub(crate) fn user_input(u: &User) -> UserInput {
         },
         features: u.features.clone(),
         login_allowed: u.login_allowed,
+        allowed_endpoints: u.allowed_endpoints,
+    }
+}
+
+/// A softphone's one-time provisioning link (`https://<id>:<password>@host:port/<file>`: the
+/// credentials in the URL are what Linphone answers the digest challenge with).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ProvisioningLinkView {
+    /// The link, credentials included: the only place the new password is shown.
+    pub(crate) url: String,
+    /// The same URL without credentials (what the device fetches; safe to log).
+    pub(crate) file_url: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
+}
+
+impl ProvisioningLinkView {
+    /// The link for `mac`'s main file `file` at the phone listener's `base_url`.
+    pub(crate) fn new(base_url: &str, mac: &Mac, file: &str, password: String) -> Self {
+        let base = base_url.trim_end_matches('/');
+        let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+        // Digest credentials in the URL's userinfo, percent-encoded (RFC 3986 §3.2.1).
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect()
+        };
+        ProvisioningLinkView {
+            url: format!(
+                "{scheme}://{}:{}@{rest}/{file}",
+                enc(mac.as_str()),
+                enc(&password)
+            ),
+            file_url: format!("{base}/{file}"),
+            username: mac.to_string(),
+            password,
+        }
     }
 }
 
@@ -105,6 +151,9 @@ pub(crate) struct DeviceView {
     pub(crate) group: GroupId,
     pub(crate) name: String,
     pub(crate) model: String,
+    /// `ip_phone` or `softphone` (from the model): a softphone's `mac` is its server-assigned
+    /// id, and it gets a provisioning link (`POST .../provisioning-link`).
+    pub(crate) kind: EndpointKind,
     pub(crate) owner: Option<Extension>,
     /// The hot-desk user logged in, if any.
     pub(crate) hot_desk: Option<Extension>,
@@ -191,6 +240,7 @@ impl DeviceView {
             group: d.group.clone(),
             name: d.name.to_string(),
             model: d.model.to_string(),
+            kind: catalog.get(&d.model).map(|m| m.kind).unwrap_or_default(),
             owner: d.owner.clone(),
             hot_desk: d.hot_desk.clone(),
             keys: d.keys.clone(),
@@ -218,7 +268,7 @@ impl DeviceView {
 
 pub(crate) fn device_input(d: &Device) -> DeviceInput {
     DeviceInput {
-        mac: d.mac.clone(),
+        mac: Some(d.mac.clone()),
         name: Some(d.name.to_string()),
         model: d.model.to_string(),
         owner: d.owner.clone(),

@@ -20,7 +20,9 @@ use utoipa::ToSchema;
 
 use std::sync::Arc;
 
-use crate::domain::{ChangeKind, DomainError, Env, ExpansionModule, KeyNo, ModelCaps};
+use crate::domain::{
+    ChangeKind, DomainError, EndpointKind, Env, ExpansionModule, KeyNo, ModelCaps,
+};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/device-templates");
 
@@ -181,6 +183,9 @@ struct ModelFile {
     #[serde(default)]
     accounts: Option<u16>,
     mac_case: MacCase,
+    /// `ip_phone` (default) or `softphone`: a softphone has no MAC, the server assigns its id.
+    #[serde(default)]
+    kind: EndpointKind,
     #[serde(default)]
     user_agents: Vec<String>,
     notify: Notify,
@@ -250,6 +255,8 @@ pub struct Model {
     pub(crate) line_keys: u16,
     pub(crate) accounts: u16,
     pub mac_case: MacCase,
+    /// Desk phone (`ip_phone`) or `softphone` (no MAC: the server assigns the device's id).
+    pub(crate) kind: EndpointKind,
     /// Substrings of the User-Agent that identify this model.
     pub(crate) user_agents: Vec<String>,
     pub(crate) notify: Notify,
@@ -330,6 +337,7 @@ impl Model {
             line_keys: KeyNo::try_from(keys).map_err(too_many)?,
             appearance_keys: KeyNo::try_from(appearance_keys).map_err(too_many)?,
             accounts: self.accounts,
+            endpoint: self.kind,
         })
     }
 
@@ -348,6 +356,11 @@ impl Model {
                 .into_iter()
                 .flat_map(move |e| std::iter::repeat_n(e, usize::from(m.count)))
         })
+    }
+
+    /// A softphone model (`kind = "softphone"`): its devices have server-assigned ids, not MACs.
+    pub fn is_softphone(&self) -> bool {
+        self.kind == EndpointKind::Softphone
     }
 
     /// The main per-device file (see [`FileSpec::main`]).
@@ -479,6 +492,7 @@ fn parse_model(
         line_keys: f.line_keys,
         accounts,
         mac_case: f.mac_case,
+        kind: f.kind,
         user_agents: f.user_agents,
         notify: f.notify,
         sip_port: f.sip_port,
@@ -782,6 +796,9 @@ impl Env for RulesEnv {
     }
     fn new_secret(&self) -> String {
         crate::secrets::password()
+    }
+    fn random_id(&self) -> [u8; 5] {
+        crate::secrets::random_id()
     }
 }
 

@@ -712,6 +712,13 @@ async fn profile_save(
     if f.checked("has_login_allowed") {
         obj(&mut body).insert("login_allowed".into(), json!(f.checked("login_allowed")));
     }
+    if f.checked("has_allowed_endpoints") {
+        obj(&mut body).insert(
+            "allowed_endpoints".into(),
+            json!({"ip_phone": f.checked("ae_ip_phone"), "softphone": f.checked("ae_softphone"),
+                   "third_party": f.checked("ae_third_party")}),
+        );
+    }
     let r = c
         .call(&s, Method::PATCH, &api_user(&g, &e), Some(body))
         .await;
@@ -744,6 +751,24 @@ async fn user_action(
             }
             let once =
                 json!({"label": "New SIP password (shown once)", "value": r.body["password"]});
+            render_profile(&c, &s, &g, &e, Some(once), None, None, StatusCode::OK).await
+        }
+        "third_party" => {
+            let r = c
+                .call(
+                    &s,
+                    Method::POST,
+                    &format!("{}/third-party-credentials", api_user(&g, &e)),
+                    None,
+                )
+                .await;
+            if !r.ok() {
+                return Err(c.error_page(&s, &r.problem()));
+            }
+            let b = &r.body;
+            let once = json!({"label": "Third-party softphone credentials (shown once; the user's phones get the new password)",
+                "value": format!("user {}  auth user {}  password {}  domain {}{}", str_of(&b["username"]), str_of(&b["auth_username"]), str_of(&b["password"]), str_of(&b["domain"]),
+                    b["proxy"].as_str().map(|p| format!("  proxy {p}")).unwrap_or_default())});
             render_profile(&c, &s, &g, &e, Some(once), None, None, StatusCode::OK).await
         }
         "duplicate" => {
@@ -1841,7 +1866,8 @@ fn modules_text(v: &Value) -> String {
 
 async fn device_create(State(c): State<Console>, Path(g): Path<String>, Post(s, f): Post) -> Html {
     let mut body = json!({
-        "mac": f.get("mac").trim(),
+        // Empty for a softphone: the server assigns its id.
+        "mac": opt_str(f.opt("mac")),
         "name": opt_str(f.opt("name")),
         "model": f.get("model"),
         "owner": opt_str(f.opt("owner")),
@@ -2157,6 +2183,21 @@ async fn device_action(
             });
             (r, "Credentials rotated.", once)
         }
+        "provisioning_link" => {
+            let r = c
+                .call(&s, Method::POST, &format!("{api}/provisioning-link"), None)
+                .await;
+            let once = r.ok().then(|| {
+                let url = str_of(&r.body["url"]);
+                json!({"label": "Provisioning link (shown once: it holds the new password; scan the QR code with Linphone, or paste the link as its remote provisioning URL)",
+                    "value": url, "qr": qr_svg(&url)})
+            });
+            (
+                r,
+                "Provisioning link created; the old one no longer works.",
+                once,
+            )
+        }
         _ => return Err(StatusCode::BAD_REQUEST.into_response()),
     };
     if r.ok() {
@@ -2169,6 +2210,24 @@ async fn device_action(
         ""
     };
     device_page(&c, &s, &mac, None, Some(json!({ at: p })), None, r.status).await
+}
+
+/// `text` as a QR code, an inline SVG (no image request: the console's CSP allows `'self'` only).
+/// `qrcode` renders it in pure Rust with no further dependency.
+fn qr_svg(text: &str) -> Option<String> {
+    use qrcode::render::svg;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code
+        .render::<svg::Color>()
+        .min_dimensions(220, 220)
+        .dark_color(svg::Color("#000000"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
+    // Inline in HTML: without the XML declaration.
+    Some(match svg.find("<svg") {
+        Some(i) => svg[i..].to_string(),
+        None => svg,
+    })
 }
 
 /// `{"state", "label"}` of a device, for the page's live state (console.js polls it).

@@ -241,6 +241,64 @@ pub(crate) struct Features {
     presence: Option<bool>,
 }
 
+/// The kinds of endpoint that render files from this server (SPEC §1 "Device"): desk phones,
+/// and softphones provisioned like them (model `kind = "softphone"` in the catalogue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EndpointKind {
+    #[default]
+    IpPhone,
+    Softphone,
+}
+
+impl EndpointKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::IpPhone => "ip_phone",
+            EndpointKind::Softphone => "softphone",
+        }
+    }
+}
+
+/// Seed 002 "Configure allowed endpoint": the endpoint kinds a user's lines may be used on.
+/// Every flag defaults to true, which is what the server did before the setting existed: lines
+/// render on desk phones and softphones, and the SIP credentials could be fetched (rotated) for
+/// any client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AllowedEndpoints {
+    /// Desk phones: the user's appearances render on devices of `ip_phone` models.
+    #[serde(default = "yes")]
+    pub(crate) ip_phone: bool,
+    /// Softphones provisioned by this server (model `linphone`, ...).
+    #[serde(default = "yes")]
+    pub(crate) softphone: bool,
+    /// Third-party softphones configured by hand with the user's SIP credentials
+    /// (`POST .../users/{ext}/third-party-credentials`).
+    #[serde(default = "yes")]
+    pub(crate) third_party: bool,
+}
+
+impl Default for AllowedEndpoints {
+    fn default() -> Self {
+        AllowedEndpoints {
+            ip_phone: true,
+            softphone: true,
+            third_party: true,
+        }
+    }
+}
+
+impl AllowedEndpoints {
+    /// Whether the user's appearances render on a device of `kind`.
+    pub(crate) fn allows(&self, kind: EndpointKind) -> bool {
+        match kind {
+            EndpointKind::IpPhone => self.ip_phone,
+            EndpointKind::Softphone => self.softphone,
+        }
+    }
+}
+
 /// A user's SIP identity as stored: explicit values or `None` for "derive the default".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct UserSip {
@@ -265,6 +323,9 @@ pub struct User {
     /// appearance of the user's lines disabled (`lines[].enabled = false`).
     #[serde(default = "default_true")]
     pub(crate) login_allowed: bool,
+    /// Seed 002 "Configure allowed endpoint"; absent in records written before it: all allowed.
+    #[serde(default)]
+    pub(crate) allowed_endpoints: AllowedEndpoints,
     /// Set by `POST .../unregister`, cleared by the next change of the user (any update, a
     /// password rotation): while set, the user's lines render disabled, as for `login_allowed`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

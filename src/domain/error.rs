@@ -38,6 +38,8 @@ pub(crate) enum ErrorCode {
     NotEmpty,
     /// 409: the resource is still used (a key profile assigned to devices).
     InUse,
+    /// 409: the user's `allowed_endpoints` do not allow that kind of endpoint.
+    EndpointNotAllowed,
     /// 401: no valid bearer token.
     Unauthorized,
     /// 403: a group token on a platform operation.
@@ -67,7 +69,7 @@ pub(crate) enum ErrorCode {
 impl ErrorCode {
     /// Every code, in declaration order (the OpenAPI test checks the schema lists them all).
     #[cfg(test)]
-    pub(crate) const ALL: [ErrorCode; 25] = [
+    pub(crate) const ALL: [ErrorCode; 26] = [
         ErrorCode::Validation,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -81,6 +83,7 @@ impl ErrorCode {
         ErrorCode::NoLicense,
         ErrorCode::NotEmpty,
         ErrorCode::InUse,
+        ErrorCode::EndpointNotAllowed,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::PayloadTooLarge,
@@ -111,6 +114,7 @@ impl ErrorCode {
             ErrorCode::NoLicense => "no_license",
             ErrorCode::NotEmpty => "not_empty",
             ErrorCode::InUse => "in_use",
+            ErrorCode::EndpointNotAllowed => "endpoint_not_allowed",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -142,7 +146,8 @@ impl ErrorCode {
             | ErrorCode::ScaLimit
             | ErrorCode::NoLicense
             | ErrorCode::NotEmpty
-            | ErrorCode::InUse => 409,
+            | ErrorCode::InUse
+            | ErrorCode::EndpointNotAllowed => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::Validation

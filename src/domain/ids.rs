@@ -116,6 +116,26 @@ impl Mac {
         Ok(Mac(hex.to_ascii_lowercase().into()))
     }
 
+    /// A softphone's id (SPEC §1 "Device": a softphone has no MAC, the server assigns its id):
+    /// a locally administered unicast address, first octet `02`, then five random octets. No
+    /// vendor OUI has the locally-administered bit, so the id never names a real phone, and it
+    /// keeps the whole device machinery (revision, sync state, check-in, provisioning log).
+    pub(crate) fn softphone(random: [u8; 5]) -> Mac {
+        let mut b = [0x02u8; 6];
+        b[1..].copy_from_slice(&random);
+        Mac(b
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
+            .into())
+    }
+
+    /// Locally administered (bit 1 of the first octet) and unicast (bit 0 clear): the form of a
+    /// server-assigned softphone id, never a vendor's MAC.
+    pub(crate) fn is_local(&self) -> bool {
+        u8::from_str_radix(&self.0[..2], 16).is_ok_and(|o| o & 0x03 == 0x02)
+    }
+
     /// `0004F2ABCDEF`
     pub fn upper(&self) -> String {
         self.0.as_str().to_ascii_uppercase()
@@ -328,6 +348,19 @@ string_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_softphone_id_is_locally_administered_unicast_and_no_vendor_mac_is() {
+        let m = Mac::softphone([0xab, 0xcd, 0xef, 0x01, 0x23]);
+        assert_eq!(m.as_str(), "02abcdef0123");
+        assert!(m.is_local());
+        // Vendor OUIs (Polycom 0004f2, Yealink 805ec0, Cisco 00562b): the bit is clear.
+        for v in ["0004f2abcdef", "805ec0123456", "00562b043615"] {
+            assert!(!Mac::parse(v).unwrap().is_local(), "{v}");
+        }
+        // A multicast address with the bit set is not a device id either.
+        assert!(!Mac::parse("03abcdef0123").unwrap().is_local());
+    }
 
     #[test]
     fn mac_accepts_every_input_form_and_canonicalises_to_lowercase() {

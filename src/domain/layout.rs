@@ -250,8 +250,15 @@ pub(crate) fn layout(
     let context = device
         .context_user()
         .and_then(|e| state.user(&device.group, e));
+    // A line appears only on the endpoint kinds its user allows (seed 002 "Configure allowed
+    // endpoint"); a disallowed appearance keeps its key and account reserved, as an inactive SCA
+    // endpoint does, so allowing it again never fails.
+    let allowed = |u: Option<&User>| u.is_none_or(|u| u.allowed_endpoints.allows(caps.endpoint));
+    let mut reserved = 0usize;
     if let Some(u) = context {
         occ.take_line(1, format!("the primary line {}", u.sip_username()))?;
+    }
+    if let Some(u) = context.filter(|u| allowed(Some(u))) {
         appearances.push(Appearance {
             index: 0,
             kind: AppearanceKind::Primary,
@@ -267,11 +274,10 @@ pub(crate) fn layout(
 
     // SCA endpoints keep their key (and their account) reserved even while inactive, so that
     // re-activating one never fails.
-    let mut reserved_inactive = 0usize;
     for s in state.scas_on(&device.mac) {
         occ.take_line(s.key, format!("SCA endpoint {}", s.line_port))?;
-        if !s.active {
-            reserved_inactive += 1;
+        if !s.active || !allowed(state.user(&device.group, &s.extension)) {
+            reserved += 1;
             continue;
         }
         appearances.push(Appearance {
@@ -325,7 +331,12 @@ pub(crate) fn layout(
             let key = occ.take_free(format!("shared line {}", line.number))?;
             shared.push((key, *line, *m));
         }
+        let shown = allowed(Some(u));
         for (key, line, m) in shared {
+            if !shown {
+                reserved += 1;
+                continue;
+            }
             appearances.push(Appearance {
                 index: 0,
                 kind: AppearanceKind::SharedLine,
@@ -344,7 +355,8 @@ pub(crate) fn layout(
         }
     }
 
-    let registrations = appearances.len() + reserved_inactive;
+    let registrations =
+        appearances.len() + reserved + usize::from(context.is_some_and(|u| !allowed(Some(u))));
     if registrations > caps.accounts as usize {
         return Err(DomainError::unprocessable(
             ErrorCode::NoFreeKey,

@@ -82,6 +82,8 @@ pub(crate) struct ModelCaps {
     pub(crate) appearance_keys: KeyNo,
     /// SIP registrations (accounts) the phone can hold.
     pub(crate) accounts: u16,
+    /// Desk phone or softphone: a user's appearances render only on the kinds it allows.
+    pub(crate) endpoint: EndpointKind,
 }
 
 /// What the rules need from outside the state: the model catalogue, the limits, and fresh
@@ -99,4 +101,6 @@ pub(crate) trait Env {
     fn max_sca_per_user(&self) -> usize;
     /// A fresh random password (16+ characters).
     fn new_secret(&self) -> String;
+    /// Five fresh random octets for a softphone's id ([`Mac::softphone`]).
+    fn random_id(&self) -> [u8; 5];
 }

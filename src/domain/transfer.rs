@@ -128,6 +128,7 @@ fn user_input(u: &User, secrets: bool) -> UserInput {
         display_name: u.display_name.as_ref().map(|d| d.to_string()),
         kind: u.kind,
         login_allowed: u.login_allowed,
+        allowed_endpoints: u.allowed_endpoints,
         sip: SipInput {
             username: u.sip.username.clone(),
             auth_username: u.sip.auth_username.clone(),
@@ -245,7 +246,7 @@ impl Document {
             }
             for (n, d) in gd.devices.into_iter().enumerate() {
                 let input = DeviceInput {
-                    mac: d.mac,
+                    mac: Some(d.mac),
                     name: d.name,
                     model: d.model,
                     owner: d.owner,
@@ -593,6 +594,7 @@ fn user_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError> 
             display_name: None,
             kind: UserKind::Standard,
             login_allowed: true,
+            allowed_endpoints: AllowedEndpoints::default(),
             sip: SipInput::default(),
             features: Features::default(),
         },
@@ -634,7 +636,7 @@ fn device_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError
         Some(d) => {
             let doc = device_doc(d, false);
             DeviceInput {
-                mac: doc.mac,
+                mac: Some(doc.mac),
                 name: doc.name,
                 model: doc.model,
                 owner: doc.owner,
@@ -646,7 +648,7 @@ fn device_row(s: &State, g: &GroupId, c: &Cells) -> Result<ImportOp, DomainError
             }
         }
         None => DeviceInput {
-            mac: mac.clone(),
+            mac: Some(mac.clone()),
             name: None,
             model: String::new(),
             owner: None,

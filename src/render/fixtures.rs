@@ -102,6 +102,11 @@ impl Env for FixtureEnv<'_> {
         self.n.set(self.n.get() + 1);
         format!("fixture-secret-{:04}", self.n.get())
     }
+    fn random_id(&self) -> [u8; 5] {
+        self.n.set(self.n.get() + 1);
+        let [_, a, b, c] = self.n.get().to_be_bytes();
+        [0x5f, 0x00, a, b, c]
+    }
 }
 
 /// Builds the state a fixture input describes.
@@ -174,7 +179,12 @@ pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError
         .get(model)
         .map_or((6, 3), |m| (m.line_keys, m.accounts));
     let lines = keys.min(accounts).min(3);
-    let mut device = serde_json::json!({"mac": "000000000001", "name": "Desk -- A&B <x> \"q\"", "model": model, "owner": "1001"});
+    // A softphone's id is a locally administered address, never a vendor MAC.
+    let soft = catalog
+        .get(model)
+        .is_some_and(|m| m.kind == EndpointKind::Softphone);
+    let id = if soft { "020000000001" } else { "000000000001" };
+    let mut device = serde_json::json!({"mac": id, "name": "Desk -- A&B <x> \"q\"", "model": model, "owner": "1001"});
     if keys > lines {
         device["keys"] = serde_json::json!([{"key": keys.min(6), "type": "speed_dial", "value": "*68", "label": "Park -- & <here>"}]);
     }
@@ -184,12 +194,12 @@ pub fn sample_state(catalog: &Catalog, model: &str) -> Result<State, DomainError
         serde_json::json!([])
     };
     let sca = if lines >= 2 {
-        serde_json::json!([{"extension": "1002", "device": "000000000001", "label": "Boss -- 'x' & y"}])
+        serde_json::json!([{"extension": "1002", "device": id, "label": "Boss -- 'x' & y"}])
     } else {
         serde_json::json!([])
     };
     let input: FixtureInput = serde_json::from_value(serde_json::json!({
-        "device": "000000000001",
+        "device": id,
         "group": {"id": "sample--1", "name": "Sample -- <group> & co", "sip": {"domain": "sip.example.net", "proxy": "proxy.example.net"},
                   "settings": {"timezone": "UTC", "ntp": "pool.ntp.org", "note": "a -- b & <c> \"d\" 'e'"}},
         "users": [
@@ -371,12 +381,14 @@ fn render_scenario(
                 }
             }
             problems.extend(disabled_problems(engine, model, main, &ctx, &facts, &name));
+            // A softphone lists its accounts: it has no line keys to check.
+            let keyless = model.kind == EndpointKind::Softphone;
             if model.checks.shared.is_empty()
-                || model.checks.line_key.is_empty()
+                || (model.checks.line_key.is_empty() && !keyless)
                 || model.checks.disabled.is_empty()
             {
                 problems.push(format!(
-                    "model {}: [checks] shared, line_key and disabled must be declared",
+                    "model {}: [checks] shared, line_key (but for a softphone) and disabled must be declared",
                     model.id
                 ));
             }

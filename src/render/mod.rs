@@ -399,6 +399,10 @@ impl Renderer {
         &self.metrics
     }
 
+    /// The phone listener's base URL (`[phones] base_url`, else `https://<host>:<port>`).
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
     pub(crate) fn catalog(&self) -> &Catalog {
         &self.catalog
     }

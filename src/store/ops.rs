@@ -88,6 +88,21 @@ impl Store {
             .0)
     }
 
+    /// `POST .../users/{ext}/third-party-credentials`: rotates the SIP password and returns it
+    /// (the only time it is shown); 409 `endpoint_not_allowed` when third party is off.
+    pub(crate) fn third_party_credentials(
+        &self,
+        actor: &str,
+        g: &GroupId,
+        e: &Extension,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::third_party_credentials(tx, env, g, e)
+            })?
+            .0)
+    }
+
     /// `POST .../users/{ext}/unregister`: the user's lines off its phones until its next change.
     pub(crate) fn unregister_user(
         &self,
@@ -124,6 +139,19 @@ impl Store {
         Ok(self
             .commit(actor, |tx, _| Ok((rules::delete_device(tx, mac)?, ())))?
             .1)
+    }
+    /// `POST /api/v1/devices/{mac}/provisioning-link`: new provisioning credentials of a
+    /// softphone (the only time the password is shown).
+    pub(crate) fn softphone_link_credentials(
+        &self,
+        actor: &str,
+        mac: &Mac,
+    ) -> Result<String, StoreError> {
+        Ok(self
+            .commit(actor, |tx, env| {
+                rules::softphone_link_credentials(tx, env, mac)
+            })?
+            .0)
     }
     /// Returns the new provisioning password (the only time it is shown).
     pub(crate) fn rotate_device_credentials(

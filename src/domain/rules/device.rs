@@ -6,7 +6,11 @@ use super::*;
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
-    pub(crate) mac: Mac,
+    /// The phone's MAC. Omitted for a softphone (a model of `kind = "softphone"`): the server
+    /// assigns a locally administered id (`02xxxxxxxxxx`) that stands in for it everywhere.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub(crate) mac: Option<Mac>,
     /// The Device Name, unique in the group; default: the MAC.
     #[serde(default)]
     pub(crate) name: Option<String>,
@@ -31,23 +35,78 @@ pub struct DeviceInput {
     pub(crate) key_profile: Option<ProfileName>,
 }
 
+/// The id of a new device: its MAC; for a softphone, a fresh server-assigned id (or, on import,
+/// the locally administered id it was exported with).
+fn new_device_id(s: &State, env: &dyn Env, input: &DeviceInput) -> Result<Mac, DomainError> {
+    let kind = env
+        .device_caps(&input.model, &[])
+        .ok_or_else(|| unknown_model(&input.model))?
+        .map(|c| c.endpoint)
+        .unwrap_or_default();
+    match (kind, &input.mac) {
+        (EndpointKind::IpPhone, Some(m)) => Ok(m.clone()),
+        (EndpointKind::IpPhone, None) => Err(DomainError::validation(
+            "mac",
+            format!("a device of model {} needs its MAC", input.model),
+        )),
+        (EndpointKind::Softphone, Some(m)) if m.is_local() => Ok(m.clone()),
+        (EndpointKind::Softphone, Some(m)) => Err(DomainError::validation(
+            "mac",
+            format!("{m} is a vendor MAC; a softphone's id is assigned by the server (omit mac)"),
+        )),
+        (EndpointKind::Softphone, None) => {
+            // 40 random bits: a clash is rare; try again rather than fail.
+            for _ in 0..16 {
+                let m = Mac::softphone(env.random_id());
+                if !s.devices.contains_key(&m) {
+                    return Ok(m);
+                }
+            }
+            Err(DomainError::conflict(
+                ErrorCode::AlreadyExists,
+                "no free softphone id found; try again",
+            ))
+        }
+    }
+}
+
 fn build_device(
     s: &State,
     env: &dyn Env,
     g: &GroupId,
+    mac: Mac,
     input: DeviceInput,
     old: Option<&Device>,
 ) -> Result<Device, DomainError> {
     group(s, g)?;
-    let name = input.name.unwrap_or_else(|| input.mac.to_string());
+    let name = input.name.unwrap_or_else(|| mac.to_string());
     if name.is_empty() {
         return Err(DomainError::validation("name", "name must not be empty"));
     }
     text("name", &name, 64)?;
-    env.device_caps(&input.model, &input.expansion_modules)
+    let caps = env
+        .device_caps(&input.model, &input.expansion_modules)
         .ok_or_else(|| unknown_model(&input.model))??;
+    if let Some(o) = old {
+        let was = env
+            .device_caps(&o.model, &[])
+            .and_then(Result::ok)
+            .map(|c| c.endpoint)
+            .unwrap_or_default();
+        if was != caps.endpoint {
+            return Err(DomainError::validation(
+                "model",
+                format!(
+                    "model {} is a {} model and this device a {}: a device keeps its kind",
+                    input.model,
+                    caps.endpoint.as_str(),
+                    was.as_str()
+                ),
+            ));
+        }
+    }
     if let Some(other) = s.device_by_name(g, &name) {
-        if other.mac != input.mac {
+        if other.mac != mac {
             return Err(exists(&format!("a device named '{name}' in group {g}")).with_field("name"));
         }
     }
@@ -73,7 +132,7 @@ fn build_device(
     }
     settings("settings", &input.settings)?;
     let mut d = Device {
-        mac: input.mac,
+        mac,
         group: g.clone(),
         name: name.into(),
         model: input.model.into(),
@@ -125,15 +184,17 @@ pub(crate) fn create_device(
     g: &GroupId,
     input: DeviceInput,
 ) -> Result<(Effect, Device), DomainError> {
+    group(tx.state(), g)?;
+    let mac = new_device_id(tx.state(), env, &input)?;
     // The same answer whichever group has it: the group is not named.
-    if tx.state().devices.contains_key(&input.mac) {
+    if tx.state().devices.contains_key(&mac) {
         return Err(DomainError::conflict(
             ErrorCode::AlreadyExists,
-            format!("MAC {} is already provisioned", input.mac),
+            format!("MAC {mac} is already provisioned"),
         )
         .with_field("mac"));
     }
-    let d = build_device(tx.state(), env, g, input, None)?;
+    let d = build_device(tx.state(), env, g, mac, input, None)?;
     let mut fx = Effect::new(
         Action::DeviceCreate,
         ChangeKind::Lines,
@@ -153,13 +214,13 @@ pub(crate) fn update_device(
     input: DeviceInput,
 ) -> Result<(Effect, Device), DomainError> {
     let old = device(tx.state(), mac)?.clone();
-    if &input.mac != mac {
+    if input.mac.as_ref().is_some_and(|m| m != mac) {
         return Err(DomainError::validation(
             "mac",
             "a device's MAC cannot be changed",
         ));
     }
-    let d = build_device(tx.state(), env, &old.group, input, Some(&old))?;
+    let d = build_device(tx.state(), env, &old.group, mac.clone(), input, Some(&old))?;
     check_once_on_device(tx.state(), &d)?;
     let mut fx = Effect::new(
         Action::DeviceUpdate,
@@ -206,6 +267,33 @@ pub(crate) fn delete_device(tx: &mut Tx, mac: &Mac) -> Result<Effect, DomainErro
     }
     tx.delete(RecordKey::Device(mac.clone()));
     Ok(fx)
+}
+
+/// A softphone's one-time provisioning link: fresh provisioning credentials (as
+/// `rotate_device_credentials`), for a device of a `softphone` model only (422 `validation` on
+/// `model` otherwise: a desk phone is pointed at the server by DHCP or its vendor's redirect).
+pub(crate) fn softphone_link_credentials(
+    tx: &mut Tx,
+    env: &dyn Env,
+    mac: &Mac,
+) -> Result<(Effect, String), DomainError> {
+    let d = device(tx.state(), mac)?;
+    let kind = env
+        .device_caps(&d.model, &[])
+        .and_then(Result::ok)
+        .map(|c| c.endpoint)
+        .unwrap_or_default();
+    if kind != EndpointKind::Softphone {
+        return Err(DomainError::validation(
+            "model",
+            format!(
+                "device {mac} is a desk phone (model {}): provisioning links are for softphones",
+                d.model
+            ),
+        ));
+    }
+    let (fx, pw) = rotate_device_credentials(tx, env, mac)?;
+    Ok((fx.detail(json!({ "for": "provisioning_link" })), pw))
 }
 
 pub(crate) fn rotate_device_credentials(

@@ -224,6 +224,7 @@ fn same_user(u: &User, i: &UserInput) -> bool {
         && u.display_name.as_deref() == i.display_name.as_deref()
         && u.kind == i.kind
         && u.login_allowed == i.login_allowed
+        && u.allowed_endpoints == i.allowed_endpoints
         && u.sip.username == i.sip.username
         && u.sip.auth_username == i.sip.auth_username
         && i.sip
@@ -236,7 +237,7 @@ fn same_user(u: &User, i: &UserInput) -> bool {
 /// Whether a device row asks for exactly what is stored (see [`same_user`]).
 fn same_device(d: &Device, g: &GroupId, i: &DeviceInput, pw: Option<&str>) -> bool {
     &d.group == g
-        && i.name.as_deref().unwrap_or(i.mac.as_str()) == d.name
+        && i.name.as_deref().unwrap_or(d.mac.as_str()) == d.name
         && i.model == d.model
         && i.owner == d.owner
         && i.keys == d.keys
@@ -325,7 +326,12 @@ fn apply(
             })
         }
         ImportOp::Device(g, input, pw) => {
-            let mac = input.mac.clone();
+            let Some(mac) = input.mac.clone() else {
+                return Err(DomainError::validation(
+                    "mac",
+                    "an imported device names its MAC",
+                ));
+            };
             let key = RecordKey::Device(mac.clone());
             let before = tx.state().get(&key);
             if let Some(Record::Device(d)) = &before {

@@ -6,6 +6,7 @@ use super::*;
 use crate::domain::layout::{layout, AppearanceKind};
 use crate::domain::{Action, ChangeKind, ErrorCode, ErrorKind, ModelCaps};
 
+mod endpoints;
 mod login;
 
 struct TestEnv {
@@ -20,17 +21,27 @@ impl TestEnv {
                 line_keys: 4,
                 appearance_keys: 4,
                 accounts: 3,
+                endpoint: EndpointKind::IpPhone,
+            }),
+            // A softphone: accounts, no programmable keys worth the name.
+            "soft" => Some(ModelCaps {
+                line_keys: 8,
+                appearance_keys: 8,
+                accounts: 8,
+                endpoint: EndpointKind::Softphone,
             }),
             // Four keys that show lines, then four on a module that shows none (keys only).
             "m4k" => Some(ModelCaps {
                 line_keys: 8,
                 appearance_keys: 4,
                 accounts: 8,
+                endpoint: EndpointKind::IpPhone,
             }),
             "m12" => Some(ModelCaps {
                 line_keys: 12,
                 appearance_keys: 12,
                 accounts: 12,
+                endpoint: EndpointKind::IpPhone,
             }),
             _ => None,
         }
@@ -59,6 +70,11 @@ impl Env for TestEnv {
     fn new_secret(&self) -> String {
         self.n.set(self.n.get() + 1);
         format!("secret-{:012}", self.n.get())
+    }
+    fn random_id(&self) -> [u8; 5] {
+        self.n.set(self.n.get() + 1);
+        let [a, b, c, d] = self.n.get().to_be_bytes();
+        [0x50, a, b, c, d]
     }
 }
 
@@ -116,12 +132,13 @@ fn user_in(e: &str, phone: Option<&str>, kind: UserKind) -> UserInput {
         sip: SipInput::default(),
         features: Features::default(),
         login_allowed: true,
+        allowed_endpoints: AllowedEndpoints::default(),
     }
 }
 
 fn device_in(m: &str, name: &str, model: &str, owner: Option<&str>) -> DeviceInput {
     DeviceInput {
-        mac: mac(m),
+        mac: Some(mac(m)),
         name: Some(name.into()),
         model: model.into(),
         owner: owner.map(ext),

@@ -25,6 +25,10 @@ pub struct UserInput {
     /// appearance of its lines disabled and reboots the phones showing them.
     #[serde(default = "default_true")]
     pub(crate) login_allowed: bool,
+    /// Seed 002 "Configure allowed endpoint": `{ip_phone, softphone, third_party}`, each
+    /// default true. A user's appearances render only on the endpoint kinds it allows.
+    #[serde(default)]
+    pub(crate) allowed_endpoints: AllowedEndpoints,
 }
 
 /// A user's SIP identity on input; absent values take their defaults.
@@ -148,6 +152,7 @@ fn build_user(
         },
         features: input.features,
         login_allowed: input.login_allowed,
+        allowed_endpoints: input.allowed_endpoints,
         // Any change of the user ends an `unregister` (see `rules::login`).
         unregistered: false,
     };
@@ -201,6 +206,8 @@ fn check_extension_free(s: &State, g: &GroupId, e: &Extension) -> Result<(), Dom
 /// | `phone_number` | `lines` | the line's number (and the default username) |
 /// | display name as shown (`display_name`, else `first_name last_name`) | `lines` | the name the line shows and sends |
 /// | `first_name` / `last_name` hidden by a `display_name` | `settings` | nothing on any line changes |
+/// | `allowed_endpoints.ip_phone` / `.softphone` | `lines` | the user's appearances come off (or back on) that kind of device |
+/// | `allowed_endpoints.third_party` | `settings` | nothing any provisioned device renders |
 /// | `features.monitoring` | `keys` | the BLF keys on the user's phones |
 /// | `kind`, other `features` | `settings` | rendered settings (a kind change moves no line: the rules forbid it on owned or logged-in devices) |
 ///
@@ -211,7 +218,9 @@ fn user_change_kind(old: &User, new: &User) -> ChangeKind {
         || old.auth_username() != new.auth_username()
         || old.sip.password != new.sip.password
         || old.phone_number != new.phone_number
-        || old.display() != new.display();
+        || old.display() != new.display()
+        || old.allowed_endpoints.ip_phone != new.allowed_endpoints.ip_phone
+        || old.allowed_endpoints.softphone != new.allowed_endpoints.softphone;
     ChangeKind::when(line, ChangeKind::Lines).and(ChangeKind::when(
         old.features.monitoring != new.features.monitoring,
         ChangeKind::Keys,
@@ -348,6 +357,7 @@ pub(crate) fn duplicate_user(
         sip: SipInput::default(),
         features: src.features,
         login_allowed: src.login_allowed,
+        allowed_endpoints: src.allowed_endpoints,
     };
     let u = build_user(tx.state(), env, g, copy, None)?;
     let mut fx = Effect::new(
@@ -383,4 +393,26 @@ pub(crate) fn rotate_sip_password(
     fx.keys_only = devices_watching_only(tx.state(), g, e);
     tx.put(Record::User(u));
     Ok((fx, pw))
+}
+
+/// Seed 002 "Third party softphones ... insert the SIP username and SIP password": the user's
+/// SIP credentials for a client configured by hand. Shown once: the password is rotated (as by
+/// `rotate_sip_password`, so the user's phones get the new one) and returned only here. Refused
+/// with 409 `endpoint_not_allowed` while `allowed_endpoints.third_party` is off.
+pub(crate) fn third_party_credentials(
+    tx: &mut Tx,
+    env: &dyn Env,
+    g: &GroupId,
+    e: &Extension,
+) -> Result<(Effect, String), DomainError> {
+    let u = user(tx.state(), g, e)?;
+    if !u.allowed_endpoints.third_party {
+        return Err(DomainError::conflict(
+            ErrorCode::EndpointNotAllowed,
+            format!("user {e} may not use third-party softphones (allowed_endpoints.third_party is false)"),
+        )
+        .with_field("allowed_endpoints.third_party"));
+    }
+    let (fx, pw) = rotate_sip_password(tx, env, g, e)?;
+    Ok((fx.detail(json!({ "for": "third_party" })), pw))
 }
