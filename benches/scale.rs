@@ -3,7 +3,8 @@
 //!
 //!     cargo bench --bench scale [-- USERS DEVICES SCAS]
 //!
-//! Loads the store through the domain rules (1,000 groups of 100 users and devices), then starts
+//! Loads the store through the import path — the API's domain rules, one commit per 100 groups
+//! (groups of 100 users and devices; one commit per object took hours at 1,000,000) — then starts
 //! a fresh process that opens it and brings the whole server up on loopback, and reports the
 //! time until it serves and its resident memory. Environment: `DESKPROV_SCALE_DIR` keeps the
 //! loaded data between runs, `DESKPROV_CACHE_MB` sets `[store] cache_mb`, and
@@ -131,44 +132,7 @@ fn main() {
     let t = Instant::now();
     if !dir.join("store").exists() {
         let store = open_store(&config(&dir), Arc::new(Catalog::builtin().unwrap())).unwrap();
-        let per = 100;
-        let groups = users.max(devices).div_ceil(per);
-        for g in 0..groups {
-            let gid = format!("g{g:05}");
-            let grp = serde_json::from_value(
-                serde_json::json!({"id": gid, "sip": {"domain": "sip.example.net"}}),
-            )
-            .unwrap();
-            store.create_group("bench", grp).unwrap();
-        }
-        let gid = |i: usize| deskprov::domain::GroupId::parse(&format!("g{:05}", i / per)).unwrap();
-        for i in 0..users {
-            let u = serde_json::from_value(serde_json::json!({
-                "extension": format!("{}", 1000 + i % per), "first_name": "User", "last_name": format!("{i}"),
-                "phone_number": format!("{}", 2_000_000_000u64 + i as u64),
-            }))
-            .unwrap();
-            store.create_user("bench", &gid(i), u).unwrap();
-        }
-        for i in 0..devices {
-            let owner = (i < users).then(|| format!("{}", 1000 + i % per));
-            let d = serde_json::from_value(serde_json::json!({
-                "mac": format!("0004f2{i:06x}"), "model": "yealink-t54w", "owner": owner,
-            }))
-            .unwrap();
-            store.create_device("bench", &gid(i), d).unwrap();
-        }
-        // Each SCA: user i's line on the device of user i+1 in the same group.
-        for i in 0..scas.min(users) {
-            let j = (i / per) * per + (i + 1) % per;
-            if j >= devices {
-                continue;
-            }
-            let e = deskprov::domain::Extension::parse(&format!("{}", 1000 + i % per)).unwrap();
-            let x = serde_json::from_value(serde_json::json!({"device": format!("0004f2{j:06x}")}))
-                .unwrap();
-            store.create_sca("bench", &gid(i), &e, x).unwrap();
-        }
+        load(&store, users, devices, scas);
     }
     eprintln!("loaded in {:.1?}", t.elapsed());
     let exe = std::env::current_exe().unwrap();
@@ -295,4 +259,55 @@ fn follow_delay(dir: &str) {
         let _ = stop_tx.send(());
         let _ = running.await;
     });
+}
+
+/// Loads the platform through the import path (the domain rules of the API, one commit per
+/// batch of groups): 100 users and devices per group, each device owned by the user of the
+/// same index, and SCA endpoint i putting user i's line on the device of user i+1 of its group.
+fn load(store: &deskprov::store::Store, users: usize, devices: usize, scas: usize) {
+    let per = 100;
+    let groups = users.max(devices).div_ceil(per);
+    let mac = |j: usize| format!("0004f2{j:06x}");
+    let batch = 100;
+    for first in (0..groups).step_by(batch) {
+        let mut docs = Vec::new();
+        for g in first..(first + batch).min(groups) {
+            let range = g * per..(g + 1) * per;
+            let ext = |i: usize| format!("{}", 1000 + i % per);
+            let users_doc: Vec<_> = range
+                .clone()
+                .filter(|&i| i < users)
+                .map(|i| serde_json::json!({"extension": ext(i), "first_name": "User",
+                    "last_name": format!("{i}"), "phone_number": format!("{}", 2_000_000_000u64 + i as u64)}))
+                .collect();
+            let devices_doc: Vec<_> = range
+                .clone()
+                .filter(|&i| i < devices)
+                .map(|i| {
+                    serde_json::json!({"mac": mac(i), "model": "yealink-t54w",
+                    "owner": (i < users).then(|| ext(i))})
+                })
+                .collect();
+            let sca_doc: Vec<_> = range
+                .filter(|&i| i < scas.min(users))
+                .filter_map(|i| {
+                    let j = g * per + (i + 1) % per;
+                    (j < devices)
+                        .then(|| serde_json::json!({"extension": ext(i), "device": mac(j)}))
+                })
+                .collect();
+            docs.push(serde_json::json!({
+                "group": {"id": format!("g{g:05}"), "sip": {"domain": "sip.example.net"}},
+                "users": users_doc, "devices": devices_doc, "sca": sca_doc,
+            }));
+        }
+        let doc = serde_json::json!({"format": "deskprov-export", "version": 1, "groups": docs});
+        match store
+            .import_text(&doc.to_string(), None, None, false)
+            .expect("import")
+        {
+            deskprov::store::ImportOutcome::Done(_) => {}
+            deskprov::store::ImportOutcome::Refused(e) => panic!("import refused: {e}"),
+        }
+    }
 }
