@@ -365,6 +365,7 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
             let result = match tls {
                 Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        conn::ack_now(stream.get_ref().0);
                         let leaf = stream
                             .get_ref()
                             .1

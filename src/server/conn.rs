@@ -302,6 +302,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
+/// Sends the ACK the kernel holds back for the client's last segment, now (`TCP_QUICKACK`).
+///
+/// Called once, right after the TLS handshake. A client that does not set `TCP_NODELAY` (ab,
+/// many phones' HTTP stacks) writes its TLS Finished and its request as two segments, and
+/// Nagle holds the request until the Finished is acknowledged; the server, having nothing to
+/// send, delays that ACK by the kernel's 40 ms delayed-ACK timer. Every such connection then
+/// waited 40 ms for its first request. Best effort: an error changes nothing.
+#[cfg(target_os = "linux")]
+pub(crate) fn ack_now(tcp: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the descriptor is
+    // borrowed from a socket that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn ack_now(_tcp: &tokio::net::TcpStream) {}
+
 /// File descriptors kept free of connections: the store, the SIP socket, the listeners, logs.
 const FD_RESERVE: u64 = 128;
 
@@ -361,6 +388,54 @@ pub(crate) fn fit_caps(l: &crate::config::Limits, fds: Option<u64>) -> (usize, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    fn quickack(tcp: &tokio::net::TcpStream) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let (mut v, mut len): (libc::c_int, libc::socklen_t) = (-1, 4);
+        // SAFETY: getsockopt writes at most `len` bytes into the live local `v`.
+        let rc = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt(TCP_QUICKACK)");
+        v
+    }
+
+    /// A connection in delayed-ACK ("ping-pong") mode leaves it after `ack_now`.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn ack_now_takes_the_connection_out_of_delayed_ack_mode() {
+        use std::os::fd::AsRawFd;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        let off: libc::c_int = 0;
+        // SAFETY: as in `ack_now`.
+        unsafe {
+            libc::setsockopt(
+                server.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&off as *const libc::c_int).cast(),
+                4,
+            );
+        }
+        assert_eq!(
+            quickack(&server),
+            0,
+            "delayed ACKs after clearing TCP_QUICKACK"
+        );
+        ack_now(&server);
+        assert_eq!(quickack(&server), 1, "ACKs sent at once after ack_now");
+    }
 
     #[test]
     fn the_gate_caps_open_connections_in_all_and_per_address() {
