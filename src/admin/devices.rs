@@ -7,7 +7,8 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::extract::{
-    id, json_body, merge, Caller, Json, Page, PageQuery, Path, Query, RawBody, RawJson,
+    body_is_absent, id, json_body, merge, Caller, Json, Page, PageQuery, Path, Query, RawBody,
+    RawJson,
 };
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{device_input, CredentialsView, DeviceView, ProvisioningLinkView};
@@ -48,7 +49,7 @@ async fn sync(
 ) -> ApiResult<Response> {
     let d = current(&app, &caller, &mac)?;
     // The body is optional: none means {"reboot": false}.
-    let req: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let req: SyncRequest = if body_is_absent(&body) {
         SyncRequest::default()
     } else {
         json_body(&body)?

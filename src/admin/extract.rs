@@ -216,6 +216,14 @@ pub(crate) fn json_value(bytes: &[u8]) -> ApiResult<serde_json::Value> {
     })
 }
 
+/// An optional JSON body that is absent: empty, or JSON whitespace only (space, tab, LF, CR;
+/// not form feed or the other ASCII whitespace, which JSON does not allow).
+pub(crate) fn body_is_absent(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
 /// Binds a JSON body that was read as bytes (an optional body); the errors of [`Json`].
 pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
     decode(json_value(bytes)?)
@@ -400,6 +408,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_body_is_absent_only_when_empty_or_json_whitespace() {
+        assert!(body_is_absent(b""));
+        assert!(body_is_absent(b" \t\r\n"));
+        assert!(!body_is_absent(b"\x0c"), "form feed is not JSON whitespace");
+        assert!(!body_is_absent(b"\x0b"));
+        assert!(!body_is_absent(b"{}"));
+    }
     use serde_json::json;
 
     #[test]
