@@ -408,6 +408,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn an_optional_body_is_absent_only_when_empty_or_json_whitespace() {
@@ -417,7 +418,6 @@ mod tests {
         assert!(!body_is_absent(b"\x0b"));
         assert!(!body_is_absent(b"{}"));
     }
-    use serde_json::json;
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

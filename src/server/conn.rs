@@ -311,19 +311,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 /// waited 40 ms for its first request. Best effort: an error changes nothing.
 #[cfg(target_os = "linux")]
 pub(crate) fn ack_now(tcp: &tokio::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; the descriptor is
-    // borrowed from a socket that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            tcp.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -389,52 +377,26 @@ pub(crate) fn fit_caps(l: &crate::config::Limits, fds: Option<u64>) -> (usize, u
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
-    fn quickack(tcp: &tokio::net::TcpStream) -> libc::c_int {
-        use std::os::fd::AsRawFd;
-        let (mut v, mut len): (libc::c_int, libc::socklen_t) = (-1, 4);
-        // SAFETY: getsockopt writes at most `len` bytes into the live local `v`.
-        let rc = unsafe {
-            libc::getsockopt(
-                tcp.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt(TCP_QUICKACK)");
-        v
-    }
-
     /// A connection in delayed-ACK ("ping-pong") mode leaves it after `ack_now`.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn ack_now_takes_the_connection_out_of_delayed_ack_mode() {
-        use std::os::fd::AsRawFd;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = l.accept().await.unwrap();
-        let off: libc::c_int = 0;
-        // SAFETY: as in `ack_now`.
-        unsafe {
-            libc::setsockopt(
-                server.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&off as *const libc::c_int).cast(),
-                4,
-            );
-        }
-        assert_eq!(
-            quickack(&server),
-            0,
+        let sock = socket2::SockRef::from(&server);
+        sock.set_tcp_quickack(false).unwrap();
+        assert!(
+            !sock.tcp_quickack().unwrap(),
             "delayed ACKs after clearing TCP_QUICKACK"
         );
         ack_now(&server);
-        assert_eq!(quickack(&server), 1, "ACKs sent at once after ack_now");
+        assert!(
+            sock.tcp_quickack().unwrap(),
+            "ACKs sent at once after ack_now"
+        );
     }
 
     #[test]
