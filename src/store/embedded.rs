@@ -62,6 +62,74 @@ fn be_u64(v: &[u8], what: &str) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(v.try_into().map_err(|_| corrupt(what))?))
 }
 
+/// Records decoded per batch handed to a decoding thread.
+const DECODE_BATCH: usize = 4096;
+
+/// Every record of `data`, in key order. This thread scans the tree and hands batches of raw
+/// values to one decoding thread per core (decoding the JSON is most of the work of a load).
+fn decode_records(data: &sled::Tree) -> Result<Vec<Record>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decode = |(k, v): &(sled::IVec, sled::IVec)| {
+        serde_json::from_slice::<Record>(v)
+            .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(k))))
+    };
+    type Batch = (usize, Vec<(sled::IVec, sled::IVec)>);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(threads * 2);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = &rx;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((n, batch)) = job else { break };
+                        out.push((n, batch.iter().map(decode).collect::<Vec<_>>()));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut scanned = Ok(());
+        let mut batch = Vec::with_capacity(DECODE_BATCH);
+        let mut n = 0;
+        for item in data.iter() {
+            match item {
+                Ok(kv) => batch.push(kv),
+                Err(e) => {
+                    scanned = Err(StoreError::from(e));
+                    break;
+                }
+            }
+            if batch.len() == DECODE_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
+                if tx.send((n, full)).is_err() {
+                    break;
+                }
+                n += 1;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send((n, batch));
+        }
+        drop(tx);
+        let mut parts: Vec<_> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a decoding thread panicked"))
+            .collect();
+        scanned?;
+        parts.sort_unstable_by_key(|(n, _)| *n);
+        let mut records = Vec::with_capacity(parts.iter().map(|(_, p)| p.len()).sum());
+        for (_, part) in parts {
+            for r in part {
+                records.push(r?);
+            }
+        }
+        Ok(records)
+    })
+}
+
 impl Embedded {
     /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
@@ -113,15 +181,7 @@ impl Backend for Embedded {
             Some((k, _)) => be_u64(&k, "change key")?,
             None => seq + 1,
         };
-        let records = self
-            .data
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice::<Record>(&v)
-                    .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let records = decode_records(&self.data)?;
         let mut group_seqs = Vec::new();
         for item in self.meta.scan_prefix(GROUP_SEQ) {
             let (k, v) = item?;
