@@ -277,44 +277,67 @@ impl Indexes {
     }
 }
 
-impl State {
-    /// Builds the state from stored records in one go. Each map is collected in bulk (packed
-    /// B-tree nodes); inserting them one by one in key order would leave nodes half full and
-    /// cost nearly twice the memory at 100,000 records.
-    pub fn from_records(records: impl IntoIterator<Item = Record>) -> State {
-        let (mut groups, mut users, mut devices, mut scas, mut lines, mut tokens, mut templates) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        let mut profiles = vec![];
-        let (mut firmware, mut targets) = (vec![], vec![]);
-        let mut idx = Indexes::default();
-        for r in records {
-            idx.add(&r);
-            match r {
-                Record::Group(g) => groups.push((g.id.clone(), g)),
-                Record::User(u) => users.push(((u.group.clone(), u.extension.clone()), u)),
-                Record::Device(d) => devices.push((d.mac.clone(), d)),
-                Record::Sca(x) => scas.push((x.line_port.clone(), x)),
-                Record::SharedLine(l) => lines.push(((l.group.clone(), l.number.clone()), l)),
-                Record::Token(t) => tokens.push((t.id.clone(), t)),
-                Record::Template(t) => templates.push(((t.model.clone(), t.template.clone()), t)),
-                Record::KeyProfile(p) => profiles.push(((p.group.clone(), p.name.clone()), p)),
-                Record::Firmware(f) => firmware.push(((f.model.clone(), f.version.clone()), f)),
-                Record::FirmwareTarget(t) => targets.push(((t.group.clone(), t.model.clone()), t)),
+/// Records a [`Loader`] holds back before adding them.
+const PACK_WINDOW: usize = 4096;
+
+/// Builds a state from the records of a load as they arrive, in key order. An imbl B-tree leaf
+/// is a fixed array of 16 entries that splits in half when full, so inserting in key order
+/// leaves every leaf half full: the users' and devices' maps would take twice the memory of
+/// their entries. The loader instead adds each window of [`PACK_WINDOW`] records every other
+/// one first, then the rest: the first half leaves each leaf 8 entries spanning 16 keys, the
+/// second fills them without splitting, so leaves end nearly full. Only the memory a map takes
+/// depends on the order; its contents never do.
+#[derive(Default)]
+pub(crate) struct Loader {
+    state: State,
+    pending: Vec<Record>,
+    odd: Vec<Record>,
+}
+
+impl Loader {
+    /// Adds the next record of the load (its key follows every key added before).
+    pub(crate) fn add(&mut self, r: Record) {
+        if self.pending.len() == PACK_WINDOW {
+            self.flush();
+        }
+        self.pending.push(r);
+    }
+
+    fn flush(&mut self) {
+        for (i, r) in self.pending.drain(..).enumerate() {
+            if i % 2 == 0 {
+                self.state.add_loaded(r);
+            } else {
+                self.odd.push(r);
             }
         }
-        State {
-            groups: groups.into_iter().collect(),
-            users: users.into_iter().collect(),
-            devices: devices.into_iter().collect(),
-            scas: scas.into_iter().collect(),
-            shared_lines: lines.into_iter().collect(),
-            tokens: tokens.into_iter().collect(),
-            templates: templates.into_iter().collect(),
-            key_profiles: profiles.into_iter().collect(),
-            firmware: firmware.into_iter().collect(),
-            firmware_targets: targets.into_iter().collect(),
-            idx,
+        for r in self.odd.drain(..) {
+            self.state.add_loaded(r);
         }
+    }
+
+    /// The state of every record added.
+    pub(crate) fn finish(mut self) -> State {
+        self.flush();
+        self.state
+    }
+}
+
+impl State {
+    /// Builds the state from stored records, in key order (see [`Loader`]).
+    pub fn from_records(records: impl IntoIterator<Item = Record>) -> State {
+        let mut l = Loader::default();
+        for r in records {
+            l.add(r);
+        }
+        l.finish()
+    }
+
+    /// Adds a loaded record, whose key no record in the state has yet (a load's records are
+    /// distinct), so nothing is looked up to be replaced.
+    pub(crate) fn add_loaded(&mut self, r: Record) {
+        self.idx.add(&r);
+        self.put_raw(r);
     }
 
     /// Inserts or replaces a record; returns the previous one.
@@ -766,6 +789,28 @@ mod tests {
 
     fn ports<'a>(it: impl Iterator<Item = &'a ScaEndpoint>) -> Vec<&'a str> {
         it.map(|x| x.line_port.as_str()).collect()
+    }
+
+    #[test]
+    fn a_load_of_several_windows_holds_every_record_with_its_indexes() {
+        let n = PACK_WINDOW * 2 + 3;
+        let mut records: Vec<Record> = (0..n)
+            .map(|i| device(&format!("0004f2{i:06x}"), "g1"))
+            .collect();
+        records.push(user("g1", "10", Some("6035551212"), None));
+        records.push(sca("6035551212_sca1", "g1", "10", "0004f2000001"));
+        records.sort_by_key(Record::key);
+        let mut put = State::default();
+        for r in records.clone() {
+            put.put(r);
+        }
+        let loaded = State::from_records(records);
+        assert_eq!(loaded.devices.len(), n);
+        assert!(loaded.devices.values().eq(put.devices.values()));
+        assert!(loaded.users.values().eq(put.users.values()));
+        assert!(loaded.scas.values().eq(put.scas.values()));
+        assert_eq!(loaded.idx, put.idx);
+        loaded.check_indexes();
     }
 
     #[test]

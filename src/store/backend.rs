@@ -13,11 +13,19 @@ use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned,
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
+/// Where a backend's load puts the records it reads (groups, users, devices, ...), one at a
+/// time, so no copy of them all is held beside the state being built from them.
+pub(crate) struct RecordSink<'a> {
+    /// Called on each record as soon as it is decoded, on whichever thread decoded it (it
+    /// opens the record's passwords); an error fails the load.
+    pub(crate) prepare: &'a (dyn Fn(&mut Record) -> Result<(), StoreError> + Sync),
+    /// Called on the loading thread with every prepared record, in key order.
+    pub(crate) take: &'a mut dyn FnMut(Record),
+}
+
 /// What a backend hands the store when it opens.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
-    /// Every stored record (groups, users, devices, ...).
-    pub(crate) records: Vec<Record>,
     /// The last committed change-log seq (0 for a new store).
     pub(crate) seq: u64,
     /// The oldest seq still kept (`seq + 1` when the log is empty).
@@ -81,8 +89,8 @@ impl Observations {
 /// A storage engine. Calls block; the store makes them from its writer (under its write lock),
 /// from its observation writer thread, or from the blocking pool — never from a phone's path.
 pub(crate) trait Backend: Send + Sync + 'static {
-    /// Loads everything the store serves from.
-    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Loads everything the store serves from: the records into `sink`, the rest returned.
+    fn load(&self, sink: RecordSink<'_>) -> Result<Loaded, StoreError>;
 
     /// Whether other servers write to the same engine (then the store follows them).
     fn shared(&self) -> bool {
@@ -181,3 +189,96 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
 /// One stored key/value pair of a [`Backend::dump`].
 pub(crate) type DumpEntry = (String, Vec<u8>, Vec<u8>);
+
+/// Records decoded per batch handed to a decoding thread: small enough that a batch's memory,
+/// freed as soon as its records are handed on, is reused by the next batches instead of
+/// lingering in the allocator after the load.
+pub(crate) const DECODE_BATCH: usize = 256;
+
+/// Decodes and prepares the stored records `items` on one thread per core (decoding the JSON is
+/// most of the work of a load) and hands them to `sink.take` on this thread, in the order of
+/// `items`, as each batch is ready: a load holds a few batches at a time, never every record.
+/// This thread reads `items`, so an engine's cursor need not cross threads. After an error no
+/// further record is handed on, and the first error is returned.
+pub(crate) fn decode_records<T: Send>(
+    items: impl Iterator<Item = Result<T, StoreError>>,
+    decode: impl Fn(&T) -> Result<Record, StoreError> + Sync,
+    sink: RecordSink<'_>,
+) -> Result<(), StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let RecordSink { prepare, take } = sink;
+    let work = |item: &T| {
+        let mut r = decode(item)?;
+        prepare(&mut r)?;
+        Ok::<_, StoreError>(r)
+    };
+    type Done = (usize, Vec<Result<Record, StoreError>>);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<T>)>(threads * 2);
+    let rx = std::sync::Mutex::new(rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, done_tx, work) = (&rx, done_tx.clone(), &work);
+            s.spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((n, batch)) = job else { break };
+                let out = batch.iter().map(work).collect();
+                drop(batch);
+                if done_tx.send((n, out)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut failed = None;
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0;
+        let mut hand_on = |(n, part): Done, failed: &mut Option<StoreError>| {
+            pending.insert(n, part);
+            while let Some(part) = pending.remove(&next) {
+                next += 1;
+                for r in part {
+                    match r {
+                        Ok(r) if failed.is_none() => take(r),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        };
+        let mut batch = Vec::with_capacity(DECODE_BATCH);
+        let mut n = 0;
+        for item in items {
+            match item {
+                Ok(item) => batch.push(item),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    break;
+                }
+            }
+            if batch.len() == DECODE_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
+                if tx.send((n, full)).is_err() {
+                    break;
+                }
+                n += 1;
+                while let Ok(done) = done_rx.try_recv() {
+                    hand_on(done, &mut failed);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send((n, batch));
+        }
+        drop(tx);
+        for done in done_rx {
+            hand_on(done, &mut failed);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })
+}

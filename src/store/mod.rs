@@ -107,42 +107,16 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
-/// Opens the sealed passwords of `records` in place, on every core. Returns the records that
-/// held a password in the clear (stored before sealing existed), sealed, for the backend to
-/// rewrite.
-fn open_passwords(
-    sealer: &seal::Sealer,
-    records: &mut [Record],
-) -> Result<Vec<Record>, StoreError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = records.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let parts: Vec<_> = records
-            .chunks_mut(per)
-            .map(|chunk| {
-                s.spawn(move || {
-                    let mut plain = Vec::new();
-                    for r in chunk {
-                        let mut was_plain = false;
-                        for p in r.passwords_mut() {
-                            let (open, sealed) = sealer.open_value(p.expose())?;
-                            was_plain |= !sealed;
-                            *p = Secret::new(open);
-                        }
-                        if was_plain {
-                            plain.push(seal_record(sealer, r));
-                        }
-                    }
-                    Ok::<_, StoreError>(plain)
-                })
-            })
-            .collect();
-        let mut plain = Vec::new();
-        for part in parts {
-            plain.extend(part.join().expect("a password-opening thread panicked")?);
-        }
-        Ok(plain)
-    })
+/// Opens the sealed passwords of `r` in place. Returns `r` sealed when it held a password in
+/// the clear (stored before sealing existed), for the backend to rewrite.
+fn open_passwords(sealer: &seal::Sealer, r: &mut Record) -> Result<Option<Record>, StoreError> {
+    let mut was_plain = false;
+    for p in r.passwords_mut() {
+        let (open, sealed) = sealer.open_value(p.expose())?;
+        was_plain |= !sealed;
+        *p = Secret::new(open);
+    }
+    Ok(was_plain.then(|| seal_record(sealer, r)))
 }
 
 /// A copy of `r` whose passwords are sealed, as backends store them.
@@ -330,9 +304,22 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let sealer = Arc::new(sealer);
         let backend_shared = backend.shared();
-        let mut loaded = backend.load()?;
+        // The state is built as the records stream in, their passwords opened as decoded.
         // Passwords stored before sealing existed are sealed now, in place.
-        let plain = open_passwords(&sealer, &mut loaded.records)?;
+        let plain = Mutex::new(Vec::new());
+        let prepare = |r: &mut Record| {
+            if let Some(sealed) = open_passwords(&sealer, r)? {
+                plain.lock().unwrap_or_else(|p| p.into_inner()).push(sealed);
+            }
+            Ok(())
+        };
+        let mut loader = crate::domain::state::Loader::default();
+        let mut loaded = backend.load(backend::RecordSink {
+            prepare: &prepare,
+            take: &mut |r| loader.add(r),
+        })?;
+        let state = loader.finish();
+        let plain = plain.into_inner().unwrap_or_else(|p| p.into_inner());
         if !plain.is_empty() {
             backend.rewrite(&plain)?;
             tracing::info!(
@@ -345,7 +332,6 @@ impl Store {
                 id.password = Secret::new(sealer.open_value(id.password.expose())?.0);
             }
         }
-        let state = State::from_records(loaded.records);
         let (committed, _) = tokio::sync::watch::channel(loaded.seq);
         let group_seqs = Arc::new(loaded.group_seqs.into_iter().collect());
         let store = Store {
@@ -1087,8 +1073,14 @@ mod sealing_tests {
         drop(s);
         // sled keeps the superseded bytes until it cleans its log; the live record is sealed.
         let engine = embedded::Embedded::open(&store_dir, 8 << 20).unwrap();
-        let loaded = engine.load().unwrap();
-        let Record::Device(d) = &loaded.records[0] else {
+        let mut records = Vec::new();
+        engine
+            .load(backend::RecordSink {
+                prepare: &|_| Ok(()),
+                take: &mut |r| records.push(r),
+            })
+            .unwrap();
+        let Record::Device(d) = &records[0] else {
             panic!("a device record")
         };
         assert!(d.prov_password.expose().starts_with("dpenc1:"));

@@ -26,7 +26,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::backend::{Backend, CatchUp, DumpEntry, Loaded, Observations};
+use super::backend::{Backend, CatchUp, DumpEntry, Loaded, Observations, RecordSink};
 use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
@@ -507,7 +507,7 @@ fn read_since(
 }
 
 impl Backend for Postgres {
-    fn load(&self) -> Result<Loaded, StoreError> {
+    fn load(&self, sink: RecordSink<'_>) -> Result<Loaded, StoreError> {
         self.pool.with(|c| {
             let mut tx = c
                 .build_transaction()
@@ -519,21 +519,21 @@ impl Backend for Postgres {
                 .get(0);
             let seq = seq as u64;
             let first: Option<i64> = tx.query_one("SELECT min(seq) FROM changes", &[])?.get(0);
-            let mut records = Vec::new();
             let rows = tx.query_raw(
                 "SELECT key, value FROM records WHERE NOT deleted",
                 std::iter::empty::<i64>(),
             )?;
             use postgres::fallible_iterator::FallibleIterator;
             let mut rows = rows;
-            while let Some(row) = rows.next()? {
-                let key: &str = row.get(0);
-                let value: &str = row.get(1);
-                records.push(
-                    serde_json::from_str::<Record>(value)
-                        .map_err(|e| corrupt(format!("record {key}: {e}")))?,
-                );
-            }
+            super::backend::decode_records(
+                std::iter::from_fn(|| rows.next().map_err(StoreError::from).transpose()),
+                |row: &postgres::Row| {
+                    let key: &str = row.get(0);
+                    serde_json::from_str::<Record>(row.get(1))
+                        .map_err(|e| corrupt(format!("record {key}: {e}")))
+                },
+                sink,
+            )?;
             drop(rows);
             let group_seqs = tx
                 .query("SELECT grp, seq FROM group_seqs", &[])?
@@ -563,7 +563,6 @@ impl Backend for Postgres {
                 .unwrap_or_default();
             tx.commit()?;
             Ok(Loaded {
-                records,
                 seq,
                 first_seq: first.map(|f| f as u64).unwrap_or(seq + 1),
                 group_seqs,
