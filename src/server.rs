@@ -441,6 +441,8 @@ async fn follow_others(app: SharedApp, stop: watch::Receiver<bool>) {
         .await;
         match followed {
             Ok(Ok(f)) => {
+                // The dispatcher's sync states (shown here), or the cue to take manual syncs.
+                app.sync.followed(f.sync_states);
                 if f.templates {
                     if let Err(e) = app.renderer.reload(&app.store.template_overrides()) {
                         tracing::error!(error = %e, "reloading followed template overrides failed");

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 
-pub(crate) use backend::Backend;
+pub(crate) use backend::{Backend, FollowedState, SyncRequest};
 pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
 pub(crate) use transfer::restore_dump;
@@ -144,6 +144,8 @@ pub struct Store {
     shared: bool,
     /// How far the check-ins written by other servers have been read.
     checkin_cursor: AtomicU64,
+    /// How far the sync states saved by the dispatcher have been read.
+    sync_state_cursor: AtomicU64,
 }
 
 /// One kind of stored entry, compared across the two engines ([`Store::compare_engines`]).
@@ -164,6 +166,9 @@ pub(crate) struct Followed {
     pub(crate) seq: u64,
     /// Whether a followed change touched template overrides (the renderer reloads them).
     pub(crate) templates: bool,
+    /// Sync states saved since the last follow (by the dispatcher, wherever it runs), with
+    /// the order they were written in.
+    pub(crate) sync_states: Vec<FollowedState>,
 }
 
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
@@ -351,6 +356,7 @@ impl Store {
             commit_seconds: crate::metrics::latency_histogram(),
             shared: backend_shared,
             checkin_cursor: AtomicU64::new(0),
+            sync_state_cursor: AtomicU64::new(0),
             sealer,
         };
         if store.sealer.rolling() {
@@ -529,6 +535,7 @@ impl Store {
         Ok(Followed {
             seq: w.seq,
             templates,
+            sync_states: Vec::new(),
         })
     }
 
@@ -542,7 +549,7 @@ impl Store {
     pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
         let seq = self.read().seq;
         let cu = self.backend.catch_up(seq)?;
-        let followed = if cu.seq > seq {
+        let mut followed = if cu.seq > seq {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             // A local commit may have moved past part of it meanwhile: read again from there.
             let cu = if w.seq == seq {
@@ -566,6 +573,11 @@ impl Store {
         }
         self.observer.merge_checkins(checkins);
         self.checkin_cursor.store(cursor, Ordering::Release);
+        // The same way, the sync states the dispatcher saved (shown by the other servers).
+        let cursor = self.sync_state_cursor.load(Ordering::Acquire);
+        let (cursor, states) = self.backend.sync_states_since(cursor)?;
+        followed.sync_states = states;
+        self.sync_state_cursor.store(cursor, Ordering::Release);
         Ok(followed)
     }
 
@@ -836,6 +848,29 @@ impl Store {
     /// and the dispatcher re-reads the changes since the older cursor.
     pub(crate) fn sync_save(&self, cursor: Option<u64>, states: Vec<(Mac, Option<SyncState>)>) {
         self.observer.save_sync(cursor, states)
+    }
+
+    /// With a shared store: queues manual syncs for the dispatcher, whichever server runs it
+    /// (committed before it returns).
+    pub(crate) fn request_sync(&self, requests: &[SyncRequest]) -> Result<(), StoreError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.backend.request_sync(requests)
+    }
+
+    /// With a shared store: takes the queued manual syncs, saving the states `apply` makes of
+    /// them in the same transaction, after every sync state saved before this call (so none
+    /// of those overwrites them). Returns the states saved; nothing when none was queued.
+    pub(crate) fn take_sync_requests(
+        &self,
+        apply: &mut dyn FnMut(Vec<SyncRequest>) -> Vec<(Mac, SyncState)>,
+    ) -> Result<Vec<(Mac, SyncState)>, StoreError> {
+        if !self.backend.sync_requests_queued()? {
+            return Ok(Vec::new());
+        }
+        self.observer.flush()?;
+        self.backend.take_sync_requests(apply)
     }
 }
 
