@@ -819,6 +819,11 @@ impl Backend for Postgres {
                     None => tx.execute("DELETE FROM sync_states WHERE mac = $1", &[&mac.as_str()])?,
                 };
             }
+            if !o.sync_states.is_empty() {
+                // The servers that do not dispatch show these states: wake their follow step
+                // now rather than at its next poll.
+                tx.execute("SELECT pg_notify($1, 'sync')", &[&CHANNEL])?;
+            }
             if let Some(cursor) = o.sync_cursor {
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES ('sync_cursor', $1)
