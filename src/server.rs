@@ -436,7 +436,8 @@ async fn follow_others(app: SharedApp, stop: watch::Receiver<bool>) {
         let a = app.clone();
         let followed = tokio::task::spawn_blocking(move || {
             a.store.wait_for_change(FOLLOW_POLL);
-            a.store.follow()
+            // The dispatching server has the sync states: only the others read them.
+            a.store.follow(!a.sync.leading())
         })
         .await;
         match followed {

@@ -110,14 +110,23 @@ pub(crate) trait Backend: Send + Sync + 'static {
         })
     }
 
-    /// Check-ins written (by any server) since `cursor`, and the new cursor.
-    fn checkins_since(&self, cursor: u64) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+    /// Check-ins written (by any server) since `cursor`, and the new cursor; with `lookback`,
+    /// again those written in the last seconds (a row can commit after a later one was read).
+    fn checkins_since(
+        &self,
+        cursor: u64,
+        _lookback: bool,
+    ) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
         Ok((cursor, Vec::new()))
     }
 
     /// Sync states saved (by the dispatcher, on any server) since `cursor`: (device, the
-    /// order it was written in, state), and the new cursor.
-    fn sync_states_since(&self, cursor: u64) -> Result<(u64, Vec<FollowedState>), StoreError> {
+    /// order it was written in, state), and the new cursor; `lookback` as for check-ins.
+    fn sync_states_since(
+        &self,
+        cursor: u64,
+        _lookback: bool,
+    ) -> Result<(u64, Vec<FollowedState>), StoreError> {
         Ok((cursor, Vec::new()))
     }
 

@@ -146,6 +146,8 @@ pub struct Store {
     checkin_cursor: AtomicU64,
     /// How far the sync states saved by the dispatcher have been read.
     sync_state_cursor: AtomicU64,
+    /// When check-ins and sync states were last read with the look-back.
+    looked_back: Mutex<Option<std::time::Instant>>,
 }
 
 /// One kind of stored entry, compared across the two engines ([`Store::compare_engines`]).
@@ -170,6 +172,10 @@ pub(crate) struct Followed {
     /// the order they were written in.
     pub(crate) sync_states: Vec<FollowedState>,
 }
+
+/// How often following reads recent check-ins and sync states again (see
+/// [`Store::follow`]).
+const LOOKBACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
 /// one roll).
@@ -357,6 +363,7 @@ impl Store {
             shared: backend_shared,
             checkin_cursor: AtomicU64::new(0),
             sync_state_cursor: AtomicU64::new(0),
+            looked_back: Mutex::new(None),
             sealer,
         };
         if store.sealer.rolling() {
@@ -544,9 +551,10 @@ impl Store {
         self.shared
     }
 
-    /// Takes in what other servers committed (and the check-ins they wrote), publishing a new
-    /// snapshot and telling the subscribers (the dispatcher, caches) when the seq moved.
-    pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
+    /// Takes in what other servers committed (and the check-ins they wrote, and with
+    /// `sync_states` the sync states the dispatcher saved), publishing a new snapshot and
+    /// telling the subscribers (the dispatcher, caches) when the seq moved.
+    pub(crate) fn follow(&self, sync_states: bool) -> Result<Followed, StoreError> {
         let seq = self.read().seq;
         let cu = self.backend.catch_up(seq)?;
         let mut followed = if cu.seq > seq {
@@ -564,8 +572,18 @@ impl Store {
         if followed.seq > 0 {
             self.committed.send_replace(followed.seq);
         }
+        // Rows committed out of `ord` order are read again once a second (announcements can
+        // wake this far more often).
+        let lookback = {
+            let mut last = self.looked_back.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= LOOKBACK_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
         let cursor = self.checkin_cursor.load(Ordering::Acquire);
-        let (cursor, mut checkins) = self.backend.checkins_since(cursor)?;
+        let (cursor, mut checkins) = self.backend.checkins_since(cursor, lookback)?;
         for (_, c) in &mut checkins {
             if let Some(id) = &mut c.applied_identity {
                 id.password = Secret::new(self.sealer.open_value(id.password.expose())?.0);
@@ -574,10 +592,12 @@ impl Store {
         self.observer.merge_checkins(checkins);
         self.checkin_cursor.store(cursor, Ordering::Release);
         // The same way, the sync states the dispatcher saved (shown by the other servers).
-        let cursor = self.sync_state_cursor.load(Ordering::Acquire);
-        let (cursor, states) = self.backend.sync_states_since(cursor)?;
-        followed.sync_states = states;
-        self.sync_state_cursor.store(cursor, Ordering::Release);
+        if sync_states {
+            let cursor = self.sync_state_cursor.load(Ordering::Acquire);
+            let (cursor, states) = self.backend.sync_states_since(cursor, lookback)?;
+            followed.sync_states = states;
+            self.sync_state_cursor.store(cursor, Ordering::Release);
+        }
         Ok(followed)
     }
 

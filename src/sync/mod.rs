@@ -334,6 +334,11 @@ impl Dispatcher {
         }
     }
 
+    /// With a shared store: whether this server has the dispatcher's turn.
+    pub(crate) fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
     /// With a shared store, after every follow: a server that does not dispatch takes the sync
     /// states the dispatcher saved; the dispatching one looks for queued manual syncs.
     pub(crate) fn followed(&self, rows: Vec<FollowedState>) {

@@ -71,24 +71,33 @@ enum Written {
 /// A followed row: mac, ord, value.
 type WrittenRow = (Mac, u64, String);
 
-/// Rows of `table` written since `cursor` (by `ord`, and again those written in the last
-/// [`CHECKIN_LOOKBACK_S`]): the new cursor, and (mac, ord, value) of rows with a valid mac.
+/// Rows of `table` written since `cursor` (by `ord`, and with `lookback` again those written
+/// in the last [`CHECKIN_LOOKBACK_S`]): the new cursor, and (mac, ord, value) of rows with a
+/// valid mac.
 fn written_since(
     c: &mut Client,
     table: Written,
     cursor: u64,
+    lookback: bool,
 ) -> Result<(u64, Vec<WrittenRow>), StoreError> {
-    let sql = match table {
-        Written::Checkins => {
-            "SELECT mac, value, ord FROM checkins
-             WHERE ord > $1 OR written > now() - make_interval(secs => $2)"
-        }
-        Written::SyncStates => {
-            "SELECT mac, value, ord FROM sync_states
-             WHERE ord > $1 OR written > now() - make_interval(secs => $2)"
-        }
+    let table = match table {
+        Written::Checkins => "checkins",
+        Written::SyncStates => "sync_states",
     };
-    let rows = c.query(sql, &[&i64_of(cursor), &(CHECKIN_LOOKBACK_S as f64)])?;
+    let rows = if lookback {
+        c.query(
+            &format!(
+                "SELECT mac, value, ord FROM {table}
+                 WHERE ord > $1 OR written > now() - make_interval(secs => $2)"
+            ),
+            &[&i64_of(cursor), &(CHECKIN_LOOKBACK_S as f64)],
+        )?
+    } else {
+        c.query(
+            &format!("SELECT mac, value, ord FROM {table} WHERE ord > $1"),
+            &[&i64_of(cursor)],
+        )?
+    };
     let mut last = cursor;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
@@ -1032,10 +1041,14 @@ impl Backend for Postgres {
         })
     }
 
-    fn checkins_since(&self, cursor: u64) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+    fn checkins_since(
+        &self,
+        cursor: u64,
+        lookback: bool,
+    ) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
         let (last, rows) = self
             .pool
-            .with(|c| written_since(c, Written::Checkins, cursor))?;
+            .with(|c| written_since(c, Written::Checkins, cursor, lookback))?;
         let out = rows
             .into_iter()
             .filter_map(|(mac, _, v)| Some((mac, serde_json::from_str::<CheckIn>(&v).ok()?)))
@@ -1043,10 +1056,14 @@ impl Backend for Postgres {
         Ok((last, out))
     }
 
-    fn sync_states_since(&self, cursor: u64) -> Result<(u64, Vec<FollowedState>), StoreError> {
+    fn sync_states_since(
+        &self,
+        cursor: u64,
+        lookback: bool,
+    ) -> Result<(u64, Vec<FollowedState>), StoreError> {
         let (last, rows) = self
             .pool
-            .with(|c| written_since(c, Written::SyncStates, cursor))?;
+            .with(|c| written_since(c, Written::SyncStates, cursor, lookback))?;
         let out = rows
             .into_iter()
             .filter_map(|(mac, ord, v)| Some((mac, ord, serde_json::from_str(&v).ok()?)))
