@@ -10,6 +10,11 @@
 //! `ack_timeout_s` → resent with backoff, up to `max_attempts`, then `failed`. States and cursor
 //! are saved together, so a restart resumes the pending work (and re-reads any changes not yet
 //! taken in) without sending twice for one revision.
+//!
+//! With a store shared by several servers one of them dispatches (it holds the database's
+//! lock for it): a manual sync requested on any server is queued in the database and taken in
+//! by the dispatcher with the state it leads to, in one transaction; the other servers show
+//! the states the dispatcher saves, followed from the database ([`Dispatcher::followed`]).
 
 pub(crate) mod pacing;
 pub(crate) mod sip;
