@@ -70,6 +70,59 @@ async fn a_good_fetch_is_logged_with_its_file_address_user_agent_status_and_byte
 }
 
 #[tokio::test]
+async fn the_same_request_again_is_one_entry_with_its_count_and_last_time() {
+    let p = OnePhone::start().await;
+    // One digest exchange, then the same nonce again (a phone polling on one connection).
+    let url = format!("{}{}", p.s.phones, OnePhone::MAIN);
+    let first = p.s.client.get(&url).header("user-agent", OnePhone::UA);
+    let challenge = first.send().await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    let (realm, nonce) = common::digest::challenge(challenge.headers(), "MD5");
+    for nc in 1..=3 {
+        let auth = common::digest::authorization(
+            "MD5",
+            OnePhone::MAC,
+            &p.password,
+            &realm,
+            &nonce,
+            "GET",
+            OnePhone::MAIN,
+            nc,
+        );
+        let r = p.s.client.get(&url).header("user-agent", OnePhone::UA);
+        let r = r.header("authorization", auth).send().await.unwrap();
+        assert_eq!(r.status(), 200, "fetch {nc}");
+    }
+    let entries = log(&p.s, OnePhone::MAC, "").await;
+    assert_eq!(
+        outcomes(&entries),
+        [(200, None), (401, reason("no_credentials"))]
+    );
+    let e = &entries[0];
+    assert_eq!(e["count"], 3, "{e}");
+    let (at, last) = (e["at"].as_str().unwrap(), e["last_at"].as_str().unwrap());
+    assert!(last >= at, "{e}");
+    assert!(
+        entries[1].get("count").is_none(),
+        "a single request has no count"
+    );
+    // Something else in between starts a new entry: the 401 of a new exchange, then its 200.
+    assert_eq!(p.fetch().await.status(), 200);
+    let entries = log(&p.s, OnePhone::MAC, "").await;
+    assert_eq!(
+        outcomes(&entries),
+        [
+            (200, None),
+            (401, reason("no_credentials")),
+            (200, None),
+            (401, reason("no_credentials"))
+        ]
+    );
+    assert!(entries[0].get("count").is_none(), "{}", entries[0]);
+    assert_eq!(entries[2]["count"], 3);
+}
+
+#[tokio::test]
 async fn wrong_credentials_and_a_network_not_allowed_are_logged_with_their_reason_not_told_the_phone(
 ) {
     let p = OnePhone::start().await;
@@ -118,10 +171,9 @@ async fn an_unknown_mac_is_logged_under_that_mac_for_platform_tokens_only() {
     .await;
     assert_eq!(r.status(), 401);
     let entries = log(&s, "805ec0000099", "").await;
-    assert_eq!(
-        outcomes(&entries),
-        [(401, reason("unknown_mac")), (401, reason("unknown_mac"))]
-    );
+    // Both requests (without and with credentials) were refused alike: one entry, twice.
+    assert_eq!(outcomes(&entries), [(401, reason("unknown_mac"))]);
+    assert_eq!(entries[0]["count"], 2);
     assert_eq!(entries[0]["file"], "805ec0000099.cfg");
     // A group token, even of the group the MAC may later join, does not see it.
     let t = s

@@ -11,7 +11,7 @@
 //! `_families/` too: its files override the built-in family files of the same name, for every
 //! model of that family.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use include_dir::{include_dir, Dir};
@@ -91,17 +91,6 @@ impl FileSpec {
     pub fn is_xml(&self) -> bool {
         let ct = self.content_type.split(';').next().unwrap_or("").trim();
         ct.ends_with("/xml") || ct.ends_with("+xml")
-    }
-
-    /// The MAC in `name` if it matches this (per-device) pattern. The MAC's hex digits may be
-    /// in either case; the rest must match exactly.
-    pub(crate) fn match_mac(&self, name: &str) -> Option<crate::domain::Mac> {
-        let (pre, post) = self.pattern.split_once("{mac}")?;
-        let hex = name.strip_prefix(pre)?.strip_suffix(post)?;
-        if hex.len() != 12 {
-            return None;
-        }
-        crate::domain::Mac::parse(hex).ok()
     }
 
     /// The file name for a device (`{mac}` replaced in the model's case); a common file's
@@ -387,6 +376,71 @@ pub enum CatalogError {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     models: BTreeMap<String, Model>,
+    /// Which models request which file names, built once: a phone's request finds its file
+    /// without trying every model's patterns.
+    files: FileIndex,
+}
+
+/// The catalogue's file names, by name for common files and by distinct `{mac}` pattern for
+/// per-device files, each entry in catalogue order (model id, then the model's file order).
+#[derive(Clone, Debug, Default)]
+struct FileIndex {
+    common: HashMap<String, Vec<(String, usize)>>,
+    per_device: Vec<MacPattern>,
+}
+
+/// Every per-device file spelled `{pre}{mac}{post}`: (model id, index in its files).
+#[derive(Clone, Debug)]
+struct MacPattern {
+    pre: String,
+    post: String,
+    files: Vec<(String, usize)>,
+}
+
+impl FileIndex {
+    fn of(models: &BTreeMap<String, Model>) -> FileIndex {
+        let mut index = FileIndex::default();
+        for (id, m) in models {
+            for (i, f) in m.files.iter().enumerate() {
+                let at = (id.clone(), i);
+                if !f.per_device {
+                    index.common.entry(f.pattern.clone()).or_default().push(at);
+                    continue;
+                }
+                let Some((pre, post)) = f.pattern.split_once("{mac}") else {
+                    continue;
+                };
+                match index
+                    .per_device
+                    .iter_mut()
+                    .find(|p| p.pre == pre && p.post == post)
+                {
+                    Some(p) => p.files.push(at),
+                    None => index.per_device.push(MacPattern {
+                        pre: pre.into(),
+                        post: post.into(),
+                        files: vec![at],
+                    }),
+                }
+            }
+        }
+        index
+    }
+}
+
+/// The per-device files of the catalogue one requested name matches, all with the same MAC.
+pub(crate) struct MacFiles<'a> {
+    catalog: &'a Catalog,
+    files: &'a [(String, usize)],
+}
+
+impl<'a> MacFiles<'a> {
+    /// The file of `model` among them, with its index in the model's files.
+    pub(crate) fn of_model(&self, model: &str) -> Option<(usize, &'a Model, &'a FileSpec)> {
+        let (id, i) = self.files.iter().find(|(id, _)| id == model)?;
+        let m = self.catalog.models.get(id)?;
+        Some((*i, m, m.files.get(*i)?))
+    }
 }
 
 /// A file name phones may request: no path separators, no dot-dot, bounded.
@@ -713,6 +767,7 @@ impl Sources {
             let m = parse_model(&id, &text, own, &self.families, &parsed)?;
             c.models.insert(id, m);
         }
+        c.files = FileIndex::of(&c.models);
         Ok(c)
     }
 }
@@ -741,20 +796,41 @@ impl Catalog {
         self.models.values()
     }
 
-    /// Models whose file patterns could name `file`, with the matching spec.
-    pub(crate) fn files_matching<'a>(
+    /// The common files named exactly `file`, in catalogue order.
+    pub(crate) fn common_files<'a>(
+        &'a self,
+        file: &str,
+    ) -> impl Iterator<Item = (&'a Model, &'a FileSpec)> + 'a {
+        self.files
+            .common
+            .get(file)
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, i)| {
+                let m = self.models.get(id)?;
+                Some((m, m.files.get(*i)?))
+            })
+    }
+
+    /// The per-device patterns `file` matches, each with the MAC it names (its hex digits in
+    /// either case) and the models' files spelled that way.
+    pub(crate) fn mac_files<'a>(
         &'a self,
         file: &'a str,
-    ) -> impl Iterator<Item = (&'a Model, &'a FileSpec)> + 'a {
-        self.models.values().flat_map(move |m| {
-            m.files.iter().filter_map(move |f| {
-                let hit = if f.per_device {
-                    f.match_mac(file).is_some()
-                } else {
-                    f.pattern == file
-                };
-                hit.then_some((m, f))
-            })
+    ) -> impl Iterator<Item = (crate::domain::Mac, MacFiles<'a>)> + 'a {
+        self.files.per_device.iter().filter_map(move |p| {
+            let hex = file.strip_prefix(&p.pre)?.strip_suffix(&p.post)?;
+            if hex.len() != 12 {
+                return None;
+            }
+            let mac = crate::domain::Mac::parse(hex).ok()?;
+            Some((
+                mac,
+                MacFiles {
+                    catalog: self,
+                    files: &p.files,
+                },
+            ))
         })
     }
 

@@ -2049,6 +2049,10 @@ async fn device_page_at(
                 obj(&mut e).insert("reason_text".into(), json!(refusal_text(&reason)));
                 let at = short_time(&e["at"]);
                 obj(&mut e).insert("at_short".into(), json!(at));
+                if !e["last_at"].is_null() {
+                    let last = short_time(&e["last_at"]);
+                    obj(&mut e).insert("last_at_short".into(), json!(last));
+                }
                 e
             })
             .collect::<Vec<_>>())

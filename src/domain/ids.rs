@@ -86,8 +86,19 @@ impl Mac {
             )
         };
         let s = input.trim();
+        // The common spelling (12 hex digits, as in every per-device file name): no allocation.
+        if s.len() == 12 {
+            let mut b = [0u8; 12];
+            for (o, c) in b.iter_mut().zip(s.bytes()) {
+                if !c.is_ascii_hexdigit() {
+                    return Err(bad());
+                }
+                *o = c.to_ascii_lowercase();
+            }
+            let hex = std::str::from_utf8(&b).map_err(|_| bad())?;
+            return Ok(Mac(CompactString::new(hex)));
+        }
         let hex: String = match s.len() {
-            12 => s.to_string(),
             // aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff: one separator, used consistently.
             17 => {
                 let sep = s.as_bytes()[2];
@@ -386,6 +397,7 @@ mod tests {
             "",
             "0004F2ABCDE",
             "0004F2ABCDEG",
+            "0004f2abcdé",
             "00:04:f2:ab:cd-ef",
             "000:4f2:ab:cd:ef0",
             "0004.f2ab.cde",

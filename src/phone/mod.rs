@@ -538,6 +538,8 @@ impl Ctx<'_> {
                 status: code.as_u16(),
                 bytes,
                 reason,
+                count: None,
+                last_at: None,
             },
         );
     }

@@ -282,21 +282,31 @@ pub(crate) fn resolve<'a>(
     if !crate::catalog::valid_file_name(name) {
         return None;
     }
-    let mut common = None;
+    // A known device of a model requesting this name: its file of lowest index if several
+    // patterns match; else a common file (the User-Agent's model's, else the first by id);
+    // else the MAC of a per-device name as unknown.
+    let mut device: Option<(usize, Target<'a>)> = None;
     let mut unknown = None;
-    for (model, spec) in catalog.files_matching(name) {
-        if !spec.per_device {
-            if common.is_none() || Some(model.id.as_str()) == ua_model {
-                common = Some(Target::Common { model, spec });
+    for (mac, files) in catalog.mac_files(name) {
+        let found = state
+            .devices
+            .get(&mac)
+            .and_then(|d| files.of_model(&d.model));
+        match found {
+            Some((i, model, spec)) if device.as_ref().is_none_or(|(j, _)| i < *j) => {
+                device = Some((i, Target::Device { mac, model, spec }));
             }
-            continue;
+            Some(_) => {}
+            None => unknown = Some(mac),
         }
-        let Some(mac) = spec.match_mac(name) else {
-            continue;
-        };
-        match state.devices.get(&mac) {
-            Some(d) if d.model == model.id => return Some(Target::Device { mac, model, spec }),
-            _ => unknown = Some(mac),
+    }
+    if let Some((_, d)) = device {
+        return Some(d);
+    }
+    let mut common = None;
+    for (model, spec) in catalog.common_files(name) {
+        if common.is_none() || Some(model.id.as_str()) == ua_model {
+            common = Some(Target::Common { model, spec });
         }
     }
     common.or(unknown.map(Target::Unknown))
@@ -534,5 +544,83 @@ impl Renderer {
             rendered += 1;
         }
         Ok(rendered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(t: Option<Target<'_>>) -> String {
+        match t {
+            None => "none".into(),
+            Some(Target::Device { mac, model, spec }) => {
+                format!("device {mac} {} {}", model.id, spec.pattern)
+            }
+            Some(Target::Unknown(mac)) => format!("unknown {mac}"),
+            Some(Target::Common { model, spec }) => format!("common {} {}", model.id, spec.pattern),
+        }
+    }
+
+    fn setup() -> (Catalog, State) {
+        let catalog = Catalog::builtin().unwrap();
+        let state = fixtures::sample_state(&catalog, "yealink-t46u").unwrap();
+        (catalog, state)
+    }
+
+    #[test]
+    fn a_per_device_name_resolves_to_the_file_of_the_devices_model() {
+        let (c, s) = setup();
+        assert_eq!(
+            names(resolve(&c, &s, "000000000001.cfg", None)),
+            "device 000000000001 yealink-t46u {mac}.cfg"
+        );
+        assert_eq!(
+            names(resolve(
+                &c,
+                &s,
+                "000000000001.boot",
+                Some("polycom-vvx-450")
+            )),
+            "device 000000000001 yealink-t46u {mac}.boot"
+        );
+        // The MAC's hex digits in either case name the same device.
+        assert_eq!(
+            names(resolve(&c, &s, "00000000000A.cfg", None)),
+            "unknown 00000000000a"
+        );
+    }
+
+    #[test]
+    fn a_name_of_an_unprovisioned_mac_or_of_a_file_its_model_does_not_request_is_unknown() {
+        let (c, s) = setup();
+        assert_eq!(
+            names(resolve(&c, &s, "0004f2000009.cfg", None)),
+            "unknown 0004f2000009"
+        );
+        // Polycom's per-device name: the Yealink device does not request it.
+        assert_eq!(
+            names(resolve(&c, &s, "000000000001-deskprov.cfg", None)),
+            "unknown 000000000001"
+        );
+        assert_eq!(names(resolve(&c, &s, "000000000001.txt", None)), "none");
+        assert_eq!(names(resolve(&c, &s, "../000000000001.cfg", None)), "none");
+    }
+
+    #[test]
+    fn a_common_name_beats_its_reading_as_a_mac_and_the_user_agents_model_wins_among_sharers() {
+        let (c, s) = setup();
+        assert_eq!(
+            names(resolve(&c, &s, "000000000000.cfg", None)),
+            "common polycom-edge-e350 000000000000.cfg"
+        );
+        assert_eq!(
+            names(resolve(&c, &s, "000000000000.cfg", Some("polycom-vvx-450"))),
+            "common polycom-vvx-450 000000000000.cfg"
+        );
+        assert_eq!(
+            names(resolve(&c, &s, "y000000000108.cfg", None)),
+            "common yealink-t46u y000000000108.cfg"
+        );
     }
 }

@@ -23,7 +23,7 @@
 //! every 500 ms), never a phone's answer.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -462,25 +462,79 @@ fn make_room(
     evicted
 }
 
-/// Keeps each device that logs in `batch` within `max` entries: `counts` holds every logging
+/// What the writer knows of one logging device's provisioning log.
+#[derive(Debug, Default)]
+struct DeviceLog {
+    /// Entries stored or in the batch being written.
+    count: usize,
+    /// Its newest entry, to fold the same request again into.
+    newest: Option<Newest>,
+}
+
+/// A device's newest log entry, in a few bytes: the entry itself is not kept in memory.
+#[derive(Debug)]
+struct Newest {
+    id: u64,
+    fingerprint: u64,
+    /// Its `at`, as nanoseconds since the epoch.
+    at: i128,
+    count: u32,
+}
+
+fn rfc3339_nanos(at: &str) -> Option<i128> {
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}
+
+fn rfc3339_of(nanos: i128) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// Folds `entry` into the device's newest entry when it is the same request again (returns the
+/// id to write it under, with `count` and `last_at` set); `None` when it is a new entry.
+fn fold(log: &mut DeviceLog, entry: &mut ProvLogEntry) -> Option<u64> {
+    let fingerprint = entry.fingerprint();
+    let newest = log.newest.as_mut()?;
+    if newest.fingerprint != fingerprint || newest.count == u32::MAX {
+        return None;
+    }
+    let first = rfc3339_of(newest.at)?;
+    newest.count += 1;
+    entry.id = newest.id;
+    entry.last_at = Some(std::mem::replace(&mut entry.at, first));
+    entry.count = Some(newest.count);
+    Some(newest.id)
+}
+
+/// Keeps each device that logs in `batch` within `max` entries: `logs` holds every logging
 /// device's entry count (read from the engine the first time); what is over goes from the
-/// engine's oldest (`oldest(mac, n)`), then from the batch's own oldest. Only counts are kept
-/// in memory, never the ids, so the index stays small with many devices.
+/// engine's oldest (`oldest(mac, n)`), then from the batch's own oldest new entries (never an
+/// entry of `rewritten`, the ids stored before this batch that it writes again with a new
+/// `count`). Only counts and the newest entry's id are kept in memory, never the entries, so
+/// the index stays small with many devices.
 fn trim_logs(
     batch: &mut Observations,
-    counts: &mut HashMap<Mac, usize>,
+    logs: &mut HashMap<Mac, DeviceLog>,
+    rewritten: &HashSet<u64>,
     max: usize,
     mut oldest: impl FnMut(&Mac, usize) -> Result<Vec<u64>, StoreError>,
 ) -> Result<(), StoreError> {
     let max = max.max(1);
     let mut in_batch: HashMap<Mac, usize> = HashMap::new();
-    for (m, _) in &batch.log_entries {
-        *in_batch.entry(m.clone()).or_default() += 1;
+    for (m, e) in &batch.log_entries {
+        if !rewritten.contains(&e.id) {
+            *in_batch.entry(m.clone()).or_default() += 1;
+        }
     }
     for (mac, new) in in_batch {
-        let Some(count) = counts.get_mut(&mac) else {
+        let Some(log) = logs.get_mut(&mac) else {
             continue;
         };
+        let count = &mut log.count;
         if *count <= max {
             continue;
         }
@@ -492,8 +546,8 @@ fn trim_logs(
         batch
             .log_removals
             .extend(ids.into_iter().map(|id| (mac.clone(), id)));
-        batch.log_entries.retain(|(m, _)| {
-            if m == &mac && skip > 0 {
+        batch.log_entries.retain(|(m, e)| {
+            if m == &mac && skip > 0 && !rewritten.contains(&e.id) {
                 skip -= 1;
                 *count -= 1;
                 false
@@ -524,8 +578,8 @@ fn write_loop(
 ) {
     // Every uploading device's files, oldest first: only this thread writes uploads.
     let mut uploads: HashMap<Mac, Vec<UploadMeta>> = HashMap::new();
-    // Every logging device's entry count: only this thread writes the log.
-    let mut log_counts: HashMap<Mac, usize> = HashMap::new();
+    // Every logging device's entry count and newest entry: only this thread writes the log.
+    let mut logs: HashMap<Mac, DeviceLog> = HashMap::new();
     let mut last_log_id = 0;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -540,6 +594,9 @@ fn write_loop(
         let mut acks = Vec::new();
         let mut flushes = Vec::new();
         let mut barriers = Vec::new();
+        // Where each log entry of the batch is, by id; the stored ones it writes again.
+        let mut positions: HashMap<u64, usize> = HashMap::new();
+        let mut rewritten: HashSet<u64> = HashSet::new();
         for job in jobs {
             match job {
                 Job::CheckIn(mac, c, ack) => {
@@ -584,19 +641,41 @@ fn write_loop(
                     flushes.push(done);
                 }
                 Job::Log(mac, mut entry) => {
-                    let count = match log_counts.entry(mac.clone()) {
+                    let log = match logs.entry(mac.clone()) {
                         Entry::Occupied(e) => e.into_mut(),
                         Entry::Vacant(e) => match backend.log_oldest(&mac, usize::MAX) {
-                            Ok(ids) => e.insert(ids.len()),
+                            Ok(ids) => e.insert(DeviceLog {
+                                count: ids.len(),
+                                newest: None,
+                            }),
                             Err(e) => {
                                 tracing::error!(error = %e, "reading a provisioning log failed");
                                 continue;
                             }
                         },
                     };
-                    *count += 1;
+                    if let Some(id) = fold(log, &mut entry) {
+                        // In this batch already: it replaces itself; else it is written again.
+                        match positions.get(&id) {
+                            Some(&i) => batch.log_entries[i].1 = *entry,
+                            None => {
+                                rewritten.insert(id);
+                                positions.insert(id, batch.log_entries.len());
+                                batch.log_entries.push((mac, *entry));
+                            }
+                        }
+                        continue;
+                    }
+                    log.count += 1;
                     last_log_id = next_log_id(last_log_id);
                     entry.id = last_log_id;
+                    log.newest = rfc3339_nanos(&entry.at).map(|at| Newest {
+                        id: entry.id,
+                        fingerprint: entry.fingerprint(),
+                        at,
+                        count: 1,
+                    });
+                    positions.insert(entry.id, batch.log_entries.len());
                     batch.log_entries.push((mac, *entry));
                 }
                 Job::LogForget(mac) => {
@@ -606,14 +685,24 @@ fn write_loop(
                             .extend(ids.into_iter().map(|id| (mac.clone(), id)));
                     }
                     batch.log_entries.retain(|(m, _)| m != &mac);
-                    log_counts.remove(&mac);
+                    positions = batch
+                        .log_entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, e))| (e.id, i))
+                        .collect();
+                    logs.remove(&mac);
                 }
                 Job::Barrier(done) => barriers.push(done),
             }
         }
-        if let Err(e) = trim_logs(&mut batch, &mut log_counts, limits.log_entries, |m, n| {
-            backend.log_oldest(m, n)
-        }) {
+        if let Err(e) = trim_logs(
+            &mut batch,
+            &mut logs,
+            &rewritten,
+            limits.log_entries,
+            |m, n| backend.log_oldest(m, n),
+        ) {
             tracing::error!(error = %e, "trimming a provisioning log failed");
         }
         // The map is updated with the plain check-ins; the backend gets them sealed.
@@ -641,7 +730,7 @@ fn write_loop(
                     uploads.remove(mac);
                 }
                 for (mac, _) in &batch.log_entries {
-                    log_counts.remove(mac);
+                    logs.remove(mac);
                 }
             }
         }
@@ -703,6 +792,8 @@ mod tests {
             status: 200,
             bytes: 0,
             reason: None,
+            count: None,
+            last_at: None,
         }
     }
 
@@ -718,9 +809,9 @@ mod tests {
         for id in [20, 21, 22, 23] {
             batch.log_entries.push((b.clone(), entry(id)));
         }
-        let mut counts: HashMap<Mac, usize> = [(a.clone(), 5), (b.clone(), 4)].into();
+        let mut logs = logs_of(&[(&a, 5), (&b, 4)]);
         let stored: HashMap<Mac, Vec<u64>> = [(a.clone(), vec![1, 2, 3])].into();
-        trim_logs(&mut batch, &mut counts, 3, |m, n| {
+        trim_logs(&mut batch, &mut logs, &HashSet::new(), 3, |m, n| {
             Ok(stored
                 .get(m)
                 .map(|v| v.iter().take(n).copied().collect())
@@ -732,13 +823,91 @@ mod tests {
         assert_eq!(removed, [(a.clone(), 1), (a.clone(), 2)]);
         let kept: Vec<u64> = batch.log_entries.iter().map(|(_, e)| e.id).collect();
         assert_eq!(kept, [10, 11, 21, 22, 23], "b's oldest new entry goes");
-        assert_eq!((counts[&a], counts[&b]), (3, 3));
+        assert_eq!((logs[&a].count, logs[&b].count), (3, 3));
         // Within the bound nothing goes.
         let mut batch = Observations::default();
         batch.log_entries.push((a.clone(), entry(12)));
-        let mut counts: HashMap<Mac, usize> = [(a.clone(), 3)].into();
-        trim_logs(&mut batch, &mut counts, 3, |_, _| panic!("not read")).unwrap();
+        let mut logs = logs_of(&[(&a, 3)]);
+        trim_logs(&mut batch, &mut logs, &HashSet::new(), 3, |_, _| {
+            panic!("not read")
+        })
+        .unwrap();
         assert!(batch.log_removals.is_empty());
+    }
+
+    fn logs_of(counts: &[(&Mac, usize)]) -> HashMap<Mac, DeviceLog> {
+        counts
+            .iter()
+            .map(|(m, count)| {
+                let log = DeviceLog {
+                    count: *count,
+                    newest: None,
+                };
+                ((*m).clone(), log)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_entry_written_again_with_its_new_count_is_neither_counted_nor_trimmed_as_new() {
+        let a = Mac::parse("805ec0000001").unwrap();
+        // 3 stored (ids 1..=3, the newest folded into again: 3) + 2 new; bound 3.
+        let mut batch = Observations::default();
+        for id in [3, 10, 11] {
+            batch.log_entries.push((a.clone(), entry(id)));
+        }
+        let mut logs = logs_of(&[(&a, 5)]);
+        trim_logs(&mut batch, &mut logs, &[3].into(), 3, |_, n| {
+            Ok([1, 2, 3].into_iter().take(n).collect())
+        })
+        .unwrap();
+        assert_eq!(batch.log_removals, [(a.clone(), 1), (a.clone(), 2)]);
+        let kept: Vec<u64> = batch.log_entries.iter().map(|(_, e)| e.id).collect();
+        assert_eq!(kept, [3, 10, 11]);
+        assert_eq!(logs[&a].count, 3);
+    }
+
+    #[test]
+    fn the_same_request_again_folds_into_the_newest_entry_and_another_starts_a_new_one() {
+        let mut log = DeviceLog::default();
+        let mut first = entry(0);
+        first.at = "2026-12-04T01:00:00.5Z".into();
+        assert_eq!(fold(&mut log, &mut first), None, "nothing to fold into");
+        log.newest = Some(Newest {
+            id: 7,
+            fingerprint: first.fingerprint(),
+            at: rfc3339_nanos(&first.at).unwrap(),
+            count: 1,
+        });
+        for (n, at) in [(2, "2026-12-04T01:00:01Z"), (3, "2026-12-04T01:00:02Z")] {
+            let mut again = entry(0);
+            again.at = at.into();
+            assert_eq!(fold(&mut log, &mut again), Some(7));
+            assert_eq!(again.id, 7);
+            assert_eq!(again.count, Some(n));
+            assert_eq!(again.last_at.as_deref(), Some(at));
+            assert_eq!(
+                again.at, "2026-12-04T01:00:00.5Z",
+                "the first request's time"
+            );
+        }
+        for other in [
+            ProvLogEntry {
+                status: 304,
+                ..entry(0)
+            },
+            ProvLogEntry {
+                ip: "192.0.2.2".into(),
+                ..entry(0)
+            },
+            ProvLogEntry {
+                reason: Some(crate::store::Refusal::NoCredentials),
+                ..entry(0)
+            },
+        ] {
+            let mut other = other;
+            assert_eq!(fold(&mut log, &mut other), None, "{other:?}");
+        }
     }
 
     #[test]

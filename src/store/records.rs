@@ -140,7 +140,7 @@ pub(crate) struct UploadMeta {
 
 /// Why the phone path refused (or failed) a request, as the provisioning log shows it to the
 /// admin. Never sent to the phone: its answer is the same whatever the reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Refusal {
     /// A well-formed MAC no device has.
@@ -191,6 +191,35 @@ pub(crate) struct ProvLogEntry {
     /// Why it was refused or failed; absent for a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<Refusal>,
+    /// How many requests in a row this entry stands for, when more than one: the same address,
+    /// method, file, User-Agent, status, bytes and reason again, with nothing else logged for
+    /// the device in between (a phone polling its file). `at` is the first of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 2)]
+    pub(crate) count: Option<u32>,
+    /// When the last of those requests was made (RFC 3339 UTC); present with `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) last_at: Option<String>,
+}
+
+impl ProvLogEntry {
+    /// What makes a request the same as the previous one for folding into one entry (`count`):
+    /// everything but its time.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            &self.ip,
+            &self.method,
+            &self.file,
+            &self.user_agent,
+            self.status,
+            self.bytes,
+            self.reason,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
 }
 
 /// What a phone's fetch of its main file gave it: the revision, the bytes' ETag and the primary

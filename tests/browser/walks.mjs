@@ -355,7 +355,9 @@ await step("Extensions (guide 002): allowed to log in, Unregister", page, async 
   await snap(page, "user-unregistered");
 });
 
-await step("Provisioning log: a refused fetch shows its reason to the admin", page, async () => {
+await step("Provisioning log: a refused fetch shows its reason to the admin, a repeated request its count", page, async () => {
+  // Two bare requests, then the refused exchange's own: one row of three.
+  for (let i = 0; i < 2; i++) assert.equal((await get(`${PHONES_HTTP}/${deskFiles[0]}`, { "user-agent": "Yealink SIP-T54W 96.86.0.100" })).status, 401);
   const refused = await phoneFetch(deskMac, "not-the-password", deskFiles[0]);
   assert.equal(refused.status, 401);
   assert.doesNotMatch(refused.body, /wrong/i, "the phone is not told why");
@@ -365,6 +367,10 @@ await step("Provisioning log: a refused fetch shows its reason to the admin", pa
   const first = (await log.locator("tbody tr").first().innerText());
   assert.match(first, /401/);
   assert.match(first, /wrong_credentials\s+wrong credentials/);
+  const second = (await log.locator("tbody tr").nth(1).innerText());
+  assert.match(second, /401\s*×3/, "the three bare requests are one row with their count");
+  assert.match(second, /no_credentials/);
+  assert.match(second, / to \d{4}-\d\d-\d\d/, "with the time of the last");
   assert.match(await log.innerText(), /\b200\b/, "the good fetches are there too");
   await log.scrollIntoViewIfNeeded();
   await snap(page, "device-provisioning-log");

@@ -854,7 +854,7 @@ impl Backend for Postgres {
                 tx.execute(
                     "INSERT INTO provlog (mac, id, entry)
                      SELECT m, i, e FROM unnest($1::text[], $2::bigint[], $3::text[]) AS w(m, i, e)
-                     ON CONFLICT (mac, id) DO NOTHING",
+                     ON CONFLICT (mac, id) DO UPDATE SET entry = excluded.entry",
                     &[&macs, &ids, &entries],
                 )?;
             }
