@@ -20,6 +20,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+// The allocator of the `deskprov` binary (src/main.rs), so the RSS reported is the server's:
+// with the system allocator this process reported about a fifth less at 1,000,000 users.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use deskprov::catalog::Catalog;
 use deskprov::config::Config;
 use deskprov::server::{open_store, Server};

@@ -266,6 +266,12 @@ impl LinePort {
             .ok_or_else(|| invalid_line_port(s, None))
     }
 
+    /// A value below every line port (the empty string), only as the lower bound of a range
+    /// over pairs that end in a line port; never a line port itself.
+    pub(crate) fn lowest() -> LinePort {
+        LinePort(CompactString::default())
+    }
+
     /// The line port for `prefix` and appearance number `n`.
     pub(crate) fn new(prefix: &str, n: u32) -> LinePort {
         LinePort(compact_str::format_compact!("{prefix}_sca{n}"))

@@ -203,12 +203,19 @@ pub struct State {
 type UserKey = (GroupId, Extension);
 
 /// Secondary indexes, so that no rule or render scans every user, device or endpoint.
+///
+/// They hold (owner, member) pairs in one flat set rather than a set per owner: most devices
+/// and users have one SCA endpoint, and a one-element persistent set costs a whole B-tree leaf
+/// (about 0.4 KiB) where a pair costs its two keys.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Indexes {
-    scas_by_device: imbl::OrdMap<Mac, imbl::OrdSet<LinePort>>,
-    scas_by_user: imbl::OrdMap<UserKey, imbl::OrdSet<LinePort>>,
+    scas_by_device: imbl::OrdSet<(Mac, LinePort)>,
+    scas_by_user: imbl::OrdSet<(UserKey, LinePort)>,
     devices_by_group: imbl::OrdMap<GroupId, imbl::OrdSet<Mac>>,
-    user_by_username: imbl::HashMap<String, UserKey>,
+    /// Users whose SIP username is explicit (`sip.username`). Every other user's is its phone
+    /// number or `<group>_<extension>`, found through `user_by_phone` or the users table
+    /// ([`State::user_with_username`]), so the common case costs no entry here.
+    user_by_explicit_username: imbl::HashMap<String, UserKey>,
     user_by_phone: imbl::HashMap<PhoneNumber, UserKey>,
 }
 
@@ -217,7 +224,10 @@ impl Indexes {
         match r {
             Record::User(u) => {
                 let k = (u.group.clone(), u.extension.clone());
-                self.user_by_username.insert(u.sip_username(), k.clone());
+                if let Some(name) = &u.sip.username {
+                    self.user_by_explicit_username
+                        .insert(name.clone(), k.clone());
+                }
                 if let Some(p) = &u.phone_number {
                     self.user_by_phone.insert(p.clone(), k);
                 }
@@ -230,46 +240,37 @@ impl Indexes {
             }
             Record::Sca(x) => {
                 self.scas_by_device
-                    .entry(x.device.clone())
-                    .or_default()
-                    .insert(x.line_port.clone());
+                    .insert((x.device.clone(), x.line_port.clone()));
                 self.scas_by_user
-                    .entry((x.group.clone(), x.extension.clone()))
-                    .or_default()
-                    .insert(x.line_port.clone());
+                    .insert(((x.group.clone(), x.extension.clone()), x.line_port.clone()));
             }
             _ => {}
         }
     }
 
     fn drop(&mut self, r: &Record) {
-        fn take<K: Ord + Clone, V: Ord + Clone>(
-            m: &mut imbl::OrdMap<K, imbl::OrdSet<V>>,
-            k: &K,
-            v: &V,
-        ) {
-            if let Some(set) = m.get_mut(k) {
-                set.remove(v);
-                if set.is_empty() {
-                    m.remove(k);
-                }
-            }
-        }
         match r {
             Record::User(u) => {
-                self.user_by_username.remove(&u.sip_username());
+                if let Some(name) = &u.sip.username {
+                    self.user_by_explicit_username.remove(name);
+                }
                 if let Some(p) = &u.phone_number {
                     self.user_by_phone.remove(p);
                 }
             }
-            Record::Device(d) => take(&mut self.devices_by_group, &d.group, &d.mac),
+            Record::Device(d) => {
+                if let Some(set) = self.devices_by_group.get_mut(&d.group) {
+                    set.remove(&d.mac);
+                    if set.is_empty() {
+                        self.devices_by_group.remove(&d.group);
+                    }
+                }
+            }
             Record::Sca(x) => {
-                take(&mut self.scas_by_device, &x.device, &x.line_port);
-                take(
-                    &mut self.scas_by_user,
-                    &(x.group.clone(), x.extension.clone()),
-                    &x.line_port,
-                );
+                self.scas_by_device
+                    .remove(&(x.device.clone(), x.line_port.clone()));
+                self.scas_by_user
+                    .remove(&((x.group.clone(), x.extension.clone()), x.line_port.clone()));
             }
             _ => {}
         }
@@ -513,12 +514,12 @@ impl State {
         g: &'a GroupId,
         e: &'a Extension,
     ) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
+        let user = (g.clone(), e.clone());
         self.idx
             .scas_by_user
-            .get(&(g.clone(), e.clone()))
-            .into_iter()
-            .flatten()
-            .filter_map(|p| self.scas.get(p))
+            .range((user.clone(), LinePort::lowest())..)
+            .take_while(move |(u, _)| *u == user)
+            .filter_map(|(_, p)| self.scas.get(p))
     }
 
     /// SCA endpoints placed on one device.
@@ -528,10 +529,9 @@ impl State {
     ) -> impl Iterator<Item = &'a ScaEndpoint> + 'a {
         self.idx
             .scas_by_device
-            .get(mac)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| self.scas.get(p))
+            .range((mac.clone(), LinePort::lowest())..)
+            .take_while(move |(m, _)| m == mac)
+            .filter_map(|(_, p)| self.scas.get(p))
     }
 
     /// The user with this phone number, anywhere on the platform.
@@ -606,12 +606,21 @@ impl State {
             .filter(move |d| d.key_profile.as_ref() == Some(n))
     }
 
-    /// The user whose primary line port (SIP username) this is, anywhere on the platform.
+    /// The user whose primary line port (SIP username) this is, anywhere on the platform: an
+    /// explicit `sip.username`, else the user whose phone number or `<group>_<extension>` it
+    /// is and whose username that is (a user with an explicit one answers only to it).
     pub(crate) fn user_with_username(&self, username: &str) -> Option<&User> {
-        self.idx
-            .user_by_username
-            .get(username)
-            .and_then(|k| self.users.get(k))
+        if let Some(k) = self.idx.user_by_explicit_username.get(username) {
+            return self.users.get(k);
+        }
+        let derived = match PhoneNumber::parse(username) {
+            Ok(p) => self.user_with_phone(&p),
+            Err(_) => {
+                let (g, e) = username.rsplit_once('_')?;
+                self.user(&GroupId::parse(g).ok()?, &Extension::parse(e).ok()?)
+            }
+        };
+        derived.filter(|u| u.sip.username.is_none() && u.sip_username() == username)
     }
 
     /// A device by name within a group.
@@ -626,7 +635,7 @@ impl State {
         if LinePort::parse(port).is_ok_and(|lp| self.scas.contains_key(&lp)) {
             return true;
         }
-        if self.idx.user_by_username.contains_key(port) {
+        if self.user_with_username(port).is_some() {
             return true;
         }
         // A shared line's port is <group>_<number>; the number has no '_'.
@@ -726,5 +735,101 @@ impl<'a> Tx<'a> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(g: &str, e: &str, phone: Option<&str>, username: Option<&str>) -> Record {
+        serde_json::from_value(serde_json::json!({"type": "user", "value": {
+            "group": g, "extension": e, "phone_number": phone, "first_name": "A",
+            "last_name": "B", "kind": "standard",
+            "sip": {"username": username, "password": "pw"}, "features": {}}}))
+        .unwrap()
+    }
+
+    fn device(m: &str, g: &str) -> Record {
+        serde_json::from_value(serde_json::json!({"type": "device", "value": {
+            "mac": m, "group": g, "name": m, "model": "yealink-t54w", "keys": [],
+            "settings": {}, "prov_password": "pw", "revision": 1}}))
+        .unwrap()
+    }
+
+    fn sca(port: &str, g: &str, e: &str, m: &str) -> Record {
+        serde_json::from_value(serde_json::json!({"type": "sca", "value": {
+            "line_port": port, "group": g, "extension": e, "device": m, "key": 2,
+            "active": true, "allow_origination": true, "allow_termination": true}}))
+        .unwrap()
+    }
+
+    fn ports<'a>(it: impl Iterator<Item = &'a ScaEndpoint>) -> Vec<&'a str> {
+        it.map(|x| x.line_port.as_str()).collect()
+    }
+
+    #[test]
+    fn a_username_finds_its_user_by_phone_number_group_extension_or_explicit_name() {
+        let s = State::from_records([
+            user("g1", "10", Some("6035551212"), None),
+            user("g1", "11", None, None),
+            user("g1", "12", Some("6035551213"), Some("ada")),
+        ]);
+        let ext_of = |name: &str| s.user_with_username(name).map(|u| u.extension.as_str());
+        assert_eq!(ext_of("6035551212"), Some("10"));
+        assert_eq!(ext_of("g1_11"), Some("11"));
+        assert_eq!(ext_of("ada"), Some("12"));
+        // A user with an explicit username answers to nothing else.
+        assert_eq!(ext_of("6035551213"), None);
+        assert_eq!(ext_of("g1_12"), None);
+        // Nor does a user with a phone number answer to <group>_<extension>.
+        assert_eq!(ext_of("g1_10"), None);
+        assert_eq!(ext_of("g1_13"), None);
+        assert!(s.line_port_taken("g1_11"));
+        assert!(!s.line_port_taken("g1_10"));
+    }
+
+    #[test]
+    fn a_username_follows_a_user_through_updates_and_deletion() {
+        let mut s = State::from_records([user("g1", "10", None, Some("ada"))]);
+        s.put(user("g1", "10", None, None));
+        assert!(s.user_with_username("ada").is_none());
+        assert!(s.user_with_username("g1_10").is_some());
+        s.put(user("g1", "10", None, Some("bob")));
+        assert!(s.user_with_username("bob").is_some());
+        s.remove(&RecordKey::User(
+            GroupId::parse("g1").unwrap(),
+            Extension::parse("10").unwrap(),
+        ));
+        assert!(s.user_with_username("bob").is_none());
+        s.check_indexes();
+    }
+
+    #[test]
+    fn endpoints_of_a_device_or_user_are_theirs_only() {
+        let (m1, m2) = ("0004f2000001", "0004f2000002");
+        let mut s = State::from_records([
+            device(m1, "g1"),
+            device(m2, "g1"),
+            sca("g1_10_sca1", "g1", "10", m1),
+            sca("g1_10_sca2", "g1", "10", m2),
+            sca("g1_11_sca1", "g1", "11", m1),
+            sca("g1_100_sca1", "g1", "100", m2),
+        ]);
+        let (g, e10) = (
+            GroupId::parse("g1").unwrap(),
+            Extension::parse("10").unwrap(),
+        );
+        let (mac1, mac2) = (Mac::parse(m1).unwrap(), Mac::parse(m2).unwrap());
+        assert_eq!(ports(s.scas_on(&mac1)), ["g1_10_sca1", "g1_11_sca1"]);
+        assert_eq!(ports(s.scas_on(&mac2)), ["g1_100_sca1", "g1_10_sca2"]);
+        assert_eq!(
+            ports(s.scas_of_user(&g, &e10)),
+            ["g1_10_sca1", "g1_10_sca2"]
+        );
+        s.remove(&RecordKey::Sca(LinePort::parse("g1_10_sca1").unwrap()));
+        assert_eq!(ports(s.scas_on(&mac1)), ["g1_11_sca1"]);
+        assert_eq!(ports(s.scas_of_user(&g, &e10)), ["g1_10_sca2"]);
+        s.check_indexes();
     }
 }

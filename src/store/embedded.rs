@@ -62,6 +62,83 @@ fn be_u64(v: &[u8], what: &str) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(v.try_into().map_err(|_| corrupt(what))?))
 }
 
+/// Records decoded per batch handed to a decoding thread: small enough that a batch's memory,
+/// freed as soon as its records are moved out, is reused by the next batches instead of
+/// lingering in the allocator after the load.
+const DECODE_BATCH: usize = 256;
+
+/// Every record of `data`, in key order. One thread scans the tree and hands batches of raw
+/// values to one decoding thread per core (decoding the JSON is most of the work of a load);
+/// this thread moves each decoded batch into the result, in order, as soon as it is ready.
+fn decode_records(data: &sled::Tree) -> Result<Vec<Record>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decode = |(k, v): &(sled::IVec, sled::IVec)| {
+        serde_json::from_slice::<Record>(v)
+            .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(k))))
+    };
+    type Batch = (usize, Vec<(sled::IVec, sled::IVec)>);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(threads * 4);
+    let rx = std::sync::Mutex::new(rx);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Vec<Result<Record, StoreError>>)>();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (rx, done_tx) = (&rx, done_tx.clone());
+            s.spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((n, batch)) = job else { break };
+                if done_tx
+                    .send((n, batch.iter().map(decode).collect()))
+                    .is_err()
+                {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let scanner = s.spawn(move || {
+            let mut batch = Vec::with_capacity(DECODE_BATCH);
+            let mut n = 0;
+            for item in data.iter() {
+                batch.push(item?);
+                if batch.len() == DECODE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(DECODE_BATCH));
+                    if tx.send((n, full)).is_err() {
+                        break;
+                    }
+                    n += 1;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send((n, batch));
+            }
+            Ok::<(), StoreError>(())
+        });
+        let mut records = Vec::new();
+        let mut failed = None;
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0;
+        for (n, part) in done_rx {
+            pending.insert(n, part);
+            while let Some(part) = pending.remove(&next) {
+                next += 1;
+                for r in part {
+                    match r {
+                        Ok(r) => records.push(r),
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+        scanner.join().expect("the scanning thread panicked")?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(records),
+        }
+    })
+}
+
 impl Embedded {
     /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
@@ -113,15 +190,7 @@ impl Backend for Embedded {
             Some((k, _)) => be_u64(&k, "change key")?,
             None => seq + 1,
         };
-        let records = self
-            .data
-            .iter()
-            .map(|item| {
-                let (k, v) = item?;
-                serde_json::from_slice::<Record>(&v)
-                    .map_err(|e| corrupt(format!("record {}: {e}", String::from_utf8_lossy(&k))))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let records = decode_records(&self.data)?;
         let mut group_seqs = Vec::new();
         for item in self.meta.scan_prefix(GROUP_SEQ) {
             let (k, v) = item?;
@@ -417,5 +486,40 @@ impl Embedded {
         }
         e.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn a_load_of_many_batches_yields_every_record_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let data = db.open_tree("data").unwrap();
+        let n = DECODE_BATCH * 5 + 7;
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({"type": "group", "value":
+                    {"id": format!("g{i:06}"), "sip": {"domain": "sip.example.net"}}}))
+                .unwrap()
+            })
+            .collect();
+        for r in records.iter().rev() {
+            data.insert(r.key().encode(), serde_json::to_vec(r).unwrap())
+                .unwrap();
+        }
+        assert_eq!(decode_records(&data).unwrap(), records);
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_fails_the_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let data = db.open_tree("data").unwrap();
+        data.insert("g/a", &b"{\"type\": \"group\"}"[..]).unwrap();
+        let e = decode_records(&data).unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
     }
 }

@@ -107,6 +107,44 @@ impl std::ops::Deref for Snapshot {
     }
 }
 
+/// Opens the sealed passwords of `records` in place, on every core. Returns the records that
+/// held a password in the clear (stored before sealing existed), sealed, for the backend to
+/// rewrite.
+fn open_passwords(
+    sealer: &seal::Sealer,
+    records: &mut [Record],
+) -> Result<Vec<Record>, StoreError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = records.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = records
+            .chunks_mut(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut plain = Vec::new();
+                    for r in chunk {
+                        let mut was_plain = false;
+                        for p in r.passwords_mut() {
+                            let (open, sealed) = sealer.open_value(p.expose())?;
+                            was_plain |= !sealed;
+                            *p = Secret::new(open);
+                        }
+                        if was_plain {
+                            plain.push(seal_record(sealer, r));
+                        }
+                    }
+                    Ok::<_, StoreError>(plain)
+                })
+            })
+            .collect();
+        let mut plain = Vec::new();
+        for part in parts {
+            plain.extend(part.join().expect("a password-opening thread panicked")?);
+        }
+        Ok(plain)
+    })
+}
+
 /// A copy of `r` whose passwords are sealed, as backends store them.
 fn seal_record(sealer: &seal::Sealer, r: &Record) -> Record {
     let mut r = r.clone();
@@ -305,18 +343,7 @@ impl Store {
         let backend_shared = backend.shared();
         let mut loaded = backend.load()?;
         // Passwords stored before sealing existed are sealed now, in place.
-        let mut plain = Vec::new();
-        for r in &mut loaded.records {
-            let mut was_plain = false;
-            for p in r.passwords_mut() {
-                let (open, sealed) = sealer.open_value(p.expose())?;
-                was_plain |= !sealed;
-                *p = Secret::new(open);
-            }
-            if was_plain {
-                plain.push(seal_record(&sealer, r));
-            }
-        }
+        let plain = open_passwords(&sealer, &mut loaded.records)?;
         if !plain.is_empty() {
             backend.rewrite(&plain)?;
             tracing::info!(
