@@ -205,9 +205,17 @@ impl Observer {
     }
 
     fn send(&self, job: Job) {
+        let awaited = job.is_awaited();
         if let Some(tx) = &self.jobs {
             // The receiver lives as long as the thread, which outlives every sender.
             let _ = tx.send(job);
+        }
+        // A writer gathering sleeps without waiting on the channel (so that a log entry sent
+        // meanwhile costs no wake-up): a job someone waits for wakes it.
+        if awaited {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
         }
     }
 
@@ -604,15 +612,21 @@ fn write_loop(
         let mut jobs = vec![first];
         let until = Instant::now() + GATHER;
         while jobs.len() < BATCH_MAX {
-            let next = if urgent {
-                rx.try_recv().ok()
-            } else {
-                rx.recv_timeout(until.saturating_duration_since(Instant::now()))
-                    .ok()
-            };
-            let Some(j) = next else { break };
-            urgent |= j.is_awaited();
-            jobs.push(j);
+            match rx.try_recv() {
+                Ok(j) => {
+                    urgent |= j.is_awaited();
+                    jobs.push(j);
+                }
+                Err(mpsc::TryRecvError::Empty) if !urgent => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    // Woken early by a job someone waits for (`Observer::send`).
+                    std::thread::park_timeout(left);
+                }
+                Err(_) => break,
+            }
         }
         let mut batch = Observations::default();
         let mut durable = false;
