@@ -223,11 +223,17 @@ fn main() {
         out
     };
     eprintln!("prepared {n} devices in {:.1?}", t.elapsed());
-    let _server = common::spawn_deskprov(tmp.path(), &data, port, 0);
+    let server = common::spawn_deskprov(tmp.path(), &data, port, 0);
+    let deskprov_pid = server.0.id();
     let deskprov_addr = SocketAddr::from(([127, 0, 0, 1], port));
     let nginx_port = common::free_port();
     let nginx = start_nginx(tmp.path(), &www, &data.join("tls"), nginx_port);
     let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
+    let nginx_pid = nginx.as_ref().map_or(0, |k| k.0.id());
+    // The server's CPU per device or request during a run: comparable on a busy machine too.
+    let cpu_per = |pid: u32, before: Duration, n: usize| {
+        (common::cpu_time(pid).saturating_sub(before)).as_secs_f64() * 1e6 / n as f64
+    };
 
     let connector = common::connector(&data.join("tls/ca.pem"));
     let devices = Arc::new(devices);
@@ -252,33 +258,42 @@ fn main() {
         }
         let mut ratios = Vec::new();
         for round in 1..=rounds {
+            let c = common::cpu_time(deskprov_pid);
             let d = storm(&connector, deskprov_addr, &devices, true, concurrency).await;
-            println!("[{round}] boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?} ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
+            let dc = cpu_per(deskprov_pid, c, n);
+            println!("[{round}] boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?}, server CPU {dc:.0} µs/device ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
             if nginx.is_some() {
+                let c = common::cpu_time(nginx_pid);
                 let x = storm(&connector, nginx_addr, &devices, false, concurrency).await;
-                println!("[{round}] boot storm, nginx (static):   {:>7.0} devices/s, p99 {:.1?}", x.per_sec, x.p99);
-                ratios.push((d.per_sec / x.per_sec, x.p99.as_secs_f64() / d.p99.as_secs_f64()));
+                let xc = cpu_per(nginx_pid, c, n);
+                println!("[{round}] boot storm, nginx (static):   {:>7.0} devices/s, p99 {:.1?}, server CPU {xc:.0} µs/device", x.per_sec, x.p99);
+                ratios.push((d.per_sec / x.per_sec, x.p99.as_secs_f64() / d.p99.as_secs_f64(), dc / xc));
             }
         }
-        for (i, (r, p)) in ratios.iter().enumerate() {
-            println!("boot storm ratio deskprov/nginx [{}]: {r:.2}x devices/s, p99 nginx/deskprov {p:.2} (>= 1: deskprov's p99 no worse)", i + 1);
+        for (i, (r, p, c)) in ratios.iter().enumerate() {
+            println!("boot storm ratio deskprov/nginx [{}]: {r:.2}x devices/s, p99 nginx/deskprov {p:.2} (>= 1: deskprov's p99 no worse), server CPU per device {c:.2}x", i + 1);
         }
         if storm_only {
             return;
         }
         let per_conn = 2000;
         let mut ratios = Vec::new();
+        let requests = concurrency * per_conn as usize;
         for round in 1..=rounds {
+            let c = common::cpu_time(deskprov_pid);
             let k = keep_alive_run(&connector, deskprov_addr, &devices, true, concurrency, per_conn).await;
-            println!("[{round}] keep-alive, deskprov (digest, cached): {k:>8.0} requests/s");
+            let kc = cpu_per(deskprov_pid, c, requests);
+            println!("[{round}] keep-alive, deskprov (digest, cached): {k:>8.0} requests/s, server CPU {kc:.1} µs/request");
             if nginx.is_some() {
+                let c = common::cpu_time(nginx_pid);
                 let x = keep_alive_run(&connector, nginx_addr, &devices, false, concurrency, per_conn).await;
-                println!("[{round}] keep-alive, nginx (static):            {x:>8.0} requests/s");
-                ratios.push(k / x);
+                let xc = cpu_per(nginx_pid, c, requests);
+                println!("[{round}] keep-alive, nginx (static):            {x:>8.0} requests/s, server CPU {xc:.1} µs/request");
+                ratios.push((k / x, kc / xc));
             }
         }
-        for (i, r) in ratios.iter().enumerate() {
-            println!("keep-alive ratio deskprov/nginx [{}]: {r:.2}x", i + 1);
+        for (i, (r, c)) in ratios.iter().enumerate() {
+            println!("keep-alive ratio deskprov/nginx [{}]: {r:.2}x, server CPU per request {c:.2}x", i + 1);
         }
     });
     if external {

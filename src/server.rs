@@ -436,11 +436,14 @@ async fn follow_others(app: SharedApp, stop: watch::Receiver<bool>) {
         let a = app.clone();
         let followed = tokio::task::spawn_blocking(move || {
             a.store.wait_for_change(FOLLOW_POLL);
-            a.store.follow()
+            // The dispatching server has the sync states: only the others read them.
+            a.store.follow(!a.sync.leading())
         })
         .await;
         match followed {
             Ok(Ok(f)) => {
+                // The dispatcher's sync states (shown here), or the cue to take manual syncs.
+                app.sync.followed(f.sync_states);
                 if f.templates {
                     if let Err(e) = app.renderer.reload(&app.store.template_overrides()) {
                         tracing::error!(error = %e, "reloading followed template overrides failed");

@@ -390,7 +390,85 @@ async fn conflicting_writes_on_two_servers_give_one_success_and_one_409() {
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 
-/// A phone on loopback UDP that answers every NOTIFY 200 and counts them.
+/// NOTIFYs this server has sent (its `deskprov_notify_total` counters, summed).
+async fn notifies_sent(api: &Api) -> u64 {
+    let r = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text()
+        .await
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("deskprov_notify_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Which of `apis` sent the NOTIFYs so far (the dispatching server): its index.
+async fn dispatcher(apis: [&Api; 2]) -> usize {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, api) in apis.into_iter().enumerate() {
+            if notifies_sent(api).await > 0 {
+                assert_eq!(
+                    notifies_sent(apis[1 - i]).await,
+                    0,
+                    "both servers sent NOTIFYs"
+                );
+                return i;
+            }
+        }
+        assert!(Instant::now() < end, "no server counts a NOTIFY sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two servers on `url` with `sync` settings, the device seeded with the in-test phone as
+/// its NOTIFY target, and its creation's NOTIFY received: the servers, their APIs (the
+/// dispatching one first), and what the phone received.
+async fn two_with_a_notified_phone(
+    tmp: &Path,
+    url: &str,
+    sync: &str,
+) -> ([Proc; 2], [Api; 2], Arc<Mutex<Vec<String>>>) {
+    let (ra, rb) = (
+        Replica::new(tmp, "a", Some(url), sync),
+        Replica::new(tmp, "b", Some(url), sync),
+    );
+    let pa = ra.serve();
+    let pb = rb.serve();
+    let t = token(&ra);
+    let (a, b) = (Api::of(&ra, &pa, &t), Api::of(&rb, &pb, &t));
+    let (port, seen) = udp_phone().await;
+    seed(&a, Some(format!("udp:127.0.0.1:{port}"))).await;
+    eventually("the creation's NOTIFY", Duration::from_secs(20), || async {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    if dispatcher([&a, &b]).await == 0 {
+        ([pa, pb], [a, b], seen)
+    } else {
+        ([pb, pa], [b, a], seen)
+    }
+}
+
+/// Straight to the terminal (the harness hides a passing test's prints): a measured delay.
+fn report(what: &str, d: Duration) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{what}: {:.0} ms",
+        d.as_secs_f64() * 1000.0
+    );
+}
+
+/// A phone on loopback UDP that answers every NOTIFY 200 and logs each one's
+/// `<Event> <Call-ID>`.
 async fn udp_phone() -> (u16, Arc<Mutex<Vec<String>>>) {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port();
@@ -422,7 +500,9 @@ async fn udp_phone() -> (u16, Arc<Mutex<Vec<String>>>) {
                 header("To")
             ));
             if req.starts_with("NOTIFY") {
-                log.lock().unwrap().push(header("Call-ID"));
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", header("Event"), header("Call-ID")));
             }
             let _ = sock.send_to(resp.as_bytes(), from).await;
         }
@@ -452,17 +532,8 @@ async fn kill_9_of_the_dispatching_server_and_the_other_sends_the_pending_notify
         seen.lock().unwrap().len() == 1
     })
     .await;
-    // The dispatcher's server shows the device notified; the other never sent anything.
-    let end = Instant::now() + Duration::from_secs(10);
-    let leader = 'found: loop {
-        for (i, api) in [&a, &b].into_iter().enumerate() {
-            if api.get(&format!("/api/v1/devices/{MAC}")).await.1["state"] == "notified" {
-                break 'found i;
-            }
-        }
-        assert!(Instant::now() < end, "no server shows the device notified");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // The dispatcher's server counts it; the other never sent anything.
+    let leader = dispatcher([&a, &b]).await;
     let (survivor, dead) = if leader == 0 {
         (b.clone(), &mut pa)
     } else {
@@ -488,6 +559,158 @@ async fn kill_9_of_the_dispatching_server_and_the_other_sends_the_pending_notify
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = seen.lock().unwrap().clone();
     assert_eq!(calls.len(), 2, "one NOTIFY per change: {calls:?}");
+    assert_eq!(
+        survivor.get(&format!("/api/v1/devices/{MAC}")).await.1["state"],
+        "notified"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_sync_requested_on_the_server_that_does_not_dispatch_reaches_the_phone_once() {
+    let Some(url) = database("manual_sync") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = "[sync]\nack_timeout_s = 600\n";
+    let (_procs, [leader, other], seen) = two_with_a_notified_phone(tmp.path(), &url, sync).await;
+    // A reboot requested on the server that does not send NOTIFYs.
+    let asked = Instant::now();
+    let (s, v) = other
+        .post(
+            &format!("/api/v1/devices/{MAC}/sync"),
+            json!({"reboot": true}),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state"], "pending", "{v}");
+    eventually(
+        "the manual sync's NOTIFY",
+        Duration::from_secs(10),
+        || async { seen.lock().unwrap().len() >= 2 },
+    )
+    .await;
+    report("manual sync on the other server → NOTIFY", asked.elapsed());
+    // Once, the reboot event, from the dispatching server.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one NOTIFY for the request: {calls:?}");
+    assert!(
+        calls[1].starts_with("check-sync;reboot=true "),
+        "the reboot event: {calls:?}"
+    );
+    assert_eq!(notifies_sent(&leader).await, 2);
+    assert_eq!(
+        notifies_sent(&other).await,
+        0,
+        "the other server sent a NOTIFY"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_that_does_not_dispatch_shows_the_sync_state_the_dispatcher_knows() {
+    let Some(url) = database("follow_sync") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = "[sync]\nack_timeout_s = 600\n";
+    let (_procs, [leader, other], seen) = two_with_a_notified_phone(tmp.path(), &url, sync).await;
+    let dev = format!("/api/v1/devices/{MAC}");
+    // Polled until the deadline (the closures of `eventually` cannot keep what they read).
+    let end = Instant::now() + Duration::from_secs(10);
+    let known = loop {
+        let v = leader.get(&dev).await.1;
+        if v["state"] == "notified" {
+            break v;
+        }
+        assert!(Instant::now() < end, "the dispatching server shows {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(known["last_notify"]["result"], "200 OK", "{known}");
+    loop {
+        let shown = other.get(&dev).await.1;
+        if shown["state"] == known["state"] && shown["last_notify"] == known["last_notify"] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the other server shows {shown}, the dispatching one {known}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The list on the other server says the same.
+    let (s, list) = other.get(&format!("/api/v1/groups/{G}/devices")).await;
+    assert_eq!(s, 200, "{list}");
+    assert_eq!(list["items"][0]["state"], "notified", "{list}");
+
+    // A second NOTIFY (a manual sync on the dispatching server): timed from the phone's
+    // receipt to the other server showing its result.
+    let (s, v) = leader
+        .post(&format!("/api/v1/devices/{MAC}/sync"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < end, "the second NOTIFY did not come");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let received = Instant::now();
+    let known2 = loop {
+        let v = leader.get(&dev).await.1;
+        if v["state"] == "notified" && v["last_notify"] != known["last_notify"] {
+            break v;
+        }
+        assert!(Instant::now() < end, "the dispatching server shows {v}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    loop {
+        let shown = other.get(&dev).await.1;
+        if shown["state"] == "notified" && shown["last_notify"] == known2["last_notify"] {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the other server shows {shown}, the dispatching one {known2}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    report(
+        "NOTIFY received → its result shown by the other server",
+        received.elapsed(),
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_sync_requested_as_the_dispatcher_is_killed_is_sent_once_after_takeover() {
+    let Some(url) = database("manual_failover") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let sync = "[sync]\nack_timeout_s = 600\n";
+    let ([mut dying, _survivor], [_, survivor], seen) =
+        two_with_a_notified_phone(tmp.path(), &url, sync).await;
+    // kill -9 of the dispatching server, and at once a manual sync on the other: its
+    // database session may still hold the turn.
+    dying.kill9();
+    let asked = Instant::now();
+    let (s, v) = survivor
+        .post(&format!("/api/v1/devices/{MAC}/sync"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    eventually(
+        "the surviving server sends the manual sync",
+        Duration::from_secs(30),
+        || async { seen.lock().unwrap().len() >= 2 },
+    )
+    .await;
+    report(
+        "manual sync as the dispatcher dies → NOTIFY",
+        asked.elapsed(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = seen.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one NOTIFY for the request: {calls:?}");
+    assert_eq!(notifies_sent(&survivor).await, 1);
     assert_eq!(
         survivor.get(&format!("/api/v1/devices/{MAC}")).await.1["state"],
         "notified"

@@ -362,3 +362,34 @@ impl Drop for Kill {
         let _ = self.0.wait();
     }
 }
+
+/// CPU time (user + system) used so far by process `pid` and its live children (nginx's
+/// workers), from /proc: what a server spent, whatever else the machine was running.
+pub fn cpu_time(pid: u32) -> Duration {
+    fn ticks(stat: &str) -> Option<(u32, u64)> {
+        // After the command's closing parenthesis: state, ppid, ..., utime (14), stime (15).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((
+            f.get(1)?.parse().ok()?,
+            f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
+        ))
+    }
+    let mut total = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        if let Some((ppid, t)) = ticks(&stat) {
+            if p == pid || ppid == pid {
+                total += t;
+            }
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(total * 1_000_000 / hz)
+}

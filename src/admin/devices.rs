@@ -55,7 +55,7 @@ async fn sync(
         json_body(&body)?
     };
     let reboot = req.reboot;
-    app.sync.request(&app, &d, reboot);
+    app.sync.request(&app, &[&d], reboot)?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         axum::Json(reread(&app, &d.mac)?),

@@ -39,9 +39,8 @@ async fn sync(
         .get(&g)
         .ok_or_else(|| ApiError::not_found(format!("group {g} does not exist")))?;
     app.renderer.clear_cache();
-    for d in s.devices_of(&g) {
-        app.sync.request(&app, d, false);
-    }
+    let devices: Vec<_> = s.devices_of(&g).collect();
+    app.sync.request(&app, &devices, false)?;
     let view = GroupView::of(&s, &app, group);
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(view)).into_response())
 }

@@ -118,9 +118,47 @@ pub(crate) trait Backend: Send + Sync + 'static {
         })
     }
 
-    /// Check-ins written (by any server) since `cursor`, and the new cursor.
-    fn checkins_since(&self, cursor: u64) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+    /// Check-ins written (by any server) since `cursor`, and the new cursor; with `lookback`,
+    /// again those written in the last seconds (a row can commit after a later one was read).
+    fn checkins_since(
+        &self,
+        cursor: u64,
+        _lookback: bool,
+    ) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
         Ok((cursor, Vec::new()))
+    }
+
+    /// Sync states saved (by the dispatcher, on any server) since `cursor`: (device, the
+    /// order it was written in, state), and the new cursor; `lookback` as for check-ins.
+    fn sync_states_since(
+        &self,
+        cursor: u64,
+        _lookback: bool,
+    ) -> Result<(u64, Vec<FollowedState>), StoreError> {
+        Ok((cursor, Vec::new()))
+    }
+
+    /// Queues manual syncs for the dispatcher, whichever server runs it; committed before it
+    /// returns, and announced. Only for an engine shared by several servers.
+    fn request_sync(&self, _requests: &[SyncRequest]) -> Result<(), StoreError> {
+        Err(StoreError::Engine(
+            "the manual sync queue is kept by a shared store only".into(),
+        ))
+    }
+
+    /// Whether manual syncs are queued (a cheap look before [`Backend::take_sync_requests`]).
+    fn sync_requests_queued(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Takes every queued manual sync, oldest first, and in the same transaction saves the
+    /// states `apply` makes of them: a request is taken once, and not lost if this server
+    /// dies. Returns those states.
+    fn take_sync_requests(
+        &self,
+        _apply: &mut dyn FnMut(Vec<SyncRequest>) -> Vec<(Mac, SyncState)>,
+    ) -> Result<Vec<(Mac, SyncState)>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Waits up to `timeout` for another server's commit; true when one was announced.
@@ -185,6 +223,19 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// The store calls it under its write lock, so records, change log and `seq` are of one
     /// commit. (Added for backup/restore; a restore goes through the engine's own `restore`.)
     fn dump(&self) -> Result<Vec<DumpEntry>, StoreError>;
+}
+
+/// A followed sync state: the device, the order its row was written in, the state.
+pub(crate) type FollowedState = (Mac, u64, SyncState);
+
+/// A manual sync requested on one of the servers sharing the engine, queued for the
+/// dispatcher.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SyncRequest {
+    pub(crate) mac: Mac,
+    /// The device's revision as the requesting server saw it.
+    pub(crate) revision: u64,
+    pub(crate) reboot: bool,
 }
 
 /// One stored key/value pair of a [`Backend::dump`].

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 
-pub(crate) use backend::Backend;
+pub(crate) use backend::{Backend, FollowedState, SyncRequest};
 pub(crate) use observations::ObservationLimits;
 pub(crate) use records::*;
 pub(crate) use transfer::restore_dump;
@@ -156,6 +156,10 @@ pub struct Store {
     shared: bool,
     /// How far the check-ins written by other servers have been read.
     checkin_cursor: AtomicU64,
+    /// How far the sync states saved by the dispatcher have been read.
+    sync_state_cursor: AtomicU64,
+    /// When check-ins and sync states were last read with the look-back.
+    looked_back: Mutex<Option<std::time::Instant>>,
 }
 
 /// One kind of stored entry, compared across the two engines ([`Store::compare_engines`]).
@@ -176,7 +180,14 @@ pub(crate) struct Followed {
     pub(crate) seq: u64,
     /// Whether a followed change touched template overrides (the renderer reloads them).
     pub(crate) templates: bool,
+    /// Sync states saved since the last follow (by the dispatcher, wherever it runs), with
+    /// the order they were written in.
+    pub(crate) sync_states: Vec<FollowedState>,
 }
+
+/// How often following reads recent check-ins and sync states again (see
+/// [`Store::follow`]).
+const LOOKBACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a key roll waits after the last replaced password (a burst of rotations gives
 /// one roll).
@@ -364,6 +375,8 @@ impl Store {
             commit_seconds: crate::metrics::latency_histogram(),
             shared: backend_shared,
             checkin_cursor: AtomicU64::new(0),
+            sync_state_cursor: AtomicU64::new(0),
+            looked_back: Mutex::new(None),
             sealer,
         };
         if store.sealer.rolling() {
@@ -542,6 +555,7 @@ impl Store {
         Ok(Followed {
             seq: w.seq,
             templates,
+            sync_states: Vec::new(),
         })
     }
 
@@ -550,12 +564,13 @@ impl Store {
         self.shared
     }
 
-    /// Takes in what other servers committed (and the check-ins they wrote), publishing a new
-    /// snapshot and telling the subscribers (the dispatcher, caches) when the seq moved.
-    pub(crate) fn follow(&self) -> Result<Followed, StoreError> {
+    /// Takes in what other servers committed (and the check-ins they wrote, and with
+    /// `sync_states` the sync states the dispatcher saved), publishing a new snapshot and
+    /// telling the subscribers (the dispatcher, caches) when the seq moved.
+    pub(crate) fn follow(&self, sync_states: bool) -> Result<Followed, StoreError> {
         let seq = self.read().seq;
         let cu = self.backend.catch_up(seq)?;
-        let followed = if cu.seq > seq {
+        let mut followed = if cu.seq > seq {
             let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             // A local commit may have moved past part of it meanwhile: read again from there.
             let cu = if w.seq == seq {
@@ -570,8 +585,18 @@ impl Store {
         if followed.seq > 0 {
             self.committed.send_replace(followed.seq);
         }
+        // Rows committed out of `ord` order are read again once a second (announcements can
+        // wake this far more often).
+        let lookback = {
+            let mut last = self.looked_back.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= LOOKBACK_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
         let cursor = self.checkin_cursor.load(Ordering::Acquire);
-        let (cursor, mut checkins) = self.backend.checkins_since(cursor)?;
+        let (cursor, mut checkins) = self.backend.checkins_since(cursor, lookback)?;
         for (_, c) in &mut checkins {
             if let Some(id) = &mut c.applied_identity {
                 id.password = Secret::new(self.sealer.open_value(id.password.expose())?.0);
@@ -579,6 +604,13 @@ impl Store {
         }
         self.observer.merge_checkins(checkins);
         self.checkin_cursor.store(cursor, Ordering::Release);
+        // The same way, the sync states the dispatcher saved (shown by the other servers).
+        if sync_states {
+            let cursor = self.sync_state_cursor.load(Ordering::Acquire);
+            let (cursor, states) = self.backend.sync_states_since(cursor, lookback)?;
+            followed.sync_states = states;
+            self.sync_state_cursor.store(cursor, Ordering::Release);
+        }
         Ok(followed)
     }
 
@@ -849,6 +881,29 @@ impl Store {
     /// and the dispatcher re-reads the changes since the older cursor.
     pub(crate) fn sync_save(&self, cursor: Option<u64>, states: Vec<(Mac, Option<SyncState>)>) {
         self.observer.save_sync(cursor, states)
+    }
+
+    /// With a shared store: queues manual syncs for the dispatcher, whichever server runs it
+    /// (committed before it returns).
+    pub(crate) fn request_sync(&self, requests: &[SyncRequest]) -> Result<(), StoreError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        self.backend.request_sync(requests)
+    }
+
+    /// With a shared store: takes the queued manual syncs, saving the states `apply` makes of
+    /// them in the same transaction, after every sync state saved before this call (so none
+    /// of those overwrites them). Returns the states saved; nothing when none was queued.
+    pub(crate) fn take_sync_requests(
+        &self,
+        apply: &mut dyn FnMut(Vec<SyncRequest>) -> Vec<(Mac, SyncState)>,
+    ) -> Result<Vec<(Mac, SyncState)>, StoreError> {
+        if !self.backend.sync_requests_queued()? {
+            return Ok(Vec::new());
+        }
+        self.observer.flush()?;
+        self.backend.take_sync_requests(apply)
     }
 }
 

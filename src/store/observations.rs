@@ -1,8 +1,9 @@
 //! What phones are seen doing, and the dispatcher's work, written off the async workers.
 //!
 //! Phone fetches and the sync dispatcher never call the engine themselves: they hand a [`Job`]
-//! to one writer thread, which takes every job queued at that moment, writes them as one batch
-//! and, if any job needs it, flushes once for all of them (group commit). A check-in that
+//! to one writer thread, which takes every job queued at that moment (and, when nobody waits
+//! for any of them, whatever else arrives within [`GATHER`]), writes them as one batch and, if
+//! any job needs it, flushes once for all of them (group commit). A check-in that
 //! records a newly applied revision, and an upload, are answered only after that flush, so the
 //! phone's fetch that confirms a change is never lost once the server has counted it.
 //!
@@ -50,6 +51,10 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Most jobs written in one batch.
 const BATCH_MAX: usize = 4096;
 
+/// How long jobs nobody waits for (log entries, dispatcher states) gather into one batch: well
+/// within the engine's own 500 ms between writes to disk, which bounds what a crash loses.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// What phones may make the server remember.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ObservationLimits {
@@ -94,6 +99,17 @@ enum Job {
     LogForget(Mac),
     /// Answered once every job queued before it is written (not flushed).
     Barrier(mpsc::Sender<()>),
+}
+
+impl Job {
+    /// Whether a caller waits for this job (an acknowledgement, a flush, a barrier).
+    fn is_awaited(&self) -> bool {
+        match self {
+            Job::CheckIn(_, _, ack) => ack.is_some(),
+            Job::Upload(..) | Job::Flush(_) | Job::Reseal(..) | Job::Barrier(_) => true,
+            Job::Sync(..) | Job::Log(..) | Job::LogForget(_) => false,
+        }
+    }
 }
 
 /// The writer thread and the in-memory observations.
@@ -189,9 +205,17 @@ impl Observer {
     }
 
     fn send(&self, job: Job) {
+        let awaited = job.is_awaited();
         if let Some(tx) = &self.jobs {
             // The receiver lives as long as the thread, which outlives every sender.
             let _ = tx.send(job);
+        }
+        // A writer gathering sleeps without waiting on the channel (so that a log entry sent
+        // meanwhile costs no wake-up): a job someone waits for wakes it.
+        if awaited {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
         }
     }
 
@@ -582,10 +606,25 @@ fn write_loop(
     let mut logs: HashMap<Mac, DeviceLog> = HashMap::new();
     let mut last_log_id = 0;
     while let Ok(first) = rx.recv() {
+        // Work nobody waits for gathers for up to GATHER, so a batch folds many fetches of the
+        // same phones into one write each; a job someone waits for ends the gathering.
+        let mut urgent = first.is_awaited();
         let mut jobs = vec![first];
+        let until = Instant::now() + GATHER;
         while jobs.len() < BATCH_MAX {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) => {
+                    urgent |= j.is_awaited();
+                    jobs.push(j);
+                }
+                Err(mpsc::TryRecvError::Empty) if !urgent => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    // Woken early by a job someone waits for (`Observer::send`).
+                    std::thread::park_timeout(left);
+                }
                 Err(_) => break,
             }
         }

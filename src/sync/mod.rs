@@ -10,19 +10,24 @@
 //! `ack_timeout_s` → resent with backoff, up to `max_attempts`, then `failed`. States and cursor
 //! are saved together, so a restart resumes the pending work (and re-reads any changes not yet
 //! taken in) without sending twice for one revision.
+//!
+//! With a store shared by several servers one of them dispatches (it holds the database's
+//! lock for it): a manual sync requested on any server is queued in the database and taken in
+//! by the dispatcher with the state it leads to, in one transaction; the other servers show
+//! the states the dispatcher saves, followed from the database ([`Dispatcher::followed`]).
 
 pub(crate) mod pacing;
 pub(crate) mod sip;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
 
 use crate::domain::{ChangeKind, Device, Mac};
-use crate::store::{LastNotify, SyncPhase, SyncState};
+use crate::store::{FollowedState, LastNotify, StoreError, SyncPhase, SyncRequest, SyncState};
 use crate::SharedApp;
 
 fn now_ms() -> u64 {
@@ -56,6 +61,62 @@ fn take_in(st: &mut SyncState, seq: u64, reboot: bool, due: u64) {
     st.reboot |= reboot;
     st.due_ms = due;
     st.attempts = 0;
+}
+
+/// The state a manual sync leaves a device in: pending now at `revision`, forced (no
+/// debounce, no same-hash skip), attempts start over; the last NOTIFY stays shown.
+fn requested(prev: Option<&SyncState>, revision: u64, reboot: bool, now: u64) -> SyncState {
+    SyncState {
+        phase: SyncPhase::Pending,
+        revision,
+        reboot,
+        due_ms: now,
+        attempts: 0,
+        force: true,
+        last_notify: prev.and_then(|s| s.last_notify.clone()),
+    }
+}
+
+/// Queued manual syncs (oldest first) on top of `states`: the last request for a device wins,
+/// as when two requests come before the NOTIFY on one server; the revision is the newer of
+/// the requester's and `revision_of` (this server's view of the device).
+fn apply_requests(
+    states: &HashMap<Mac, SyncState>,
+    requests: Vec<SyncRequest>,
+    revision_of: impl Fn(&Mac) -> u64,
+    now: u64,
+) -> Vec<(Mac, SyncState)> {
+    let mut out: Vec<(Mac, SyncState)> = Vec::new();
+    for r in requests {
+        let revision = r.revision.max(revision_of(&r.mac));
+        let prev = out
+            .iter()
+            .rev()
+            .find(|(m, _)| *m == r.mac)
+            .map(|(_, s)| s)
+            .or_else(|| states.get(&r.mac));
+        let st = requested(prev, revision, r.reboot, now);
+        out.retain(|(m, _)| *m != r.mac);
+        out.push((r.mac, st));
+    }
+    out
+}
+
+/// Sync states followed from the database into a server that does not dispatch: each row
+/// replaces the device's state, unless it is older than the row last taken for that device
+/// (the look-back reads recent rows again).
+fn merge_followed(
+    states: &mut HashMap<Mac, SyncState>,
+    seen: &mut HashMap<Mac, u64>,
+    rows: Vec<FollowedState>,
+) {
+    for (mac, ord, st) in rows {
+        if seen.get(&mac).is_some_and(|o| *o >= ord) {
+            continue;
+        }
+        seen.insert(mac.clone(), ord);
+        states.insert(mac, st);
+    }
 }
 
 /// Counts of devices per sync state.
@@ -106,6 +167,13 @@ pub(crate) struct Dispatcher {
     pub(crate) latency: pacing::FetchLatency,
     /// With `pacing = "adaptive"`: the window of re-syncs in flight.
     adaptive: Option<Adaptive>,
+    /// With a shared store: this server has the dispatcher's turn (changed under the lock of
+    /// `states`). Otherwise `states` follows what the dispatcher saves.
+    leading: AtomicBool,
+    /// With a shared store, not dispatching: the order of the last followed state per device.
+    followed: Mutex<HashMap<Mac, u64>>,
+    /// With a shared store, dispatching: something was announced, manual syncs may be queued.
+    requests_hint: AtomicBool,
 }
 
 /// Adaptive pacing's state: the window, and the re-syncs in it.
@@ -161,6 +229,9 @@ impl Dispatcher {
                     freed: Notify::new(),
                 }
             }),
+            leading: AtomicBool::new(false),
+            followed: Mutex::new(HashMap::new()),
+            requests_hint: AtomicBool::new(false),
         })
     }
 
@@ -195,25 +266,96 @@ impl Dispatcher {
         c
     }
 
-    /// A manual sync: NOTIFY now (no debounce, no same-hash skip), attempts start over.
-    pub(crate) fn request(&self, app: &SharedApp, d: &Device, reboot: bool) {
-        let st = {
-            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-            let last_notify = states.get(&d.mac).and_then(|s| s.last_notify.clone());
-            let st = SyncState {
-                phase: SyncPhase::Pending,
-                revision: d.revision,
-                reboot,
-                due_ms: now_ms(),
-                attempts: 0,
-                force: true,
-                last_notify,
+    /// Manual syncs: NOTIFY now (no debounce, no same-hash skip), attempts start over. With a
+    /// shared store the requests are queued in the database (committed before this returns)
+    /// for the dispatcher, on whichever server it runs.
+    pub(crate) fn request(
+        &self,
+        app: &SharedApp,
+        devices: &[&Device],
+        reboot: bool,
+    ) -> Result<(), StoreError> {
+        if app.store.shared() {
+            let requests: Vec<SyncRequest> = devices
+                .iter()
+                .map(|d| SyncRequest {
+                    mac: d.mac.clone(),
+                    revision: d.revision,
+                    reboot,
+                })
+                .collect();
+            app.store.request_sync(&requests)?;
+            if self.leading.load(Ordering::Acquire) {
+                self.take_requests(app);
+            } else {
+                // Shown here until the state the dispatcher saves for it is followed.
+                let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+                if !self.leading.load(Ordering::Acquire) {
+                    for d in devices {
+                        let st = requested(states.get(&d.mac), d.revision, reboot, now_ms());
+                        states.insert(d.mac.clone(), st);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        for d in devices {
+            let st = {
+                let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+                let st = requested(states.get(&d.mac), d.revision, reboot, now_ms());
+                states.insert(d.mac.clone(), st.clone());
+                st
             };
-            states.insert(d.mac.clone(), st.clone());
-            st
-        };
-        save(app, &d.mac, Some(st));
+            save(app, &d.mac, Some(st));
+        }
         self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Dispatching on a shared store: takes the manual syncs queued by every server into the
+    /// states (saved in the transaction that takes them), and wakes the loop if any came.
+    fn take_requests(&self, app: &SharedApp) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = app.store.read();
+        let taken = app.store.take_sync_requests(&mut |requests| {
+            apply_requests(
+                &states,
+                requests,
+                |m| snapshot.devices.get(m).map_or(0, |d| d.revision),
+                now_ms(),
+            )
+        });
+        match taken {
+            Ok(taken) if taken.is_empty() => {}
+            Ok(taken) => {
+                for (mac, st) in taken {
+                    tracing::info!(mac = %mac, reboot = st.reboot, "manual sync taken in");
+                    states.insert(mac, st);
+                }
+                drop(states);
+                self.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "taking in the requested manual syncs failed"),
+        }
+    }
+
+    /// With a shared store: whether this server has the dispatcher's turn.
+    pub(crate) fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// With a shared store, after every follow: a server that does not dispatch takes the sync
+    /// states the dispatcher saved; the dispatching one looks for queued manual syncs.
+    pub(crate) fn followed(&self, rows: Vec<FollowedState>) {
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        if self.leading.load(Ordering::Acquire) {
+            drop(states);
+            self.requests_hint.store(true, Ordering::Release);
+            self.wake.notify_one();
+            return;
+        }
+        let mut seen = self.followed.lock().unwrap_or_else(|p| p.into_inner());
+        merge_followed(&mut states, &mut seen, rows);
     }
 }
 
@@ -270,9 +412,10 @@ fn ingest(app: &SharedApp, cursor: &mut u64) {
                     touched.push((mac.clone(), Some(st.clone())));
                 }
             }
+            // States and cursor in one batch: a crash loses both or neither. Queued under the
+            // lock, so a manual sync taken in meanwhile is saved after it.
+            app.store.sync_save(Some(last), touched);
         }
-        // States and cursor in one batch: a crash loses both or neither.
-        app.store.sync_save(Some(last), touched);
         *cursor = last;
     }
 }
@@ -474,8 +617,11 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
         }
         match app.store.sync_load() {
             Ok((_, states)) => {
-                *app.sync.states.lock().unwrap_or_else(|p| p.into_inner()) =
-                    states.into_iter().collect();
+                let mut mine = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+                app.sync.leading.store(true, Ordering::Release);
+                *mine = states.into_iter().collect();
+                // Then the manual syncs queued meanwhile, at once.
+                app.sync.requests_hint.store(true, Ordering::Release);
             }
             Err(e) => {
                 tracing::error!(error = %e, "loading the persisted sync work failed");
@@ -497,8 +643,15 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
                 // The database session holding the turn is gone: another server takes over
                 // from the persisted work; this one stops sending.
                 tracing::error!("lost the dispatcher's turn: this server stops sending NOTIFYs");
+                let _states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+                app.sync.leading.store(false, Ordering::Release);
                 return true;
             }
+            app.sync.requests_hint.store(true, Ordering::Release);
+        }
+        // Manual syncs queued on any server (announced, or looked for every second).
+        if app.store.shared() && app.sync.requests_hint.swap(false, Ordering::AcqRel) {
+            app.sync.take_requests(&app);
         }
         ingest(&app, &mut cursor);
         let now = now_ms();
@@ -532,11 +685,8 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
             }
             match decide(&app, &mac, &st).await {
                 Step::Drop => {
-                    app.sync
-                        .states
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&mac);
+                    let mut states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+                    states.remove(&mac);
                     save(&app, &mac, None);
                 }
                 Step::InSync => update(&app, &mac, |s| {
@@ -705,15 +855,13 @@ impl Drop for AbortOnDrop {
 
 /// Applies `f` to a device's state (if it still has one) and saves it.
 fn update(app: &SharedApp, mac: &Mac, f: impl FnOnce(&mut SyncState)) {
-    let st = {
-        let mut states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(st) = states.get_mut(mac) else {
-            return;
-        };
-        f(st);
-        st.clone()
+    let mut states = app.sync.states.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(st) = states.get_mut(mac) else {
+        return;
     };
-    save(app, mac, Some(st));
+    f(st);
+    // Queued under the lock: a manual sync taken in meanwhile is saved after it.
+    save(app, mac, Some(st.clone()));
 }
 
 #[cfg(test)]
@@ -817,6 +965,95 @@ mod tests {
             (back["action"].as_str(), back["kind"].as_str()),
             (Some("user.update"), Some("lines"))
         );
+    }
+
+    fn mac(n: u8) -> Mac {
+        Mac::parse(&format!("805ec00000{n:02x}")).unwrap()
+    }
+
+    fn notified_once() -> SyncState {
+        SyncState {
+            last_notify: Some(LastNotify {
+                at: "2026-12-04T00:00:00Z".into(),
+                event: "check-sync".into(),
+                result: "200 OK".into(),
+                attempts: 1,
+            }),
+            ..pending(SyncPhase::Notified)
+        }
+    }
+
+    #[test]
+    fn a_manual_sync_is_due_now_forced_with_attempts_reset_and_keeps_the_last_notify() {
+        let prev = notified_once();
+        let st = requested(Some(&prev), 9, true, 1234);
+        assert_eq!(
+            (
+                st.phase,
+                st.revision,
+                st.reboot,
+                st.due_ms,
+                st.attempts,
+                st.force
+            ),
+            (SyncPhase::Pending, 9, true, 1234, 0, true)
+        );
+        assert_eq!(st.last_notify, prev.last_notify);
+        assert_eq!(requested(None, 1, false, 0).last_notify, None);
+    }
+
+    #[test]
+    fn queued_manual_syncs_give_one_state_per_device_the_last_request_winning() {
+        let mut states = HashMap::new();
+        states.insert(mac(1), notified_once());
+        let req = |n, revision, reboot| SyncRequest {
+            mac: mac(n),
+            revision,
+            reboot,
+        };
+        // The dispatcher's view of device 2 is newer than the requester's.
+        let revision_of = |m: &Mac| if *m == mac(2) { 12 } else { 0 };
+        let out = apply_requests(
+            &states,
+            vec![req(1, 5, true), req(2, 7, false), req(1, 6, false)],
+            revision_of,
+            99,
+        );
+        assert_eq!(out.len(), 2, "{out:?}");
+        let one = &out.iter().find(|(m, _)| *m == mac(1)).unwrap().1;
+        assert_eq!((one.revision, one.reboot, one.force), (6, false, true));
+        assert_eq!(one.last_notify, states[&mac(1)].last_notify);
+        let two = &out.iter().find(|(m, _)| *m == mac(2)).unwrap().1;
+        assert_eq!((two.revision, two.due_ms), (12, 99));
+        assert!(apply_requests(&states, Vec::new(), revision_of, 0).is_empty());
+    }
+
+    #[test]
+    fn a_followed_state_older_than_the_one_taken_for_its_device_is_skipped() {
+        let mut states = HashMap::new();
+        let mut seen = HashMap::new();
+        merge_followed(
+            &mut states,
+            &mut seen,
+            vec![
+                (mac(1), 10, notified_once()),
+                (mac(2), 11, pending(SyncPhase::Failed)),
+            ],
+        );
+        assert_eq!(states[&mac(1)].phase, SyncPhase::Notified);
+        // Read again by the look-back (and an older row), then a newer one.
+        merge_followed(
+            &mut states,
+            &mut seen,
+            vec![
+                (mac(1), 10, pending(SyncPhase::InSync)),
+                (mac(1), 9, pending(SyncPhase::InSync)),
+                (mac(2), 12, pending(SyncPhase::Pending)),
+            ],
+        );
+        assert_eq!(states[&mac(1)].phase, SyncPhase::Notified);
+        assert_eq!(states[&mac(2)].phase, SyncPhase::Pending);
+        assert_eq!(seen[&mac(2)], 12);
     }
 
     #[test]

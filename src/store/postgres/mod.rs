@@ -2,9 +2,12 @@
 //!
 //! Tables (see `migrations/`): `records` (every record by its key, JSON text, with the `seq` that
 //! last wrote it; deletions stay as tombstones), `changes` (the change log), `counter` (the one
-//! row holding the last `seq`), `group_seqs`, `meta`, and the observations `checkins`,
-//! `sync_states`, `uploads`, `provlog`. JSON is stored byte for byte as the embedded engine
-//! stores it, so a dump of either engine restores into the other.
+//! row holding the last `seq`), `group_seqs`, `meta`, the observations `checkins`,
+//! `sync_states`, `uploads`, `provlog`, and `sync_requests` (manual syncs queued by any server
+//! for the dispatcher, which takes them with the states they lead to in one transaction).
+//! Check-ins and sync states carry an `ord` from a sequence, so every server follows the rows
+//! the others write. JSON is stored byte for byte as the embedded engine stores it, so a dump
+//! of either engine restores into the other.
 //!
 //! Writes across servers: [`Backend::begin_write`] opens a transaction and locks the counter row
 //! (`SELECT ... FOR UPDATE`), so writers on every server take turns; inside it, the records
@@ -26,13 +29,18 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::backend::{Backend, CatchUp, DumpEntry, Loaded, Observations, RecordSink};
+use super::backend::{
+    Backend, CatchUp, DumpEntry, FollowedState, Loaded, Observations, RecordSink, SyncRequest,
+};
 use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
 /// Schema migrations, in order; each runs once, inside the start-up transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_sync_requests.sql")),
+];
 
 /// The channel commits are announced on.
 const CHANNEL: &str = "deskprov_changes";
@@ -44,9 +52,63 @@ const DISPATCHER_LOCK: i64 = 0x6465_736b_0002;
 /// Idle connections kept by the pool.
 const POOL_IDLE: usize = 8;
 
-/// How far back check-ins are read again on every poll: a check-in's `ord` comes from a
-/// sequence, and one taken earlier can commit after a later one was already read.
+/// How far back check-ins and sync states are read again on every poll: a row's `ord` comes
+/// from a sequence, and one taken earlier can commit after a later one was already read.
 const CHECKIN_LOOKBACK_S: i64 = 5;
+
+/// Saves one device's sync state with a new `ord` (other servers follow it).
+const SAVE_SYNC_STATE: &str = "INSERT INTO sync_states (mac, value) VALUES ($1, $2)
+     ON CONFLICT (mac) DO UPDATE
+     SET value = excluded.value, ord = nextval('sync_state_ord'), written = now()";
+
+/// The tables other servers' rows are followed in by their `ord`.
+#[derive(Clone, Copy)]
+enum Written {
+    Checkins,
+    SyncStates,
+}
+
+/// A followed row: mac, ord, value.
+type WrittenRow = (Mac, u64, String);
+
+/// Rows of `table` written since `cursor` (by `ord`, and with `lookback` again those written
+/// in the last [`CHECKIN_LOOKBACK_S`]): the new cursor, and (mac, ord, value) of rows with a
+/// valid mac.
+fn written_since(
+    c: &mut Client,
+    table: Written,
+    cursor: u64,
+    lookback: bool,
+) -> Result<(u64, Vec<WrittenRow>), StoreError> {
+    let table = match table {
+        Written::Checkins => "checkins",
+        Written::SyncStates => "sync_states",
+    };
+    let rows = if lookback {
+        c.query(
+            &format!(
+                "SELECT mac, value, ord FROM {table}
+                 WHERE ord > $1 OR written > now() - make_interval(secs => $2)"
+            ),
+            &[&i64_of(cursor), &(CHECKIN_LOOKBACK_S as f64)],
+        )?
+    } else {
+        c.query(
+            &format!("SELECT mac, value, ord FROM {table} WHERE ord > $1"),
+            &[&i64_of(cursor)],
+        )?
+    };
+    let mut last = cursor;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let ord = r.get::<_, i64>(2) as u64;
+        last = last.max(ord);
+        if let Ok(mac) = Mac::parse(r.get::<_, &str>(0)) {
+            out.push((mac, ord, r.get::<_, String>(1)));
+        }
+    }
+    Ok((last, out))
+}
 
 /// The `meta` row holding a value sealed with the sealing key, so a server with another key
 /// refuses to start instead of serving passwords it cannot open.
@@ -761,13 +823,14 @@ impl Backend for Postgres {
             }
             for (mac, st) in &o.sync_states {
                 match st {
-                    Some(st) => tx.execute(
-                        "INSERT INTO sync_states (mac, value) VALUES ($1, $2)
-                         ON CONFLICT (mac) DO UPDATE SET value = excluded.value",
-                        &[&mac.as_str(), &json(st)],
-                    )?,
+                    Some(st) => tx.execute(SAVE_SYNC_STATE, &[&mac.as_str(), &json(st)])?,
                     None => tx.execute("DELETE FROM sync_states WHERE mac = $1", &[&mac.as_str()])?,
                 };
+            }
+            if !o.sync_states.is_empty() {
+                // The servers that do not dispatch show these states: wake their follow step
+                // now rather than at its next poll.
+                tx.execute("SELECT pg_notify($1, 'sync')", &[&CHANNEL])?;
             }
             if let Some(cursor) = o.sync_cursor {
                 tx.execute(
@@ -977,25 +1040,99 @@ impl Backend for Postgres {
         })
     }
 
-    fn checkins_since(&self, cursor: u64) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+    fn checkins_since(
+        &self,
+        cursor: u64,
+        lookback: bool,
+    ) -> Result<(u64, Vec<(Mac, CheckIn)>), StoreError> {
+        let (last, rows) = self
+            .pool
+            .with(|c| written_since(c, Written::Checkins, cursor, lookback))?;
+        let out = rows
+            .into_iter()
+            .filter_map(|(mac, _, v)| Some((mac, serde_json::from_str::<CheckIn>(&v).ok()?)))
+            .collect();
+        Ok((last, out))
+    }
+
+    fn sync_states_since(
+        &self,
+        cursor: u64,
+        lookback: bool,
+    ) -> Result<(u64, Vec<FollowedState>), StoreError> {
+        let (last, rows) = self
+            .pool
+            .with(|c| written_since(c, Written::SyncStates, cursor, lookback))?;
+        let out = rows
+            .into_iter()
+            .filter_map(|(mac, ord, v)| Some((mac, ord, serde_json::from_str(&v).ok()?)))
+            .collect();
+        Ok((last, out))
+    }
+
+    fn request_sync(&self, requests: &[SyncRequest]) -> Result<(), StoreError> {
+        let macs: Vec<&str> = requests.iter().map(|r| r.mac.as_str()).collect();
+        let revisions: Vec<i64> = requests.iter().map(|r| i64_of(r.revision)).collect();
+        let reboots: Vec<bool> = requests.iter().map(|r| r.reboot).collect();
         self.pool.with(|c| {
-            let rows = c.query(
-                "SELECT mac, value, ord FROM checkins
-                 WHERE ord > $1 OR written > now() - make_interval(secs => $2)",
-                &[&i64_of(cursor), &(CHECKIN_LOOKBACK_S as f64)],
+            let mut tx = c.transaction()?;
+            // In the order given (ids from the sequence, row by row).
+            tx.execute(
+                "INSERT INTO sync_requests (mac, revision, reboot)
+                 SELECT m, r, b FROM unnest($1::text[], $2::bigint[], $3::bool[])
+                     WITH ORDINALITY AS w(m, r, b, n)
+                 ORDER BY n",
+                &[&macs, &revisions, &reboots],
             )?;
-            let mut last = cursor;
-            let mut out = Vec::new();
-            for r in rows {
-                last = last.max(r.get::<_, i64>(2) as u64);
-                if let (Ok(mac), Ok(ci)) = (
-                    Mac::parse(r.get::<_, &str>(0)),
-                    serde_json::from_str::<CheckIn>(r.get::<_, &str>(1)),
-                ) {
-                    out.push((mac, ci));
-                }
+            // Wakes every server's follower, the dispatcher's among them.
+            tx.execute("SELECT pg_notify($1, 'sync')", &[&CHANNEL])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn sync_requests_queued(&self) -> Result<bool, StoreError> {
+        self.pool.with(|c| {
+            Ok(
+                c.query_one("SELECT EXISTS (SELECT 1 FROM sync_requests)", &[])?
+                    .get(0),
+            )
+        })
+    }
+
+    fn take_sync_requests(
+        &self,
+        apply: &mut dyn FnMut(Vec<SyncRequest>) -> Vec<(Mac, SyncState)>,
+    ) -> Result<Vec<(Mac, SyncState)>, StoreError> {
+        self.pool.with(|c| {
+            let mut tx = c.transaction()?;
+            let mut rows: Vec<(i64, SyncRequest)> = Vec::new();
+            for r in tx.query(
+                "DELETE FROM sync_requests RETURNING id, mac, revision, reboot",
+                &[],
+            )? {
+                let Ok(mac) = Mac::parse(r.get::<_, &str>(1)) else {
+                    continue;
+                };
+                rows.push((
+                    r.get(0),
+                    SyncRequest {
+                        mac,
+                        revision: r.get::<_, i64>(2).max(0) as u64,
+                        reboot: r.get(3),
+                    },
+                ));
             }
-            Ok((last, out))
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            rows.sort_by_key(|(id, _)| *id);
+            let states = apply(rows.into_iter().map(|(_, r)| r).collect());
+            for (mac, st) in &states {
+                tx.execute(SAVE_SYNC_STATE, &[&mac.as_str(), &json(st)])?;
+            }
+            tx.commit()?;
+            Ok(states)
         })
     }
 
