@@ -238,16 +238,7 @@ async fn a_replayed_authorization_is_refused() {
     let url = format!("{}{}", p.s.phones, OnePhone::MAIN);
     let first = p.s.client.get(&url).send().await.unwrap();
     let (realm, nonce) = digest::challenge(first.headers(), "MD5");
-    let auth = digest::authorization(
-        "MD5",
-        OnePhone::MAC,
-        &p.password,
-        &realm,
-        &nonce,
-        "GET",
-        OnePhone::MAIN,
-        1,
-    );
+    let auth = p.authorization("GET", &realm, &nonce, 1);
     let get = || {
         p.s.client
             .get(&url)
@@ -333,16 +324,7 @@ async fn head_answers_the_headers_without_a_body() {
     let first = p.s.client.head(&url).send().await.unwrap();
     assert_eq!(first.status(), 401, "HEAD is authenticated like GET");
     let (realm, nonce) = digest::challenge(first.headers(), "MD5");
-    let auth = digest::authorization(
-        "MD5",
-        OnePhone::MAC,
-        &p.password,
-        &realm,
-        &nonce,
-        "HEAD",
-        OnePhone::MAIN,
-        1,
-    );
+    let auth = p.authorization("HEAD", &realm, &nonce, 1);
     let r =
         p.s.client
             .head(&url)

@@ -79,16 +79,7 @@ async fn the_same_request_again_is_one_entry_with_its_count_and_last_time() {
     assert_eq!(challenge.status(), 401);
     let (realm, nonce) = common::digest::challenge(challenge.headers(), "MD5");
     for nc in 1..=3 {
-        let auth = common::digest::authorization(
-            "MD5",
-            OnePhone::MAC,
-            &p.password,
-            &realm,
-            &nonce,
-            "GET",
-            OnePhone::MAIN,
-            nc,
-        );
+        let auth = p.authorization("GET", &realm, &nonce, nc);
         let r = p.s.client.get(&url).header("user-agent", OnePhone::UA);
         let r = r.header("authorization", auth).send().await.unwrap();
         assert_eq!(r.status(), 200, "fetch {nc}");

@@ -62,6 +62,20 @@ impl OnePhone {
         OnePhone { s, password }
     }
 
+    /// The MD5 digest Authorization of this phone for `method` of its main file.
+    pub fn authorization(&self, method: &str, realm: &str, nonce: &str, nc: u32) -> String {
+        digest::authorization(
+            "MD5",
+            Self::MAC,
+            &self.password,
+            realm,
+            nonce,
+            method,
+            Self::MAIN,
+            nc,
+        )
+    }
+
     /// GETs the main file as the phone does (MD5 digest with its own credentials).
     pub async fn fetch(&self) -> reqwest::Response {
         self.fetch_with(&self.password).await
