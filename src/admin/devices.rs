@@ -12,7 +12,7 @@ use super::extract::{
 };
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::{device_input, CredentialsView, DeviceView, ProvisioningLinkView};
-use super::{blocking, created, no_content};
+use super::{blocking, blocking_app, created, no_content};
 use crate::domain::rules::DeviceInput;
 use crate::domain::{Device, ErrorCode, Extension, GroupId, Mac};
 use crate::SharedApp;
@@ -54,8 +54,9 @@ async fn sync(
     } else {
         json_body(&body)?
     };
-    let reboot = req.reboot;
-    app.sync.request(&app, &[&d], reboot)?;
+    let (reboot, target) = (req.reboot, [(d.mac.clone(), d.revision)]);
+    // With a shared store the request is a database round trip.
+    blocking_app(&app, move |app| app.sync.request(app, &target, reboot)).await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         axum::Json(reread(&app, &d.mac)?),

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::extract::{id, merge, Caller, Json, Page, PageQuery, Path, Query, RawJson};
 use super::problem::{ApiError, ApiResult, Problem};
 use super::views::GroupView;
-use super::{blocking, created, no_content};
+use super::{blocking, blocking_app, created, no_content};
 use crate::domain::{Group, GroupId};
 use crate::SharedApp;
 use axum::response::IntoResponse;
@@ -39,8 +39,12 @@ async fn sync(
         .get(&g)
         .ok_or_else(|| ApiError::not_found(format!("group {g} does not exist")))?;
     app.renderer.clear_cache();
-    let devices: Vec<_> = s.devices_of(&g).collect();
-    app.sync.request(&app, &devices, false)?;
+    let devices: Vec<_> = s
+        .devices_of(&g)
+        .map(|d| (d.mac.clone(), d.revision))
+        .collect();
+    // With a shared store the request is a database round trip.
+    blocking_app(&app, move |app| app.sync.request(app, &devices, false)).await?;
     let view = GroupView::of(&s, &app, group);
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(view)).into_response())
 }

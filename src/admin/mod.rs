@@ -148,8 +148,17 @@ pub(crate) async fn blocking<T: Send + 'static>(
     app: &SharedApp,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> ApiResult<T> {
+    blocking_app(app, move |app| f(&app.store)).await
+}
+
+/// Runs work that reaches the store's engine (a write, or a shared store's round trip) on the
+/// blocking pool.
+pub(crate) async fn blocking_app<T: Send + 'static>(
+    app: &SharedApp,
+    f: impl FnOnce(&SharedApp) -> Result<T, StoreError> + Send + 'static,
+) -> ApiResult<T> {
     let app = app.clone();
-    tokio::task::spawn_blocking(move || f(&app.store))
+    tokio::task::spawn_blocking(move || f(&app))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::from)

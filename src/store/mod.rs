@@ -892,6 +892,11 @@ impl Store {
         self.backend.request_sync(requests)
     }
 
+    /// With a shared store: whether manual syncs are queued (a cheap look).
+    pub(crate) fn sync_requests_queued(&self) -> Result<bool, StoreError> {
+        self.backend.sync_requests_queued()
+    }
+
     /// With a shared store: takes the queued manual syncs, saving the states `apply` makes of
     /// them in the same transaction, after every sync state saved before this call (so none
     /// of those overwrites them). Returns the states saved; nothing when none was queued.
@@ -899,9 +904,6 @@ impl Store {
         &self,
         apply: &mut dyn FnMut(Vec<SyncRequest>) -> Vec<(Mac, SyncState)>,
     ) -> Result<Vec<(Mac, SyncState)>, StoreError> {
-        if !self.backend.sync_requests_queued()? {
-            return Ok(Vec::new());
-        }
         self.observer.flush()?;
         self.backend.take_sync_requests(apply)
     }

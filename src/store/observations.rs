@@ -518,10 +518,10 @@ fn rfc3339_of(nanos: i128) -> Option<String> {
         .ok()
 }
 
-/// Folds `entry` into the device's newest entry when it is the same request again (returns the
-/// id to write it under, with `count` and `last_at` set); `None` when it is a new entry.
-fn fold(log: &mut DeviceLog, entry: &mut ProvLogEntry) -> Option<u64> {
-    let fingerprint = entry.fingerprint();
+/// Folds `entry` (whose [`ProvLogEntry::fingerprint`] is `fingerprint`) into the device's
+/// newest entry when it is the same request again (returns the id to write it under, with
+/// `count` and `last_at` set); `None` when it is a new entry.
+fn fold(log: &mut DeviceLog, entry: &mut ProvLogEntry, fingerprint: u64) -> Option<u64> {
     let newest = log.newest.as_mut()?;
     if newest.fingerprint != fingerprint || newest.count == u32::MAX {
         return None;
@@ -693,7 +693,8 @@ fn write_loop(
                             }
                         },
                     };
-                    if let Some(id) = fold(log, &mut entry) {
+                    let fingerprint = entry.fingerprint();
+                    if let Some(id) = fold(log, &mut entry, fingerprint) {
                         // In this batch already: it replaces itself; else it is written again.
                         match positions.get(&id) {
                             Some(&i) => batch.log_entries[i].1 = *entry,
@@ -710,7 +711,7 @@ fn write_loop(
                     entry.id = last_log_id;
                     log.newest = rfc3339_nanos(&entry.at).map(|at| Newest {
                         id: entry.id,
-                        fingerprint: entry.fingerprint(),
+                        fingerprint,
                         at,
                         count: 1,
                     });
@@ -911,17 +912,23 @@ mod tests {
         let mut log = DeviceLog::default();
         let mut first = entry(0);
         first.at = "2026-12-04T01:00:00.5Z".into();
-        assert_eq!(fold(&mut log, &mut first), None, "nothing to fold into");
+        let print = first.fingerprint();
+        assert_eq!(
+            fold(&mut log, &mut first, print),
+            None,
+            "nothing to fold into"
+        );
         log.newest = Some(Newest {
             id: 7,
-            fingerprint: first.fingerprint(),
+            fingerprint: print,
             at: rfc3339_nanos(&first.at).unwrap(),
             count: 1,
         });
         for (n, at) in [(2, "2026-12-04T01:00:01Z"), (3, "2026-12-04T01:00:02Z")] {
             let mut again = entry(0);
             again.at = at.into();
-            assert_eq!(fold(&mut log, &mut again), Some(7));
+            let print = again.fingerprint();
+            assert_eq!(fold(&mut log, &mut again, print), Some(7));
             assert_eq!(again.id, 7);
             assert_eq!(again.count, Some(n));
             assert_eq!(again.last_at.as_deref(), Some(at));
@@ -945,7 +952,8 @@ mod tests {
             },
         ] {
             let mut other = other;
-            assert_eq!(fold(&mut log, &mut other), None, "{other:?}");
+            let print = other.fingerprint();
+            assert_eq!(fold(&mut log, &mut other, print), None, "{other:?}");
         }
     }
 

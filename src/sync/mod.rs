@@ -269,18 +269,19 @@ impl Dispatcher {
     /// Manual syncs: NOTIFY now (no debounce, no same-hash skip), attempts start over. With a
     /// shared store the requests are queued in the database (committed before this returns)
     /// for the dispatcher, on whichever server it runs.
+    /// `devices`: (MAC, revision) of each device to sync.
     pub(crate) fn request(
         &self,
         app: &SharedApp,
-        devices: &[&Device],
+        devices: &[(Mac, u64)],
         reboot: bool,
     ) -> Result<(), StoreError> {
         if app.store.shared() {
             let requests: Vec<SyncRequest> = devices
                 .iter()
-                .map(|d| SyncRequest {
-                    mac: d.mac.clone(),
-                    revision: d.revision,
+                .map(|(mac, revision)| SyncRequest {
+                    mac: mac.clone(),
+                    revision: *revision,
                     reboot,
                 })
                 .collect();
@@ -291,22 +292,22 @@ impl Dispatcher {
                 // Shown here until the state the dispatcher saves for it is followed.
                 let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
                 if !self.leading.load(Ordering::Acquire) {
-                    for d in devices {
-                        let st = requested(states.get(&d.mac), d.revision, reboot, now_ms());
-                        states.insert(d.mac.clone(), st);
+                    for (mac, revision) in devices {
+                        let st = requested(states.get(mac), *revision, reboot, now_ms());
+                        states.insert(mac.clone(), st);
                     }
                 }
             }
             return Ok(());
         }
-        for d in devices {
+        for (mac, revision) in devices {
             let st = {
                 let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-                let st = requested(states.get(&d.mac), d.revision, reboot, now_ms());
-                states.insert(d.mac.clone(), st.clone());
+                let st = requested(states.get(mac), *revision, reboot, now_ms());
+                states.insert(mac.clone(), st.clone());
                 st
             };
-            save(app, &d.mac, Some(st));
+            save(app, mac, Some(st));
         }
         self.wake.notify_one();
         Ok(())
@@ -315,6 +316,16 @@ impl Dispatcher {
     /// Dispatching on a shared store: takes the manual syncs queued by every server into the
     /// states (saved in the transaction that takes them), and wakes the loop if any came.
     fn take_requests(&self, app: &SharedApp) {
+        // A cheap look first: the states stay locked across the taking transaction only when
+        // there is something to take.
+        match app.store.sync_requests_queued() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for requested manual syncs failed");
+                return;
+            }
+        }
         let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot = app.store.read();
         let taken = app.store.take_sync_requests(&mut |requests| {
