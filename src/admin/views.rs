@@ -85,8 +85,8 @@ pub(crate) fn user_input(u: &User) -> UserInput {
         display_name: u.display_name.as_ref().map(|d| d.to_string()),
         kind: u.kind,
         sip: SipInput {
-            username: u.sip.username.clone(),
-            auth_username: u.sip.auth_username.clone(),
+            username: u.sip.username().map(str::to_string),
+            auth_username: u.sip.auth_username().map(str::to_string),
             password: None,
         },
         features: u.features.clone(),
@@ -242,12 +242,12 @@ impl DeviceView {
             model: d.model.to_string(),
             kind: catalog.get(&d.model).map(|m| m.kind).unwrap_or_default(),
             owner: d.owner.clone(),
-            hot_desk: d.hot_desk.clone(),
+            hot_desk: d.hot_desk.as_deref().cloned(),
             keys: d.keys.clone(),
             settings: d.settings.clone(),
             notify_target: d.notify_target.as_ref().map(|t| t.to_string()),
-            expansion_modules: d.expansion_modules.clone(),
-            key_profile: d.key_profile.clone(),
+            expansion_modules: d.expansion_modules.to_vec(),
+            key_profile: d.key_profile.as_deref().cloned(),
             revision: d.revision,
             layout: catalog
                 .device_caps(&d.model, &d.expansion_modules)
@@ -274,9 +274,9 @@ pub(crate) fn device_input(d: &Device) -> DeviceInput {
         owner: d.owner.clone(),
         keys: d.keys.clone(),
         settings: d.settings.clone(),
-        notify_target: d.notify_target.clone(),
-        expansion_modules: d.expansion_modules.clone(),
-        key_profile: d.key_profile.clone(),
+        notify_target: d.notify_target.as_deref().cloned(),
+        expansion_modules: d.expansion_modules.to_vec(),
+        key_profile: d.key_profile.as_deref().cloned(),
     }
 }
 

@@ -224,9 +224,9 @@ impl Indexes {
         match r {
             Record::User(u) => {
                 let k = (u.group.clone(), u.extension.clone());
-                if let Some(name) = &u.sip.username {
+                if let Some(name) = u.sip.username() {
                     self.user_by_explicit_username
-                        .insert(name.clone(), k.clone());
+                        .insert(name.to_string(), k.clone());
                 }
                 if let Some(p) = &u.phone_number {
                     self.user_by_phone.insert(p.clone(), k);
@@ -251,7 +251,7 @@ impl Indexes {
     fn drop(&mut self, r: &Record) {
         match r {
             Record::User(u) => {
-                if let Some(name) = &u.sip.username {
+                if let Some(name) = u.sip.username() {
                     self.user_by_explicit_username.remove(name);
                 }
                 if let Some(p) = &u.phone_number {
@@ -626,7 +626,7 @@ impl State {
         n: &'a ProfileName,
     ) -> impl Iterator<Item = &'a Device> + 'a {
         self.devices_of(g)
-            .filter(move |d| d.key_profile.as_ref() == Some(n))
+            .filter(move |d| d.key_profile.as_deref() == Some(n))
     }
 
     /// The user whose primary line port (SIP username) this is, anywhere on the platform: an
@@ -643,7 +643,7 @@ impl State {
                 self.user(&GroupId::parse(g).ok()?, &Extension::parse(e).ok()?)
             }
         };
-        derived.filter(|u| u.sip.username.is_none() && u.sip_username() == username)
+        derived.filter(|u| u.sip.username().is_none() && u.sip_username() == username)
     }
 
     /// A device by name within a group.

@@ -130,8 +130,8 @@ fn user_input(u: &User, secrets: bool) -> UserInput {
         login_allowed: u.login_allowed,
         allowed_endpoints: u.allowed_endpoints,
         sip: SipInput {
-            username: u.sip.username.clone(),
-            auth_username: u.sip.auth_username.clone(),
+            username: u.sip.username().map(str::to_string),
+            auth_username: u.sip.auth_username().map(str::to_string),
             password: secrets.then(|| u.sip.password.expose().to_string()),
         },
         features: u.features.clone(),
@@ -146,9 +146,9 @@ fn device_doc(d: &Device, secrets: bool) -> DeviceDoc {
         owner: d.owner.clone(),
         keys: d.keys.clone(),
         settings: d.settings.clone(),
-        notify_target: d.notify_target.clone(),
-        expansion_modules: d.expansion_modules.clone(),
-        key_profile: d.key_profile.clone(),
+        notify_target: d.notify_target.as_deref().cloned(),
+        expansion_modules: d.expansion_modules.to_vec(),
+        key_profile: d.key_profile.as_deref().cloned(),
         prov_password: secrets.then(|| d.prov_password.expose().to_string()),
     }
 }
@@ -788,8 +788,8 @@ pub(crate) fn export_csv(s: &State, g: &GroupId, kind: CsvKind, secrets: bool) -
                         UserKind::HotDesk => "hot_desk",
                     }
                     .to_string(),
-                    opt(u.sip.username.as_deref()),
-                    opt(u.sip.auth_username.as_deref()),
+                    opt(u.sip.username()),
+                    opt(u.sip.auth_username()),
                     secret(&u.sip.password),
                 ]);
             }

@@ -139,11 +139,11 @@ fn build_device(
         owner: input.owner,
         keys: input.keys,
         settings: input.settings,
-        notify_target: input.notify_target,
+        notify_target: input.notify_target.map(Box::new),
         prov_password: Secret::default(),
         hot_desk: None,
-        expansion_modules: input.expansion_modules,
-        key_profile: input.key_profile,
+        expansion_modules: input.expansion_modules.into(),
+        key_profile: input.key_profile.map(Box::new),
         revision: 0,
     };
     match old {

@@ -33,7 +33,7 @@ pub(crate) fn hot_desk_login(
     let elsewhere: Vec<Device> = tx
         .state()
         .devices_of(&d.group)
-        .filter(|o| o.hot_desk.as_ref() == Some(e) && &o.mac != mac)
+        .filter(|o| o.hot_desk.as_deref() == Some(e) && &o.mac != mac)
         .cloned()
         .collect();
     for mut o in elsewhere {
@@ -41,7 +41,7 @@ pub(crate) fn hot_desk_login(
         fx.devices.insert(o.mac.clone());
         tx.put(Record::Device(o));
     }
-    d.hot_desk = Some(e.clone());
+    d.hot_desk = Some(Box::new(e.clone()));
     check_once_on_device(tx.state(), &d)?;
     tx.put(Record::Device(d));
     check_layouts(tx.state(), env, &fx.devices)?;

@@ -225,8 +225,8 @@ fn same_user(u: &User, i: &UserInput) -> bool {
         && u.kind == i.kind
         && u.login_allowed == i.login_allowed
         && u.allowed_endpoints == i.allowed_endpoints
-        && u.sip.username == i.sip.username
-        && u.sip.auth_username == i.sip.auth_username
+        && u.sip.username() == i.sip.username.as_deref()
+        && u.sip.auth_username() == i.sip.auth_username.as_deref()
         && i.sip
             .password
             .as_deref()
@@ -242,9 +242,9 @@ fn same_device(d: &Device, g: &GroupId, i: &DeviceInput, pw: Option<&str>) -> bo
         && i.owner == d.owner
         && i.keys == d.keys
         && i.settings == d.settings
-        && i.notify_target == d.notify_target
-        && i.expansion_modules == d.expansion_modules
-        && i.key_profile == d.key_profile
+        && i.notify_target.as_ref() == d.notify_target.as_deref()
+        && i.expansion_modules[..] == d.expansion_modules[..]
+        && i.key_profile.as_ref() == d.key_profile.as_deref()
         && pw.is_none_or(|p| p == d.prov_password.expose())
 }
 

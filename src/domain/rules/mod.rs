@@ -317,7 +317,7 @@ fn line_port_in_use(port: &str) -> DomainError {
 /// A line appears at most once on a device: the context user's line must not also be an SCA
 /// endpoint there.
 fn check_once_on_device(s: &State, d: &Device) -> Result<(), DomainError> {
-    for e in [d.owner.as_ref(), d.hot_desk.as_ref()]
+    for e in [d.owner.as_ref(), d.hot_desk.as_deref()]
         .into_iter()
         .flatten()
     {

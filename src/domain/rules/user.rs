@@ -145,11 +145,7 @@ fn build_user(
         last_name: input.last_name.into(),
         display_name: input.display_name.map(Into::into),
         kind: input.kind,
-        sip: UserSip {
-            username: input.sip.username,
-            auth_username: input.sip.auth_username,
-            password: pw,
-        },
+        sip: UserSip::new(input.sip.username, input.sip.auth_username, pw),
         features: input.features,
         login_allowed: input.login_allowed,
         allowed_endpoints: input.allowed_endpoints,
@@ -268,7 +264,7 @@ pub(crate) fn update_user(
             format!("user {e} owns a device; a hot_desk user has no device of its own"),
         ));
     }
-    if u.kind == UserKind::Standard && s.devices_of(g).any(|d| d.hot_desk.as_ref() == Some(e)) {
+    if u.kind == UserKind::Standard && s.devices_of(g).any(|d| d.hot_desk.as_deref() == Some(e)) {
         return Err(DomainError::validation(
             "kind",
             format!("user {e} is logged in to a device as a hot-desk user; log it out first"),
@@ -301,7 +297,7 @@ pub(crate) fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Eff
     let scas: Vec<_> = s.scas_of_user(g, e).map(|x| x.line_port.clone()).collect();
     let mut devices: Vec<Device> = s
         .devices_of(g)
-        .filter(|d| d.owner.as_ref() == Some(e) || d.hot_desk.as_ref() == Some(e))
+        .filter(|d| d.owner.as_ref() == Some(e) || d.hot_desk.as_deref() == Some(e))
         .cloned()
         .collect();
     let mut lines: Vec<SharedLine> = s.memberships_of(g, e).map(|(l, _)| l.clone()).collect();
@@ -319,7 +315,7 @@ pub(crate) fn delete_user(tx: &mut Tx, g: &GroupId, e: &Extension) -> Result<Eff
         if d.owner.as_ref() == Some(e) {
             d.owner = None;
         }
-        if d.hot_desk.as_ref() == Some(e) {
+        if d.hot_desk.as_deref() == Some(e) {
             d.hot_desk = None;
         }
         tx.put(Record::Device(d.clone()));
