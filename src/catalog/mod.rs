@@ -379,6 +379,47 @@ pub struct Catalog {
     /// Which models request which file names, built once: a phone's request finds its file
     /// without trying every model's patterns.
     files: FileIndex,
+    /// Every model's User-Agent strings, searched for at once.
+    user_agents: UserAgentIndex,
+}
+
+/// The models' User-Agent strings in one automaton: a request's User-Agent is scanned once,
+/// instead of being searched for each string of each model in turn.
+#[derive(Clone, Debug, Default)]
+struct UserAgentIndex {
+    /// `None` when no model names a User-Agent string.
+    matcher: Option<aho_corasick::AhoCorasick>,
+    /// For each string, by its index in the automaton: the model's id and its place in
+    /// catalogue order (the first model by id wins, as in a search model by model).
+    models: Vec<(usize, String)>,
+}
+
+impl UserAgentIndex {
+    fn of(models: &BTreeMap<String, Model>) -> UserAgentIndex {
+        let mut strings = Vec::new();
+        let mut owners = Vec::new();
+        for (order, (id, m)) in models.iter().enumerate() {
+            for p in m.user_agents.iter().filter(|p| !p.is_empty()) {
+                strings.push(p.as_str());
+                owners.push((order, id.clone()));
+            }
+        }
+        UserAgentIndex {
+            // Building fails only past the automaton's size limits, far beyond a catalogue's
+            // strings; a search model by model (`None`) would then be the answer.
+            matcher: aho_corasick::AhoCorasick::new(&strings).ok(),
+            models: owners,
+        }
+    }
+
+    /// The id of the first model (catalogue order) one of whose strings `ua` contains.
+    fn model_of(&self, ua: &str) -> Option<&str> {
+        let m = self.matcher.as_ref()?;
+        m.find_overlapping_iter(ua)
+            .map(|hit| &self.models[hit.pattern().as_usize()])
+            .min_by_key(|(order, _)| *order)
+            .map(|(_, id)| id.as_str())
+    }
 }
 
 /// The catalogue's file names, by name for common files and by distinct `{mac}` pattern for
@@ -768,6 +809,7 @@ impl Sources {
             c.models.insert(id, m);
         }
         c.files = FileIndex::of(&c.models);
+        c.user_agents = UserAgentIndex::of(&c.models);
         Ok(c)
     }
 }
@@ -819,10 +861,11 @@ impl Catalog {
         file: &'a str,
     ) -> impl Iterator<Item = (crate::domain::Mac, MacFiles<'a>)> + 'a {
         self.files.per_device.iter().filter_map(move |p| {
-            let hex = file.strip_prefix(&p.pre)?.strip_suffix(&p.post)?;
-            if hex.len() != 12 {
+            // The length first: it rules out most patterns without comparing a byte.
+            if file.len() != p.pre.len() + 12 + p.post.len() {
                 return None;
             }
+            let hex = file.strip_prefix(&p.pre)?.strip_suffix(&p.post)?;
             let mac = crate::domain::Mac::parse(hex).ok()?;
             Some((
                 mac,
@@ -836,11 +879,7 @@ impl Catalog {
 
     /// The model a User-Agent names, if any.
     pub(crate) fn model_for_user_agent(&self, ua: &str) -> Option<&Model> {
-        self.models.values().find(|m| {
-            m.user_agents
-                .iter()
-                .any(|p| !p.is_empty() && ua.contains(p.as_str()))
-        })
+        self.models.get(self.user_agents.model_of(ua)?)
     }
 
     /// The key space of a phone of `model` carrying `modules` ([`Model::device_caps`]).

@@ -29,7 +29,50 @@ enum Algorithm {
     Sha256,
 }
 
+/// A digest in lowercase hex, kept on the stack (SHA-256 is 64 digits).
+struct Hex {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl Hex {
+    fn of(digest: &[u8]) -> Hex {
+        let mut h = Hex {
+            buf: [0; 64],
+            len: digest.len() * 2,
+        };
+        hex::encode_to_slice(digest, &mut h.buf[..h.len]).expect("at most 32 bytes");
+        h
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 impl Algorithm {
+    /// The hex digest of `parts` joined by ':', hashed as they are: a verification on a
+    /// phone's hot path builds no string.
+    fn hash_joined(self, parts: &[&[u8]]) -> Hex {
+        let joined = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| [if i == 0 { &b""[..] } else { b":" }, p]);
+        match self {
+            Algorithm::Md5 => {
+                let mut h = md5::Md5::new();
+                joined.for_each(|p| h.update(p));
+                Hex::of(&h.finalize())
+            }
+            Algorithm::Sha256 => {
+                let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+                joined.for_each(|p| h.update(p));
+                Hex::of(h.finish().as_ref())
+            }
+        }
+    }
+
+    /// The hex digest of `s`, as a client computes it (the tests' phone).
+    #[cfg(test)]
     fn hash(self, s: &str) -> String {
         match self {
             Algorithm::Md5 => hex::encode(md5::Md5::digest(s.as_bytes())),
@@ -54,6 +97,25 @@ pub(crate) struct Credentials {
     pub(crate) cnonce: Option<String>,
 }
 
+/// A quoted string's value with its backslash escapes resolved, and the text after its closing
+/// quote; `None` when it is not closed.
+fn unescape(q: &str) -> Option<(String, &str)> {
+    let mut v = String::new();
+    let mut chars = q.char_indices();
+    while let Some((i, ch)) = chars.next() {
+        match ch {
+            '\\' => {
+                if let Some((_, n)) = chars.next() {
+                    v.push(n);
+                }
+            }
+            '"' => return Some((v, &q[i + 1..])),
+            _ => v.push(ch),
+        }
+    }
+    None
+}
+
 /// Parses `Digest k=v, k="v", ...`; `None` when it is not a digest header.
 pub(crate) fn parse(header: &str) -> Option<Credentials> {
     let rest = header.trim().strip_prefix("Digest")?.trim_start();
@@ -61,42 +123,35 @@ pub(crate) fn parse(header: &str) -> Option<Credentials> {
     let mut s = rest;
     while !s.is_empty() {
         let (k, after) = s.split_once('=')?;
-        let k = k.trim().to_ascii_lowercase();
+        let k = k.trim();
         let after = after.trim_start();
         let (v, remain) = if let Some(q) = after.strip_prefix('"') {
-            // Quoted string with backslash escapes.
-            let mut v = String::new();
-            let mut chars = q.char_indices();
-            let mut end = None;
-            while let Some((i, ch)) = chars.next() {
-                match ch {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            v.push(n);
-                        }
-                    }
-                    '"' => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    _ => v.push(ch),
-                }
+            match q.find(['"', '\\']) {
+                // No escapes (what phones send): the text up to the closing quote.
+                Some(end) if q.as_bytes()[end] == b'"' => (q[..end].to_string(), &q[end + 1..]),
+                _ => unescape(q)?,
             }
-            (v, &q[end?..])
         } else {
             let end = after.find(',').unwrap_or(after.len());
             (after[..end].trim().to_string(), &after[end..])
         };
-        match k.as_str() {
-            "username" => c.username = v,
-            "realm" => c.realm = v,
-            "nonce" => c.nonce = v,
-            "uri" => c.uri = v,
-            "response" => c.response = v,
-            "algorithm" => c.algorithm = Some(v),
-            "qop" => c.qop = Some(v),
-            "nc" => c.nc = Some(v),
-            "cnonce" => c.cnonce = Some(v),
+        // Parameter names are case-insensitive (RFC 7616 §3.4).
+        let mut name = [0u8; 9];
+        let known = k.len() <= name.len();
+        if known {
+            name[..k.len()].copy_from_slice(k.as_bytes());
+            name.make_ascii_lowercase();
+        }
+        match &name[..if known { k.len() } else { 0 }] {
+            b"username" => c.username = v,
+            b"realm" => c.realm = v,
+            b"nonce" => c.nonce = v,
+            b"uri" => c.uri = v,
+            b"response" => c.response = v,
+            b"algorithm" => c.algorithm = Some(v),
+            b"qop" => c.qop = Some(v),
+            b"nc" => c.nc = Some(v),
+            b"cnonce" => c.cnonce = Some(v),
             _ => {}
         }
         s = remain.trim_start().trim_start_matches(',').trim_start();
@@ -141,14 +196,24 @@ impl Digest {
         }
     }
 
-    fn mac_of(&self, stamp: &str, ip: IpAddr) -> String {
-        let tag = hmac::sign(&self.key, format!("{stamp}|{ip}").as_bytes());
-        hex::encode(&tag.as_ref()[..16])
+    /// A nonce's tag: the first 16 bytes of HMAC-SHA256(`stamp|ip`), in hex.
+    fn mac_of(&self, stamp: &str, ip: IpAddr) -> Hex {
+        use std::io::Write as _;
+        let mut addr = [0u8; 48]; // an IPv6 address is at most 45 characters
+        let mut w = std::io::Cursor::new(&mut addr[..]);
+        let _ = write!(w, "{ip}");
+        let n = w.position() as usize;
+        let mut h = hmac::Context::with_key(&self.key);
+        h.update(stamp.as_bytes());
+        h.update(b"|");
+        h.update(&addr[..n]);
+        Hex::of(&h.sign().as_ref()[..16])
     }
 
     pub(crate) fn nonce(&self, ip: IpAddr) -> String {
         let stamp = format!("{:x}.{}", unix_now(), crate::secrets::hex_token::<8>());
-        format!("{stamp}-{}", self.mac_of(&stamp, ip))
+        let tag = self.mac_of(&stamp, ip);
+        format!("{stamp}-{}", String::from_utf8_lossy(tag.as_bytes()))
     }
 
     /// The `WWW-Authenticate` values to send: SHA-256 preferred, MD5 for older phones.
@@ -170,14 +235,10 @@ impl Digest {
         ip: IpAddr,
         password: &str,
     ) -> Result<(), Refusal> {
-        let alg = match c
-            .algorithm
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            None | Some("MD5") => Algorithm::Md5,
-            Some("SHA-256") => Algorithm::Sha256,
+        let alg = match c.algorithm.as_deref() {
+            None => Algorithm::Md5,
+            Some(a) if a.eq_ignore_ascii_case("MD5") => Algorithm::Md5,
+            Some(a) if a.eq_ignore_ascii_case("SHA-256") => Algorithm::Sha256,
             _ => return Err(Refusal::Invalid),
         };
         if c.realm != REALM || c.uri != uri || c.qop.as_deref() != Some("auth") {
@@ -194,13 +255,26 @@ impl Digest {
         if !crate::secrets::ct_eq(tag.as_bytes(), self.mac_of(stamp, ip).as_bytes()) {
             return Err(Refusal::Invalid);
         }
-        let ha1 = alg.hash(&format!("{}:{REALM}:{password}", c.username));
-        let ha2 = alg.hash(&format!("{method}:{}", c.uri));
-        let expected = alg.hash(&format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", c.nonce));
-        if !crate::secrets::ct_eq(
-            expected.as_bytes(),
-            c.response.to_ascii_lowercase().as_bytes(),
-        ) {
+        let ha1 = alg.hash_joined(&[c.username.as_bytes(), REALM.as_bytes(), password.as_bytes()]);
+        let ha2 = alg.hash_joined(&[method.as_bytes(), c.uri.as_bytes()]);
+        let expected = alg.hash_joined(&[
+            ha1.as_bytes(),
+            c.nonce.as_bytes(),
+            nc.as_bytes(),
+            cnonce.as_bytes(),
+            b"auth",
+            ha2.as_bytes(),
+        ]);
+        // The response in either case of hex digits, compared in constant time.
+        let response = c.response.as_bytes();
+        if response.len() != expected.len {
+            return Err(Refusal::Invalid);
+        }
+        let mut lower = [0u8; 64];
+        for (l, r) in lower.iter_mut().zip(response) {
+            *l = r.to_ascii_lowercase();
+        }
+        if !crate::secrets::ct_eq(expected.as_bytes(), &lower[..response.len()]) {
             return Err(Refusal::Invalid);
         }
         if unix_now().saturating_sub(ts) > NONCE_TTL.as_secs() {
@@ -431,6 +505,51 @@ mod tests {
         }
     }
 
+    /// Hex digits and the algorithm's name are accepted in either case (some phones send
+    /// `algorithm=md5` or an uppercase response); a response of the wrong length is refused.
+    #[test]
+    fn the_response_and_algorithm_are_compared_without_regard_to_case() {
+        let d = Digest::new();
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let mut c = creds(&d, IP, alg);
+            c.response = c.response.to_ascii_uppercase();
+            c.algorithm = c.algorithm.map(|a| a.to_ascii_lowercase());
+            assert_eq!(
+                d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+                Ok(()),
+                "{alg:?}"
+            );
+            let mut short = creds(&d, IP, alg);
+            short.response.pop();
+            assert_eq!(
+                d.verify(&short, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+                Err(Refusal::Invalid)
+            );
+        }
+        let mut c = creds(&d, IP, Algorithm::Md5);
+        c.algorithm = Some("SHA-512".into());
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
+    }
+
+    /// A nonce is bound to the client's address, IPv6 at its longest included.
+    #[test]
+    fn a_nonce_issued_to_an_ipv6_client_verifies_only_for_it() {
+        let d = Digest::new();
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let c = creds(&d, v6, Algorithm::Sha256);
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", v6, "s3cret-password"),
+            Ok(())
+        );
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
+    }
+
     #[test]
     fn wrong_password_uri_realm_or_ip_is_refused() {
         let d = Digest::new();
@@ -487,7 +606,10 @@ mod tests {
         );
         let old = unix_now() - NONCE_TTL.as_secs() - 5;
         let stamp = format!("{old:x}.01");
-        c.nonce = format!("{stamp}-{}", d.mac_of(&stamp, IP));
+        c.nonce = format!(
+            "{stamp}-{}",
+            String::from_utf8_lossy(d.mac_of(&stamp, IP).as_bytes())
+        );
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
         assert_eq!(
             d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
@@ -509,6 +631,28 @@ mod tests {
         assert_eq!(c.cnonce.as_deref(), Some("q\"x"));
         assert_eq!(c.response, "abc");
         assert!(parse("Basic abc").is_none());
+        // Names in any case; an unknown or overlong name is skipped; an empty quoted value.
+        let c = parse(
+            r#"Digest UserName="a", URI="/y.cfg", Realm="", unknown-parameter="x\y", Response=ABC"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.username.as_str(),
+                c.uri.as_str(),
+                c.realm.as_str(),
+                c.response.as_str()
+            ),
+            ("a", "/y.cfg", "", "ABC")
+        );
+        assert!(
+            parse(r#"Digest username="unclosed"#).is_none(),
+            "an unclosed quote"
+        );
+        assert!(
+            parse(r#"Digest username="a"b"#).is_none(),
+            "closed only by an escaped quote"
+        );
     }
 
     fn mac(s: &str) -> Mac {

@@ -41,11 +41,14 @@ pub(super) fn fetched(
         .unwrap_or(0);
     let mac = served
         .and_then(|s| s.mac.as_ref())
-        .map(|m| m.to_string())
-        .unwrap_or_else(|| "-".into());
-    // The file name only: a phone's path has no secrets, its query string might.
+        .map_or("-", |m| m.as_str());
+    // The file name only (a phone's path has no secrets, its query string might), at most
+    // 128 characters; borrowed, so a server not logging fetches allocates nothing here.
     let file = path.trim_start_matches('/');
-    let file: String = file.chars().take(128).collect();
+    let file = file
+        .char_indices()
+        .nth(128)
+        .map_or(file, |(i, _)| &file[..i]);
     tracing::info!(
         target: "deskprov::phone::fetch",
         method = %method,
@@ -119,6 +122,42 @@ mod tests {
         }
         let out = buf.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The fetch line names the file without the query string and at most 128 characters
+    /// of it (a multi-byte name cut on a character), and `-` for a response to no device.
+    #[test]
+    fn the_fetch_line_names_the_file_cut_to_128_characters_and_no_query() {
+        use crate::metrics::{latency_histogram, Metrics, NotifyMetrics, RenderMetrics};
+        let m = Metrics::new(
+            &latency_histogram(),
+            &RenderMetrics::default(),
+            &NotifyMetrics::default(),
+        );
+        let buf = Buf::default();
+        let b = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(move || b.clone())
+            .with_ansi(false)
+            .finish();
+        let long = "é".repeat(200);
+        tracing::subscriber::with_default(sub, || {
+            let mut r = Response::new(axum::body::Body::empty());
+            mark(&mut r, None, "yealink-t54w");
+            fetched(&m, &Method::GET, &format!("/{long}"), &r, Duration::ZERO);
+            let mut r = Response::new(axum::body::Body::empty());
+            let mac = Mac::parse("0004f2000001").unwrap();
+            mark(&mut r, Some(&mac), "yealink-t54w");
+            fetched(&m, &Method::GET, "/0004f2000001.cfg", &r, Duration::ZERO);
+        });
+        let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let cut = "é".repeat(128);
+        assert!(lines[0].contains(&format!("file={cut} ")), "{}", lines[0]);
+        assert!(lines[0].contains("mac=- "), "{}", lines[0]);
+        assert!(lines[1].contains("file=0004f2000001.cfg "), "{}", lines[1]);
+        assert!(lines[1].contains("mac=0004f2000001 "), "{}", lines[1]);
     }
 
     #[test]

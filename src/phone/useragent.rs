@@ -113,6 +113,38 @@ mod tests {
         assert_eq!(u.mac.unwrap().as_str(), "00085d40905f");
     }
 
+    /// The catalogue finds a User-Agent's model with one automaton over every model's
+    /// strings; it must answer what searching model by model (in id order) would.
+    #[test]
+    fn the_model_found_is_the_first_by_id_whose_string_the_agent_contains() {
+        let c = Catalog::builtin().unwrap();
+        let one_by_one = |ua: &str| {
+            c.models()
+                .find(|m| {
+                    m.user_agents
+                        .iter()
+                        .any(|p| !p.is_empty() && ua.contains(p.as_str()))
+                })
+                .map(|m| m.id.clone())
+        };
+        let strings: Vec<&String> = c.models().flat_map(|m| &m.user_agents).collect();
+        assert!(strings.len() > 20, "the catalogue names User-Agent strings");
+        for (i, s) in strings.iter().enumerate() {
+            let other = strings[(i * 7 + 3) % strings.len()];
+            for ua in [
+                s.to_string(),
+                format!("Vendor {s}/1.2.3 (aabbccddeeff)"),
+                format!("{other} {s}"),
+                format!("{s} {other}"),
+            ] {
+                let found = c.model_for_user_agent(&ua).map(|m| m.id.clone());
+                assert_eq!(found, one_by_one(&ua), "{ua}");
+                assert!(found.is_some(), "{ua}");
+            }
+        }
+        assert_eq!(c.model_for_user_agent("curl/8.0.1").map(|m| &m.id), None);
+    }
+
     #[test]
     fn unknown_agents_give_nothing_but_a_mac() {
         let u = p("curl/8.0.1");
