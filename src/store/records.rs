@@ -115,7 +115,8 @@ pub(crate) struct SyncState {
     /// Skip the same-hash check (manual sync).
     #[serde(default)]
     pub(crate) force: bool,
-    pub(crate) last_notify: Option<LastNotify>,
+    /// Boxed: most of a fleet's states have none, and a dispatcher keeps one per device.
+    pub(crate) last_notify: Option<Box<LastNotify>>,
 }
 
 /// A well-formed MAC that asked for files but is not provisioned.
@@ -229,4 +230,37 @@ pub(crate) struct Applied {
     pub(crate) revision: u64,
     pub(crate) etag: String,
     pub(crate) identity: Option<crate::domain::SipIdentity>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dispatcher holds one state per device of the fleet (a million on one server): the
+    /// last NOTIFY's text, which most states do not have, stays out of line.
+    #[test]
+    fn a_sync_state_keeps_its_last_notify_out_of_line() {
+        assert!(
+            std::mem::size_of::<SyncState>() <= 40,
+            "SyncState is {} bytes",
+            std::mem::size_of::<SyncState>()
+        );
+        let st = SyncState {
+            phase: SyncPhase::Notified,
+            revision: 7,
+            reboot: false,
+            due_ms: 1,
+            attempts: 1,
+            force: false,
+            last_notify: Some(Box::new(LastNotify {
+                at: "2026-12-04T00:00:00Z".into(),
+                event: "check-sync".into(),
+                result: "200 OK".into(),
+                attempts: 1,
+            })),
+        };
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["last_notify"]["result"], "200 OK", "stored as before");
+        assert_eq!(serde_json::from_value::<SyncState>(json).unwrap(), st);
+    }
 }

@@ -243,7 +243,7 @@ impl Dispatcher {
             .unwrap_or_else(|p| p.into_inner())
             .get(&d.mac)
             .cloned();
-        let last = st.as_ref().and_then(|s| s.last_notify.clone());
+        let last = st.as_ref().and_then(|s| s.last_notify.as_deref().cloned());
         let phase = match st {
             _ if applied >= d.revision => SyncPhase::InSync,
             Some(s) => s.phase,
@@ -738,12 +738,12 @@ async fn dispatch(app: SharedApp, stop: &mut watch::Receiver<bool>) -> bool {
                         update(&app2, &mac, |s| {
                             s.attempts += 1;
                             s.force = false;
-                            s.last_notify = Some(LastNotify {
+                            s.last_notify = Some(Box::new(LastNotify {
                                 at: rfc3339(),
                                 event: event.clone(),
                                 result: outcome.describe(),
                                 attempts: s.attempts,
-                            });
+                            }));
                             if outcome.ok() {
                                 s.phase = SyncPhase::Notified;
                                 s.due_ms = now_plus(backoff(ack, s.attempts));
@@ -984,12 +984,12 @@ mod tests {
 
     fn notified_once() -> SyncState {
         SyncState {
-            last_notify: Some(LastNotify {
+            last_notify: Some(Box::new(LastNotify {
                 at: "2026-12-04T00:00:00Z".into(),
                 event: "check-sync".into(),
                 result: "200 OK".into(),
                 attempts: 1,
-            }),
+            })),
             ..pending(SyncPhase::Notified)
         }
     }

@@ -57,6 +57,21 @@ const POOL_IDLE: usize = 8;
 const CHECKIN_LOOKBACK_S: i64 = 5;
 
 /// Saves one device's sync state with a new `ord` (other servers follow it).
+/// Calls `f` with each row of `sql` as the rows arrive: a table of a million check-ins or sync
+/// states is streamed, never held whole as rows beside what is built from them.
+fn each_row(
+    tx: &mut postgres::Transaction<'_>,
+    sql: &str,
+    mut f: impl FnMut(&postgres::Row) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut rows = tx.query_raw(sql, std::iter::empty::<i64>())?;
+    while let Some(r) = rows.next()? {
+        f(&r)?;
+    }
+    Ok(())
+}
+
 const SAVE_SYNC_STATE: &str = "INSERT INTO sync_states (mac, value) VALUES ($1, $2)
      ON CONFLICT (mac) DO UPDATE
      SET value = excluded.value, ord = nextval('sync_state_ord'), written = now()";
@@ -609,15 +624,15 @@ impl Backend for Postgres {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             // Observations: one that no longer parses is skipped, not fatal.
-            let checkins = tx
-                .query("SELECT mac, value FROM checkins", &[])?
-                .iter()
-                .filter_map(|r| {
-                    let mac = Mac::parse(r.get::<_, &str>(0)).ok()?;
-                    let c = serde_json::from_str::<CheckIn>(r.get::<_, &str>(1)).ok()?;
-                    Some((mac, c))
-                })
-                .collect();
+            let mut checkins = Vec::new();
+            each_row(&mut tx, "SELECT mac, value FROM checkins", |r| {
+                let mac = Mac::parse(r.get::<_, &str>(0));
+                let c = serde_json::from_str::<CheckIn>(r.get::<_, &str>(1));
+                if let (Ok(mac), Ok(c)) = (mac, c) {
+                    checkins.push((mac, c));
+                }
+                Ok(())
+            })?;
             let unprovisioned = tx
                 .query("SELECT value FROM meta WHERE key = 'unprovisioned'", &[])?
                 .first()
@@ -886,10 +901,11 @@ impl Backend for Postgres {
                 None => 0,
             };
             let mut out = Vec::new();
-            for r in tx.query("SELECT mac, value FROM sync_states", &[])? {
+            each_row(&mut tx, "SELECT mac, value FROM sync_states", |r| {
                 let mac = Mac::parse(r.get::<_, &str>(0)).map_err(|_| corrupt("sync key"))?;
                 out.push((mac, parse("sync", r.get::<_, &str>(1))?));
-            }
+                Ok(())
+            })?;
             tx.commit()?;
             Ok((cursor, out))
         })
