@@ -177,6 +177,9 @@ pub struct Render {
     pub template_time_ms: u64,
     /// Bytes one render may produce.
     pub template_max_bytes: u64,
+    /// Render the devices' files into the cache at start-up, before phones ask for them
+    /// (until the cache is three quarters full).
+    pub ahead: bool,
 }
 
 /// Bounds on connections, so no client can hold the listeners or the file descriptors.
@@ -222,6 +225,7 @@ impl Default for Render {
             cache_mb: 64,
             template_time_ms: 2000,
             template_max_bytes: 1 << 20,
+            ahead: true,
         }
     }
 }
@@ -556,6 +560,7 @@ changes_keep = 100000          # change-log entries kept (older ones are compact
 cache_mb = 64                  # rendered files kept in memory, MiB (least fetched evicted first)
 template_time_ms = 2000        # longest one render may take; an upload over it is refused, a fetch gets 500
 template_max_bytes = 1048576   # largest file (and value) one render may produce
+ahead = true                   # render every device's files into the cache at start-up (up to 3/4 of cache_mb), before phones ask
 
 [limits]
 header_timeout_s = 10          # a request head must be complete this long after its first byte (or the handshake)

@@ -104,6 +104,7 @@ struct DeviceLabels {
 pub(crate) struct RenderMetrics {
     seconds: Histogram,
     cache: Family<CacheLabels, Counter>,
+    ahead_pending: Gauge,
 }
 
 impl Default for RenderMetrics {
@@ -111,6 +112,7 @@ impl Default for RenderMetrics {
         RenderMetrics {
             seconds: latency_histogram(),
             cache: Family::default(),
+            ahead_pending: Gauge::default(),
         }
     }
 }
@@ -129,6 +131,19 @@ impl RenderMetrics {
             CacheResult::Miss
         };
         self.cache.get_or_create(&CacheLabels { result }).inc();
+    }
+
+    /// (hits, misses) counted so far.
+    #[cfg(test)]
+    pub(crate) fn cache_counts(&self) -> (u64, u64) {
+        let n = |result| self.cache.get_or_create(&CacheLabels { result }).get();
+        (n(CacheResult::Hit), n(CacheResult::Miss))
+    }
+
+    /// Devices whose files are still to be rendered ahead (0 once done, or when not enabled).
+    pub(crate) fn ahead_pending(&self, devices: usize) {
+        self.ahead_pending
+            .set(i64::try_from(devices).unwrap_or(i64::MAX));
     }
 }
 
@@ -215,6 +230,11 @@ impl Metrics {
             "Time to render a file on a cache miss.",
             Unit::Seconds,
             render.seconds.clone(),
+        );
+        r.register(
+            "deskprov_render_ahead_pending",
+            "Devices whose files the server is still rendering ahead of their fetch since start-up (0 once done).",
+            render.ahead_pending.clone(),
         );
         r.register(
             "deskprov_notify",

@@ -247,6 +247,13 @@ impl Server {
     /// Serves until `shutdown` resolves, then drains and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Before the listeners, so no metrics scrape sees the work as done before it began.
+        let ahead = self
+            .app
+            .config
+            .render
+            .ahead
+            .then(|| render_ahead(self.app.clone(), stop_rx.clone()));
         let tasks: Vec<_> = self
             .listeners
             .into_iter()
@@ -266,6 +273,9 @@ impl Server {
             let _ = t.await;
         }
         let _ = dispatcher.await;
+        if let Some(a) = ahead {
+            let _ = tokio::task::spawn_blocking(move || a.join()).await;
+        }
         let _ = upkeep.await;
         if let Some(f) = follower {
             let _ = f.await;
@@ -295,6 +305,42 @@ fn first_admin_token(store: &Store, dir: &Path) -> Result<Option<String>, Server
         })?;
     tls::write_private(&dir.join("admin-token"), format!("{secret}\n").as_bytes())?;
     Ok(Some(secret))
+}
+
+/// Renders the devices' files into the cache on a thread of its own, at a lower priority than
+/// the phone listener's (so a storm that arrives meanwhile is served first), until done, the
+/// cache's share is full, or the server stops.
+fn render_ahead(app: SharedApp, stop: watch::Receiver<bool>) -> std::thread::JoinHandle<()> {
+    let metrics = app.renderer.metrics().clone();
+    let state = app.store.read();
+    metrics.ahead_pending(state.devices.len());
+    std::thread::Builder::new()
+        .name("deskprov-ahead".into())
+        .spawn(move || {
+            lower_priority();
+            let started = std::time::Instant::now();
+            let a = app.renderer.render_ahead(&state, &|| *stop.borrow());
+            metrics.ahead_pending(0);
+            tracing::info!(
+                devices = a.devices,
+                files = a.files,
+                failed = a.failed,
+                cache_full = a.full,
+                seconds = started.elapsed().as_secs_f64(),
+                "rendered ahead"
+            );
+        })
+        .expect("a thread for rendering ahead")
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10; Linux: per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with the caller's own thread id changes only that thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
 }
 
 /// The first pause after a failed accept; it doubles on each failure in a row, up to

@@ -131,3 +131,63 @@ async fn the_unprovisioned_list_survives_a_restart() {
     let after = s.get("/api/v1/unprovisioned").await.body;
     assert_eq!(after, before);
 }
+
+#[tokio::test]
+async fn after_a_restart_the_first_fetch_finds_its_file_rendered_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    common::phones::group_with_users(&s).await;
+    let password = common::phones::device(&s, OnePhone::MAC, "yealink-t54w", "desk").await;
+    s.shutdown().await;
+
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    let p = OnePhone { s, password };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let text = scrape(&p).await;
+        if value(&text, "deskprov_render_ahead_pending") == 0.0 {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still rendering ahead:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        value(&ready, "deskprov_render_seconds_count") >= 1.0,
+        "the device's files were rendered before any fetch:\n{ready}"
+    );
+    assert_eq!(p.fetch().await.status(), 200);
+    let after = scrape(&p).await;
+    assert_eq!(
+        value(&after, "deskprov_render_cache_total{result=\"miss\"}"),
+        0.0,
+        "the fetch rendered nothing:\n{after}"
+    );
+    assert!(value(&after, "deskprov_render_cache_total{result=\"hit\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn with_render_ahead_off_the_first_fetch_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+    common::phones::group_with_users(&s).await;
+    let password = common::phones::device(&s, OnePhone::MAC, "yealink-t54w", "desk").await;
+    s.shutdown().await;
+
+    let s = common::TestServer::start_at(dir.path(), |c| c.render.ahead = false).await;
+    let p = OnePhone { s, password };
+    let before = scrape(&p).await;
+    assert_eq!(
+        value(&before, "deskprov_render_seconds_count"),
+        0.0,
+        "{before}"
+    );
+    assert_eq!(p.fetch().await.status(), 200);
+    let after = scrape(&p).await;
+    assert!(
+        value(&after, "deskprov_render_cache_total{result=\"miss\"}") >= 1.0,
+        "{after}"
+    );
+}

@@ -393,3 +393,36 @@ pub fn cpu_time(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(total * 1_000_000 / hz)
 }
+
+/// Waits until the server on `admin_port` has rendered its devices' files ahead (its
+/// `deskprov_render_ahead_pending` metric is 0); returns how long that took from the call.
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub async fn rendered_ahead(admin_port: u16, data: &Path) -> Duration {
+    let started = std::time::Instant::now();
+    let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{admin_port}/metrics");
+    loop {
+        let text = client
+            .get(&url)
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == "deskprov_render_ahead_pending 0") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the server did not finish rendering ahead in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

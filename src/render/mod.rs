@@ -315,6 +315,23 @@ pub(crate) fn resolve<'a>(
 /// Default bound of the render cache, in bytes of rendered files (`[render] cache_mb`).
 const DEFAULT_CACHE_BYTES: u64 = 64 << 20;
 
+/// The share of the render cache [`Renderer::render_ahead`] fills, at most (numerator,
+/// denominator): the rest stays free for what phones fetch meanwhile and for common files.
+const AHEAD_SHARE: (u64, u64) = (3, 4);
+
+/// What [`Renderer::render_ahead`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ahead {
+    /// Devices gone through.
+    pub devices: usize,
+    /// Files rendered into the cache.
+    pub files: usize,
+    /// Files that failed to render.
+    pub failed: usize,
+    /// Stopped because the cache reached its share (devices were left to their fetches).
+    pub full: bool,
+}
+
 /// (device, or None for a common file; hash of (model, file pattern)): no allocation per lookup.
 type CacheKey = (Option<Mac>, u64);
 
@@ -447,15 +464,71 @@ impl Renderer {
         if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
             return Ok(hit);
         }
+        self.render_into_cache(&engine, key, state, model, device, spec, |f| off_workers(f))
+    }
+
+    /// Renders a device's file that is not in the cache (on `run`'s thread) and caches it.
+    #[allow(clippy::too_many_arguments)]
+    fn render_into_cache(
+        &self,
+        engine: &Engine,
+        key: CacheKey,
+        state: &State,
+        model: &Model,
+        device: &Device,
+        spec: &FileSpec,
+        run: impl FnOnce(&dyn Fn() -> Result<String, RenderError>) -> Result<String, RenderError>,
+    ) -> Result<Arc<Rendered>, RenderError> {
         let started = std::time::Instant::now();
         let ctx = context::device_context(state, model, device, &self.base_url)?;
-        let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
+        let text = run(&|| engine.render(&model.id, spec, &ctx))?;
         self.metrics.latency(started.elapsed());
         let mut r = Rendered::new(text, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
         let r = Arc::new(r);
         self.store_cache(key, device.revision, engine.generation, r.clone());
         Ok(r)
+    }
+
+    /// Renders the per-device files of the devices in `state` into the cache before any phone
+    /// asks for them (from start-up: phones that boot together after a power cut, which takes
+    /// the server down with them, then find their files rendered, as a static server would).
+    /// Goes through the devices in the order of the devices table and stops once the cache is
+    /// [`AHEAD_SHARE`] full (the rest is left to the fetches, which the cache's eviction then
+    /// favours), or when `stop` says so. Files already cached are left alone; a file that
+    /// fails to render is counted (its fetch reports the error).
+    pub fn render_ahead(&self, state: &State, stop: &dyn Fn() -> bool) -> Ahead {
+        let engine = self.engine();
+        let budget = self.cache.capacity() / AHEAD_SHARE.1 * AHEAD_SHARE.0;
+        let mut ahead = Ahead::default();
+        for device in state.devices.values() {
+            if self.cache.weight() >= budget {
+                ahead.full = true;
+                break;
+            }
+            if stop() {
+                break;
+            }
+            let Some(model) = self.catalog.get(&device.model) else {
+                continue;
+            };
+            for spec in model.files.iter().filter(|f| f.per_device) {
+                let key = (Some(device.mac.clone()), file_key(&model.id, &spec.pattern));
+                let current = self
+                    .cache
+                    .peek(&key)
+                    .is_some_and(|(r, g, _)| r == device.revision && g == engine.generation);
+                if current {
+                    continue;
+                }
+                match self.render_into_cache(&engine, key, state, model, device, spec, |f| f()) {
+                    Ok(_) => ahead.files += 1,
+                    Err(_) => ahead.failed += 1,
+                }
+            }
+            ahead.devices += 1;
+        }
+        ahead
     }
 
     /// Renders a model's common file (no secrets).
@@ -622,5 +695,89 @@ mod tests {
             names(resolve(&c, &s, "y000000000108.cfg", None)),
             "common yealink-t46u y000000000108.cfg"
         );
+    }
+
+    /// The sample state with its device copied under `n` MACs.
+    fn fleet(n: u64) -> (Arc<Catalog>, State) {
+        let (c, mut s) = setup();
+        let d = s.devices.values().next().unwrap().clone();
+        s.devices = (1..=n)
+            .map(|i| {
+                let mut d = d.clone();
+                d.mac = Mac::parse(&format!("{i:012x}")).unwrap();
+                (d.mac.clone(), d)
+            })
+            .collect();
+        (Arc::new(c), s)
+    }
+
+    #[test]
+    fn files_rendered_ahead_are_served_from_the_cache() {
+        let (c, s) = fleet(5);
+        let r = Renderer::new(c.clone(), "https://prov.example.net".into(), &[]);
+        let a = r.render_ahead(&s, &|| false);
+        let per_device = c
+            .get("yealink-t46u")
+            .unwrap()
+            .files
+            .iter()
+            .filter(|f| f.per_device)
+            .count();
+        assert_eq!(
+            a,
+            Ahead {
+                devices: 5,
+                files: 5 * per_device,
+                failed: 0,
+                full: false
+            }
+        );
+        let d = s.devices.values().last().unwrap();
+        let spec = c.get("yealink-t46u").unwrap().main_file().unwrap();
+        let first = r.render_device(&s, d, spec).unwrap();
+        let again = r.render_device(&s, d, spec).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "a cache hit shares the file");
+        let hits = r.metrics().cache_counts();
+        assert_eq!(
+            hits,
+            (2, 0),
+            "both fetches were hits, nothing rendered at fetch time"
+        );
+    }
+
+    #[test]
+    fn rendering_ahead_again_renders_nothing_already_cached() {
+        let (c, s) = fleet(3);
+        let r = Renderer::new(c, "https://prov.example.net".into(), &[]);
+        r.render_ahead(&s, &|| false);
+        let a = r.render_ahead(&s, &|| false);
+        assert_eq!((a.devices, a.files), (3, 0));
+    }
+
+    #[test]
+    fn rendering_ahead_stops_at_its_share_of_the_cache() {
+        let (c, s) = fleet(200);
+        // Room for a few dozen devices' files.
+        let r = Renderer::with_cache(c, "https://prov.example.net".into(), &[], 64 << 10);
+        let a = r.render_ahead(&s, &|| false);
+        assert!(a.full, "{a:?}");
+        assert!(a.devices > 0 && a.devices < 200, "{a:?}");
+        // The cache's shards fill unevenly (a few files each here): some may have evicted, but
+        // it stopped only once its share of the whole was full.
+        assert!(
+            r.cache.weight() >= r.cache.capacity() / 4 * 3,
+            "it went on until its share was full"
+        );
+    }
+
+    #[test]
+    fn rendering_ahead_stops_when_asked() {
+        let (c, s) = fleet(10);
+        let r = Renderer::new(c, "https://prov.example.net".into(), &[]);
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        let a = r.render_ahead(&s, &|| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 4
+        });
+        assert_eq!(a.devices, 4);
     }
 }
