@@ -119,6 +119,47 @@ struct Api {
 }
 
 impl Api {
+    /// A phone's PUT of `name` as the device `mac`: challenged, then with its digest.
+    async fn upload(&self, mac: &str, password: &str, name: &str, body: &[u8]) -> u16 {
+        let url = format!("{}/{name}", self.phones);
+        let first = self.client.put(&url).body("x").send().await.unwrap();
+        assert_eq!(first.status(), 401, "an upload without credentials");
+        let (realm, nonce) = common::digest::challenge(first.headers(), "MD5");
+        let auth = common::digest::authorization(
+            "MD5",
+            mac,
+            password,
+            &realm,
+            &nonce,
+            "PUT",
+            &format!("/{name}"),
+            1,
+        );
+        let r = self
+            .client
+            .put(&url)
+            .header("authorization", auth)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    /// The names of a device's uploads, sorted.
+    async fn upload_names(&self, mac: &str) -> Vec<String> {
+        let (s, v) = self.get(&format!("/api/v1/devices/{mac}/uploads")).await;
+        assert_eq!(s, 200, "{v}");
+        let mut names: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn of(r: &Replica, p: &Proc, token: &str) -> Api {
         Api {
             client: r.client(),
@@ -903,4 +944,61 @@ async fn servers_reach_the_database_over_tls_verified_against_the_configured_ca(
     let (started, out) = none.run(&["export"]);
     assert!(!started, "{out}");
     assert!(out.contains("store.ca"), "{out}");
+}
+
+/// Two servers on `url` (with `extra` configuration): their processes and APIs.
+fn two_servers(tmp: &Path, url: &str, extra: &str) -> ([Proc; 2], [Api; 2]) {
+    let (ra, rb) = (
+        Replica::new(tmp, "a", Some(url), extra),
+        Replica::new(tmp, "b", Some(url), extra),
+    );
+    let pa = ra.serve();
+    let pb = rb.serve();
+    let t = token(&ra);
+    let (a, b) = (Api::of(&ra, &pa, &t), Api::of(&rb, &pb, &t));
+    ([pa, pb], [a, b])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_through_two_servers_keep_one_quota() {
+    let Some(url) = database("upload_quota") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nupload_max_files = 3\n");
+    let password = seed(&a, None).await;
+    eventually("B knows the device", Duration::from_secs(10), || async {
+        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
+    })
+    .await;
+    // One after the other, through A and B in turn: the newest three are kept.
+    for i in 0..8 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        let name = format!("{MAC}-app{i}.log");
+        assert_eq!(api.upload(MAC, &password, &name, b"log line\n").await, 204);
+    }
+    let newest: Vec<String> = (5..8).map(|i| format!("{MAC}-app{i}.log")).collect();
+    assert_eq!(a.upload_names(MAC).await, newest);
+    assert_eq!(b.upload_names(MAC).await, newest);
+    // At the same moment through both: still three.
+    for round in 0..4 {
+        let (ha, hb) = (a.clone(), b.clone());
+        let (pa, pb) = (password.clone(), password.clone());
+        let one = tokio::spawn(async move {
+            let name = format!("{MAC}-a{round}.log");
+            ha.upload(MAC, &pa, &name, b"a").await
+        });
+        let other = tokio::spawn(async move {
+            let name = format!("{MAC}-b{round}.log");
+            hb.upload(MAC, &pb, &name, b"b").await
+        });
+        assert_eq!((one.await.unwrap(), other.await.unwrap()), (204, 204));
+    }
+    let kept = a.upload_names(MAC).await;
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        kept.iter()
+            .all(|n| n.contains("-a3.") || n.contains("-b3.") || n.contains("2.")),
+        "the newest of the last rounds: {kept:?}"
+    );
 }

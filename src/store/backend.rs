@@ -60,6 +60,10 @@ pub(crate) struct Observations {
     /// Uploaded files to remove (device, name), applied after `uploads`: the oldest of a
     /// device over its quota, removed atomically with the upload that displaced them.
     pub(crate) upload_removals: Vec<(Mac, String)>,
+    /// Set for an engine shared by several servers, which keeps every uploading device of the
+    /// batch within it itself (under a per-device lock, in the batch's transaction), so the
+    /// servers keep one quota; `upload_removals` is then empty.
+    pub(crate) upload_quota: Option<UploadQuota>,
     /// Dispatcher states to save (`None`: forget the device).
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
@@ -84,6 +88,13 @@ impl Observations {
             && self.log_entries.is_empty()
             && self.log_removals.is_empty()
     }
+}
+
+/// The bounds on one device's uploads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct UploadQuota {
+    pub(crate) max_files: usize,
+    pub(crate) max_total_bytes: u64,
 }
 
 /// A storage engine. Calls block; the store makes them from its writer (under its write lock),

@@ -12,9 +12,12 @@
 //! most [`ObservationLimits::unprovisioned_per_ip_per_min`] new MACs to (a flood of made-up
 //! MACs cannot push the real ones out).
 //!
-//! Uploads are bounded per device (files and bytes): the writer thread keeps an index of each
-//! uploading device's files (read from that device's prefix the first time), and an upload over
-//! either bound removes the device's oldest files in the same atomic batch that stores it.
+//! Uploads are bounded per device (files and bytes). With an engine of one server the writer
+//! thread keeps an index of each uploading device's files (read from that device's prefix the
+//! first time), and an upload over either bound removes the device's oldest files in the same
+//! atomic batch that stores it. A shared engine is given the bounds instead
+//! ([`Observations::upload_quota`]) and applies them in the transaction that stores the upload,
+//! under a per-device lock, so the servers keep one quota ([`quota_plan`]).
 //!
 //! The provisioning log (every fetch and upload of a device, refusals with their reason) goes
 //! the same way, bounded per device ([`ObservationLimits::log_entries`]): the writer keeps each
@@ -32,7 +35,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use tokio::sync::oneshot;
 
-use super::backend::{Backend, Observations};
+use super::backend::{Backend, Observations, UploadQuota};
 use super::seal::Sealer;
 use super::{
     now, Applied, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta,
@@ -486,6 +489,50 @@ fn make_room(
     evicted
 }
 
+/// What a shared engine does with one device's uploads in the transaction that stores new ones
+/// ([`quota_plan`]).
+#[derive(Debug, PartialEq)]
+pub(super) struct QuotaPlan {
+    /// The stored files to remove (oldest beyond the quota).
+    pub(super) remove: Vec<String>,
+    /// The new uploads to store (indexes into `new`): the last of each name that stays.
+    pub(super) store: Vec<usize>,
+}
+
+/// Keeps one device within `quota` as `make_room` does, for a shared engine: `stored` are the
+/// device's files as the engine holds them (any order; read under the device's lock), `new`
+/// the uploads of one batch, in the order they came. Each new upload is added in turn, the
+/// oldest going until both bounds hold; the new one always stays.
+pub(super) fn quota_plan(
+    mut stored: Vec<UploadMeta>,
+    new: &[&UploadMeta],
+    quota: UploadQuota,
+) -> QuotaPlan {
+    let limits = ObservationLimits {
+        upload_max_files: quota.max_files,
+        upload_max_total_bytes: quota.max_total_bytes,
+        ..ObservationLimits::default()
+    };
+    stored.sort_by_cached_key(|u| upload_time(&u.at));
+    let before: Vec<String> = stored.iter().map(|u| u.name.clone()).collect();
+    let mut kept = stored;
+    for n in new {
+        make_room(&mut kept, n, &limits);
+    }
+    let remove = before
+        .into_iter()
+        .filter(|name| !kept.iter().any(|u| &u.name == name))
+        .collect();
+    // `make_room` replaces a name in place: a kept name uploaded in the batch is its last
+    // upload (a kept name that was not is a stored file left as it was).
+    let mut store: Vec<usize> = kept
+        .iter()
+        .filter_map(|k| new.iter().rposition(|n| n.name == k.name))
+        .collect();
+    store.sort_unstable();
+    QuotaPlan { remove, store }
+}
+
 /// What the writer knows of one logging device's provisioning log.
 #[derive(Debug, Default)]
 struct DeviceLog {
@@ -605,6 +652,7 @@ fn write_loop(
     // Every logging device's entry count and newest entry: only this thread writes the log.
     let mut logs: HashMap<Mac, DeviceLog> = HashMap::new();
     let mut last_log_id = 0;
+    let shared = backend.shared();
     while let Ok(first) = rx.recv() {
         // Work nobody waits for gathers for up to GATHER, so a batch folds many fetches of the
         // same phones into one write each; a job someone waits for ends the gathering.
@@ -642,6 +690,16 @@ fn write_loop(
                     durable |= ack.is_some();
                     batch.checkins.push((mac, *c));
                     acks.extend(ack);
+                }
+                Job::Upload(mac, meta, body, ack) if shared => {
+                    // The engine keeps the quota, in the transaction that stores the upload.
+                    batch.upload_quota = Some(UploadQuota {
+                        max_files: limits.upload_max_files,
+                        max_total_bytes: limits.upload_max_total_bytes,
+                    });
+                    durable = true;
+                    batch.uploads.push((mac, meta, body));
+                    acks.push(ack);
                 }
                 Job::Upload(mac, meta, body, ack) => {
                     let kept = match kept_uploads(&mut uploads, backend, &mac) {
@@ -969,6 +1027,63 @@ mod tests {
     fn upload_times_order_subsecond_stamps() {
         assert!(upload_time("2026-01-01T00:00:00.5Z") > upload_time("2026-01-01T00:00:00.49999Z"));
         assert!(upload_time("garbage") < upload_time("1970-01-01T00:00:00Z"));
+    }
+
+    fn quota(max_files: usize, max_total_bytes: u64) -> UploadQuota {
+        UploadQuota {
+            max_files,
+            max_total_bytes,
+        }
+    }
+
+    fn at(name: &str, size: u64, at: &str) -> UploadMeta {
+        UploadMeta {
+            name: name.into(),
+            size,
+            at: at.into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_engines_quota_plan_removes_the_stored_oldest_and_stores_the_new() {
+        // Stored in no particular order (as a table gives them); 3 files at most.
+        let stored = vec![
+            at("c", 10, "2026-01-01T00:00:03Z"),
+            at("a", 10, "2026-01-01T00:00:01Z"),
+            at("b", 10, "2026-01-01T00:00:02Z"),
+        ];
+        let d = at("d", 10, "2026-01-01T00:00:04Z");
+        let plan = quota_plan(stored.clone(), &[&d], quota(3, 100));
+        assert_eq!(
+            plan,
+            QuotaPlan {
+                remove: vec!["a".into()],
+                store: vec![0]
+            }
+        );
+        // Within both bounds: nothing goes.
+        let plan = quota_plan(stored.clone(), &[&d], quota(4, 100));
+        assert!(plan.remove.is_empty());
+        // Over the bytes: the oldest go until the new one fits.
+        let big = at("e", 85, "2026-01-01T00:00:04Z");
+        let plan = quota_plan(stored, &[&big], quota(20, 100));
+        assert_eq!(plan.remove, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_batch_of_uploads_is_planned_in_turn_and_one_evicted_in_it_is_not_stored() {
+        let stored = vec![at("a", 10, "2026-01-01T00:00:01Z")];
+        let (x, y, x2, z) = (
+            at("x", 10, "2026-01-01T00:00:02Z"),
+            at("y", 10, "2026-01-01T00:00:03Z"),
+            at("x", 10, "2026-01-01T00:00:04Z"),
+            at("z", 10, "2026-01-01T00:00:05Z"),
+        );
+        // 2 files at most: x evicts nothing (a, x), y evicts a (x, y), x again replaces x
+        // (y, x), z evicts y (x, z).
+        let plan = quota_plan(stored, &[&x, &y, &x2, &z], quota(2, 100));
+        assert_eq!(plan.remove, ["a"]);
+        assert_eq!(plan.store, [2, 3], "the second x and z; y was evicted by z");
     }
 
     #[test]

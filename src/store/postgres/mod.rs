@@ -5,6 +5,8 @@
 //! row holding the last `seq`), `group_seqs`, `meta`, the observations `checkins`,
 //! `sync_states`, `uploads`, `provlog`, and `sync_requests` (manual syncs queued by any server
 //! for the dispatcher, which takes them with the states they lead to in one transaction).
+//! Upload quotas are kept in the transaction that stores an upload, under an advisory lock per
+//! device, so every server keeps the same one.
 //! Check-ins and sync states carry an `ord` from a sequence, so every server follows the rows
 //! the others write. JSON is stored byte for byte as the embedded engine stores it, so a dump
 //! of either engine restores into the other.
@@ -31,7 +33,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::backend::{
     Backend, CatchUp, DumpEntry, FollowedState, Loaded, Observations, RecordSink, SyncRequest,
+    UploadQuota,
 };
+use super::observations::quota_plan;
 use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
@@ -48,6 +52,10 @@ const CHANNEL: &str = "deskprov_changes";
 /// Advisory lock keys (`pg_advisory_lock`): migrations, and the one sync dispatcher.
 const MIGRATION_LOCK: i64 = 0x6465_736b_0001;
 const DISPATCHER_LOCK: i64 = 0x6465_736b_0002;
+
+/// The first key of a device's upload lock (`pg_advisory_xact_lock(int, int)`, the second key
+/// the MAC's `hashtext`; two-key locks never meet the one-key locks above).
+const UPLOAD_LOCK_CLASS: i32 = 0x6473_7570;
 
 /// Idle connections kept by the pool.
 const POOL_IDLE: usize = 8;
@@ -162,6 +170,55 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, Store
 
 fn i64_of(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
+}
+
+/// Stores a batch's uploads keeping every device within `quota`: the devices are locked (in
+/// the order of their lock keys, so two servers' batches never wait on each other in a
+/// circle), their stored files read, and the oldest beyond the quota removed, in the caller's
+/// transaction: two servers uploading for one device keep one quota.
+fn store_uploads_within(
+    tx: &mut postgres::Transaction<'_>,
+    uploads: &[(Mac, UploadMeta, axum::body::Bytes)],
+    quota: UploadQuota,
+) -> Result<(), StoreError> {
+    let mut by_mac: std::collections::BTreeMap<&Mac, Vec<usize>> = Default::default();
+    for (i, (mac, _, _)) in uploads.iter().enumerate() {
+        by_mac.entry(mac).or_default().push(i);
+    }
+    let macs: Vec<&str> = by_mac.keys().map(|m| m.as_str()).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, h)
+         FROM (SELECT DISTINCT hashtext(m) AS h FROM unnest($2::text[]) AS w(m) ORDER BY h) AS k",
+        &[&UPLOAD_LOCK_CLASS, &macs],
+    )?;
+    for (mac, idx) in by_mac {
+        let stored = tx
+            .query("SELECT meta FROM uploads WHERE mac = $1", &[&mac.as_str()])?
+            .iter()
+            .map(|r| parse("upload", r.get::<_, &str>(0)))
+            .collect::<Result<Vec<UploadMeta>, _>>()?;
+        let new: Vec<&UploadMeta> = idx.iter().map(|&i| &uploads[i].1).collect();
+        let plan = quota_plan(stored, &new, quota);
+        for name in &plan.remove {
+            tx.execute(
+                "DELETE FROM uploads WHERE mac = $1 AND name = $2",
+                &[&mac.as_str(), name],
+            )?;
+        }
+        for &i in &plan.store {
+            let (_, meta, body) = &uploads[idx[i]];
+            tx.execute(
+                "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
+                &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
+            )?;
+        }
+        if !plan.remove.is_empty() {
+            let evicted = plan.remove.len();
+            tracing::info!(%mac, evicted, "upload quota: the device's oldest uploads are removed");
+        }
+    }
+    Ok(())
 }
 
 /// Runs a blocking database call; on an async worker, hands that worker's other tasks to
@@ -823,12 +880,19 @@ impl Backend for Postgres {
                     &[&macs, &values],
                 )?;
             }
-            for (mac, meta, body) in &o.uploads {
-                tx.execute(
-                    "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
-                    &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
-                )?;
+            match o.upload_quota {
+                Some(quota) if !o.uploads.is_empty() => {
+                    store_uploads_within(&mut tx, &o.uploads, quota)?
+                }
+                _ => {
+                    for (mac, meta, body) in &o.uploads {
+                        tx.execute(
+                            "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
+                            &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
+                        )?;
+                    }
+                }
             }
             for (mac, name) in &o.upload_removals {
                 tx.execute(
