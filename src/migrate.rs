@@ -1,8 +1,8 @@
 //! `deskprov migrate`: copies the embedded store of a data directory into an empty PostgreSQL
 //! database (`--to`), or a PostgreSQL store into an empty data directory (`--from`), then
 //! verifies the copy: every stored entry (records, change log, counters, check-ins, sync work,
-//! uploads, provisioning logs) byte for byte, and every device's every file rendered from
-//! each side. The sealing key is not copied: both sides use the configured key file.
+//! uploads, provisioning logs, the unprovisioned list MAC by MAC) byte for byte, and every
+//! device's every file rendered from each side. The sealing key is not copied: both sides use the configured key file.
 
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ pub fn verify(config: &Config, url: &str) -> Result<Summary, String> {
     let mut out = Summary::default();
     for c in Store::compare_engines(&dir, url, ca).map_err(|e| e.to_string())? {
         out.lines.push(format!(
-            "{:<9} embedded {:>8}  postgres {:>8}  differing {}",
+            "{:<13} embedded {:>8}  postgres {:>8}  differing {}",
             c.what, c.embedded, c.postgres, c.differing
         ));
         out.differences += c.differing;
@@ -118,7 +118,7 @@ pub fn verify(config: &Config, url: &str) -> Result<Summary, String> {
         .filter(|d| !sa.devices.contains_key(&d.mac))
         .count();
     out.lines.push(format!(
-        "{:<9} {} devices, {} files rendered from each side, differing {}",
+        "{:<13} {} devices, {} files rendered from each side, differing {}",
         "rendered",
         sa.devices.len(),
         files,

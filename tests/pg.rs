@@ -119,6 +119,63 @@ struct Api {
 }
 
 impl Api {
+    /// `GET /unprovisioned`: (mac, count) newest first.
+    async fn unprovisioned(&self) -> Vec<(String, u64)> {
+        let (s, v) = self.get("/api/v1/unprovisioned").await;
+        assert_eq!(s, 200, "{v}");
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["mac"].as_str().unwrap().to_string(),
+                    u["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// A phone's PUT of `name` as the device `mac`: challenged, then with its digest.
+    async fn upload(&self, mac: &str, password: &str, name: &str, body: &[u8]) -> u16 {
+        let url = format!("{}/{name}", self.phones);
+        let first = self.client.put(&url).body("x").send().await.unwrap();
+        assert_eq!(first.status(), 401, "an upload without credentials");
+        let (realm, nonce) = common::digest::challenge(first.headers(), "MD5");
+        let auth = common::digest::authorization(
+            "MD5",
+            mac,
+            password,
+            &realm,
+            &nonce,
+            "PUT",
+            &format!("/{name}"),
+            1,
+        );
+        let r = self
+            .client
+            .put(&url)
+            .header("authorization", auth)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    /// The names of a device's uploads, sorted.
+    async fn upload_names(&self, mac: &str) -> Vec<String> {
+        let (s, v) = self.get(&format!("/api/v1/devices/{mac}/uploads")).await;
+        assert_eq!(s, 200, "{v}");
+        let mut names: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     fn of(r: &Replica, p: &Proc, token: &str) -> Api {
         Api {
             client: r.client(),
@@ -183,6 +240,20 @@ fn token(r: &Replica) -> String {
         .to_string()
 }
 
+/// Runs `sql` on the database at `url` with psql; its rows, unaligned (`|` between columns).
+fn psql_rows(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("psql (from postgresql-client) runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Polls `f` every 50 ms until it is true; panics naming `what` if it is not within `within`.
 async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
 where
@@ -198,6 +269,8 @@ where
 
 const G: &str = "pgtest";
 const MAC: &str = "805ec0000001";
+/// A MAC no device has (until a test creates one).
+const UNKNOWN: &str = "805ec0000099";
 
 /// A group, its user 1001 (Ada) and a Yealink for Ada; returns the device's password.
 async fn seed(api: &Api, notify_target: Option<String>) -> String {
@@ -814,13 +887,20 @@ async fn migrate_copies_a_data_dir_into_postgres_and_back_identically() {
     // A fetch: a check-in and a provisioning log entry to copy too.
     let (status, original) = api.fetch(&format!("{MAC}.cfg"), MAC, &password).await;
     assert_eq!(status, 200);
+    // Two unknown MACs (one of them twice): the unprovisioned list to copy too.
+    for unknown in [UNKNOWN, "805ec00000aa", UNKNOWN] {
+        let (status, _) = api.fetch(&format!("{unknown}.cfg"), unknown, "x").await;
+        assert_eq!(status, 401);
+    }
+    let listed = api.get("/api/v1/unprovisioned").await.1;
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
     let mut p = p;
     assert!(p.terminate().success());
 
     let (ok, out) = embedded.run(&["migrate", "--to", &url]);
     assert!(ok, "migrate --to: {out}");
     assert!(out.contains("the copy is identical"), "{out}");
-    for what in ["data", "changes", "checkins", "provlog"] {
+    for what in ["data", "changes", "checkins", "provlog", "unprovisioned"] {
         let line = out
             .lines()
             .find(|l| l.starts_with(what))
@@ -844,6 +924,11 @@ async fn migrate_copies_a_data_dir_into_postgres_and_back_identically() {
     let (status, copied) = sapi.fetch(&format!("{MAC}.cfg"), MAC, &password).await;
     assert_eq!(status, 200);
     assert_eq!(copied, original, "the same file from the database");
+    assert_eq!(
+        sapi.get("/api/v1/unprovisioned").await.1,
+        listed,
+        "the same unprovisioned list from the database"
+    );
     let mut ps = ps;
     assert!(ps.terminate().success());
 
@@ -857,6 +942,7 @@ async fn migrate_copies_a_data_dir_into_postgres_and_back_identically() {
     let (status, again) = bapi.fetch(&format!("{MAC}.cfg"), MAC, &password).await;
     assert_eq!(status, 200);
     assert_eq!(again, original);
+    assert_eq!(bapi.get("/api/v1/unprovisioned").await.1, listed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -903,4 +989,209 @@ async fn servers_reach_the_database_over_tls_verified_against_the_configured_ca(
     let (started, out) = none.run(&["export"]);
     assert!(!started, "{out}");
     assert!(out.contains("store.ca"), "{out}");
+}
+
+/// Two servers on `url` (with `extra` configuration): their processes and APIs.
+fn two_servers(tmp: &Path, url: &str, extra: &str) -> ([Proc; 2], [Api; 2]) {
+    let (ra, rb) = (
+        Replica::new(tmp, "a", Some(url), extra),
+        Replica::new(tmp, "b", Some(url), extra),
+    );
+    let pa = ra.serve();
+    let pb = rb.serve();
+    let t = token(&ra);
+    let (a, b) = (Api::of(&ra, &pa, &t), Api::of(&rb, &pb, &t));
+    ([pa, pb], [a, b])
+}
+
+/// `api`'s phone listener asked for `mac`'s main file: 401, a MAC no device has. Two
+/// sightings: the request, then its answer to the challenge.
+async fn unknown_fetch(api: &Api, mac: &str) {
+    let (status, body) = api.fetch(&format!("{mac}.cfg"), mac, "anything").await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_mac_seen_by_one_server_is_listed_by_the_other() {
+    let Some(url) = database("unprov_shared") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "");
+    // One MAC seen twice by A and once by B, another only by B.
+    unknown_fetch(&a, UNKNOWN).await;
+    unknown_fetch(&a, UNKNOWN).await;
+    unknown_fetch(&b, UNKNOWN).await;
+    unknown_fetch(&b, "805ec00000aa").await;
+    let both = vec![("805ec00000aa".to_string(), 2), (UNKNOWN.to_string(), 6)];
+    for (name, api) in [("A", &a), ("B", &b)] {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = api.unprovisioned().await;
+            if listed == both {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{name} lists {listed:?}, not what both servers saw"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Counted once each: saved again and again, the counts do not grow.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(a.unprovisioned().await, both);
+    assert_eq!(b.unprovisioned().await, both);
+    assert_eq!(
+        psql_rows(
+            &url,
+            "SELECT count(*) FROM meta WHERE key = 'unprovisioned'"
+        ),
+        "0",
+        "nothing saved whole"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_created_for_a_listed_mac_leaves_the_list_on_every_server() {
+    let Some(url) = database("unprov_device") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "");
+    seed(&a, None).await;
+    unknown_fetch(&a, UNKNOWN).await;
+    unknown_fetch(&a, "805ec00000aa").await;
+    eventually("B lists what A saw", Duration::from_secs(10), || async {
+        b.unprovisioned().await.len() == 2
+    })
+    .await;
+    // A sees the MAC again (a sighting it has not saved yet), and B creates its device.
+    unknown_fetch(&a, UNKNOWN).await;
+    b.create(
+        &format!("/api/v1/groups/{G}/devices"),
+        json!({"mac": UNKNOWN, "name": "new-desk", "model": "yealink-t54w"}),
+    )
+    .await;
+    let left = vec![("805ec00000aa".to_string(), 2)];
+    assert_eq!(b.unprovisioned().await, left, "off B's list at once");
+    eventually("off A's list", Duration::from_secs(10), || async {
+        a.unprovisioned().await == left
+    })
+    .await;
+    // A's saves after the device's commit do not put the MAC back in the shared table.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        psql_rows(
+            &url,
+            &format!("SELECT count(*) FROM unprovisioned WHERE mac = '{UNKNOWN}'")
+        ),
+        "0"
+    );
+    assert_eq!(a.unprovisioned().await, left);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_through_two_servers_keep_one_quota() {
+    let Some(url) = database("upload_quota") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nupload_max_files = 3\n");
+    let password = seed(&a, None).await;
+    eventually("B knows the device", Duration::from_secs(10), || async {
+        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
+    })
+    .await;
+    // One after the other, through A and B in turn: the newest three are kept.
+    for i in 0..8 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        let name = format!("{MAC}-app{i}.log");
+        assert_eq!(api.upload(MAC, &password, &name, b"log line\n").await, 204);
+    }
+    let newest: Vec<String> = (5..8).map(|i| format!("{MAC}-app{i}.log")).collect();
+    assert_eq!(a.upload_names(MAC).await, newest);
+    assert_eq!(b.upload_names(MAC).await, newest);
+    // At the same moment through both: still three.
+    for round in 0..4 {
+        let (ha, hb) = (a.clone(), b.clone());
+        let (pa, pb) = (password.clone(), password.clone());
+        let one = tokio::spawn(async move {
+            let name = format!("{MAC}-a{round}.log");
+            ha.upload(MAC, &pa, &name, b"a").await
+        });
+        let other = tokio::spawn(async move {
+            let name = format!("{MAC}-b{round}.log");
+            hb.upload(MAC, &pb, &name, b"b").await
+        });
+        assert_eq!((one.await.unwrap(), other.await.unwrap()), (204, 204));
+    }
+    let kept = a.upload_names(MAC).await;
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        kept.iter()
+            .all(|n| n.contains("-a3.") || n.contains("-b3.") || n.contains("2.")),
+        "the newest of the last rounds: {kept:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_a_server_saved_whole_moves_into_the_shared_table() {
+    let Some(url) = database("unprov_upgrade") else {
+        return;
+    };
+    // A database as the previous version left it: schema 2, the list whole in meta.
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
+    psql_rows(
+        &url,
+        "CREATE TABLE schema_version (
+             version    bigint PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    );
+    for (v, file) in [(1, "0001_init.sql"), (2, "0002_sync_requests.sql")] {
+        let sql = std::fs::read_to_string(migrations.join(file)).unwrap();
+        psql_rows(&url, &sql);
+        psql_rows(
+            &url,
+            &format!("INSERT INTO schema_version (version) VALUES ({v})"),
+        );
+    }
+    let list = json!([
+        {"mac": UNKNOWN, "file": format!("{UNKNOWN}.cfg"), "ip": "192.0.2.7",
+         "user_agent": "Yealink SIP-T54W 96.86.0.70", "at": "2024-01-05T10:00:02.5Z", "count": 7},
+        {"mac": "805ec00000aa", "file": "y000000000123.cfg", "ip": "192.0.2.8",
+         "user_agent": "Yealink SIP-T46U", "at": "2024-01-05T10:00:01Z", "count": 2},
+    ]);
+    psql_rows(
+        &url,
+        &format!(
+            "INSERT INTO meta (key, value) VALUES ('unprovisioned', '{}')",
+            list.to_string().replace('\'', "''")
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "");
+    for api in [&a, &b] {
+        assert_eq!(api.get("/api/v1/unprovisioned").await.1, list);
+    }
+    assert_eq!(
+        psql_rows(
+            &url,
+            "SELECT count(*) FROM meta WHERE key = 'unprovisioned'"
+        ),
+        "0",
+        "out of meta"
+    );
+    assert_eq!(
+        psql_rows(&url, "SELECT max(version) FROM schema_version"),
+        "3"
+    );
+    // The moved list goes on counting: a sighting on B adds to A's list.
+    unknown_fetch(&b, "805ec00000aa").await;
+    let counted = vec![("805ec00000aa".to_string(), 4), (UNKNOWN.to_string(), 7)];
+    eventually("A counts B's sighting", Duration::from_secs(10), || async {
+        a.unprovisioned().await == counted
+    })
+    .await;
 }

@@ -233,6 +233,47 @@ async fn an_unknown_mac_is_listed_as_unprovisioned() {
 }
 
 #[tokio::test]
+async fn a_device_created_for_a_listed_mac_leaves_the_unprovisioned_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_at(dir.path(), |_| {}).await;
+    group_with_users(&s).await;
+    for mac in ["805ec0000098", "805ec0000099"] {
+        let r = phone_get(
+            &s.client,
+            &s.phones,
+            &format!("/{mac}.cfg"),
+            OnePhone::UA,
+            Some((mac, "anything-at-all")),
+            "MD5",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status(), 401);
+    }
+    let listed = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["mac"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(
+        listed(&before),
+        ["805ec0000099", "805ec0000098"],
+        "{before}"
+    );
+    device(&s, "805ec0000099", "yealink-t54w", "new-desk").await;
+    let after = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(listed(&after), ["805ec0000098"], "{after}");
+    // And the list saved says the same.
+    s.shutdown().await;
+    let s = TestServer::start_at(dir.path(), |_| {}).await;
+    let again = s.get("/api/v1/unprovisioned").await.body;
+    assert_eq!(again, after);
+}
+
+#[tokio::test]
 async fn a_replayed_authorization_is_refused() {
     let p = OnePhone::start().await;
     let url = format!("{}{}", p.s.phones, OnePhone::MAIN);

@@ -121,7 +121,7 @@ async fn unprovisioned(
     caller: Caller,
 ) -> ApiResult<axum::Json<Vec<crate::store::Unprovisioned>>> {
     caller.platform()?;
-    Ok(axum::Json(app.store.unprovisioned()))
+    Ok(axum::Json(blocking(&app, |s| s.unprovisioned()).await?))
 }
 
 /// The device at `{mac}`, if the caller may see it.

@@ -736,7 +736,7 @@ impl Ctx<'_> {
             let d = self.authorize_unknown(&mac);
             let r = self.deny(d, name);
             // Logged only for a MAC already on the (bounded) unprovisioned list.
-            if self.app.store.unprovisioned().iter().any(|u| u.mac == mac) {
+            if self.app.store.is_unprovisioned(&mac) {
                 self.log(&mac, name, r.status(), 0, Some(Refusal::UnknownMac));
             }
             return Err(Box::new(r));

@@ -60,12 +60,21 @@ pub(crate) struct Observations {
     /// Uploaded files to remove (device, name), applied after `uploads`: the oldest of a
     /// device over its quota, removed atomically with the upload that displaced them.
     pub(crate) upload_removals: Vec<(Mac, String)>,
+    /// Set for an engine shared by several servers, which keeps every uploading device of the
+    /// batch within it itself (under a per-device lock, in the batch's transaction), so the
+    /// servers keep one quota; `upload_removals` is then empty.
+    pub(crate) upload_quota: Option<UploadQuota>,
     /// Dispatcher states to save (`None`: forget the device).
     pub(crate) sync_states: Vec<(Mac, Option<SyncState>)>,
     /// The dispatcher's new cursor, when it moved.
     pub(crate) sync_cursor: Option<u64>,
-    /// The whole unprovisioned list to save in place of the last one (bounded).
+    /// The whole unprovisioned list to save in place of the last one (bounded); an engine of
+    /// one server.
     pub(crate) unprovisioned: Option<Vec<Unprovisioned>>,
+    /// Unknown MACs seen since the last save, newest first, for an engine shared by several
+    /// servers to add to its list (per MAC, the count added to the stored one), then keep its
+    /// newest `UNPROVISIONED_MAX`.
+    pub(crate) unprovisioned_seen: Vec<Sighting>,
     /// Provisioning log entries to add.
     pub(crate) log_entries: Vec<(Mac, ProvLogEntry)>,
     /// Provisioning log entries to remove (device, id), applied after `log_entries`: the
@@ -81,9 +90,26 @@ impl Observations {
             && self.sync_states.is_empty()
             && self.sync_cursor.is_none()
             && self.unprovisioned.is_none()
+            && self.unprovisioned_seen.is_empty()
             && self.log_entries.is_empty()
             && self.log_removals.is_empty()
     }
+}
+
+/// The sightings of one unknown MAC since they were last saved.
+#[derive(Clone, Debug)]
+pub(crate) struct Sighting {
+    /// The last one (file, address, User-Agent, `at`), with `count` the sightings since.
+    pub(crate) last: Unprovisioned,
+    /// When the first of them was (RFC 3339).
+    pub(crate) first_at: String,
+}
+
+/// The bounds on one device's uploads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct UploadQuota {
+    pub(crate) max_files: usize,
+    pub(crate) max_total_bytes: u64,
 }
 
 /// A storage engine. Calls block; the store makes them from its writer (under its write lock),
@@ -201,6 +227,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// The dispatcher's cursor and every device's sync state.
     fn sync_load(&self) -> Result<(u64, Vec<(Mac, SyncState)>), StoreError>;
+
+    /// The unprovisioned list every server added to, newest first (bounded). Only for an
+    /// engine shared by several servers: otherwise the store's own list is the list.
+    fn unprovisioned(&self) -> Result<Vec<Unprovisioned>, StoreError> {
+        Err(StoreError::Engine(
+            "the unprovisioned list is kept in memory with an engine of one server".into(),
+        ))
+    }
 
     /// Uploads of a device, by name.
     fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError>;

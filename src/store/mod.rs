@@ -38,7 +38,7 @@ pub(crate) use transfer::restore_dump;
 pub use transfer::ImportOutcome;
 
 use crate::catalog::RulesEnv;
-use crate::domain::state::{Record, State, Tx};
+use crate::domain::state::{Record, RecordKey, State, Tx};
 use crate::domain::*;
 
 /// A log filter directive that keeps the storage engine to warnings: at debug and trace it
@@ -166,7 +166,8 @@ pub struct Store {
 #[derive(Debug)]
 pub(crate) struct EngineComparison {
     /// The embedded engine's tree: `data` (records), `changes`, `meta`, `checkins`, `sync`,
-    /// `uploads`, `provlog`.
+    /// `uploads`, `provlog`; and `unprovisioned`, the list (a `meta` entry of the embedded
+    /// engine, a table of PostgreSQL) compared MAC by MAC.
     pub(crate) what: &'static str,
     pub(crate) embedded: usize,
     pub(crate) postgres: usize,
@@ -283,6 +284,18 @@ impl Store {
         let index = |d: Vec<backend::DumpEntry>| {
             let mut m: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>> = BTreeMap::new();
             for (t, k, v) in d {
+                if t == "meta" && k == b"unprovisioned" {
+                    // One entry per MAC (a list that does not parse counts as empty, as a
+                    // load reads it).
+                    let list: Vec<serde_json::Value> =
+                        serde_json::from_slice(&v).unwrap_or_default();
+                    let tree = m.entry("unprovisioned".into()).or_default();
+                    for u in list {
+                        let mac = u["mac"].as_str().unwrap_or_default().as_bytes().to_vec();
+                        tree.insert(mac, serde_json::to_vec(&u).unwrap_or_default());
+                    }
+                    continue;
+                }
                 m.entry(t).or_default().insert(k, v);
             }
             m
@@ -291,7 +304,14 @@ impl Store {
         let empty = BTreeMap::new();
         let mut out = Vec::new();
         for tree in [
-            "data", "changes", "meta", "checkins", "sync", "uploads", "provlog",
+            "data",
+            "changes",
+            "meta",
+            "checkins",
+            "sync",
+            "uploads",
+            "provlog",
+            "unprovisioned",
         ] {
             let (x, y) = (a.get(tree).unwrap_or(&empty), b.get(tree).unwrap_or(&empty));
             let differing = x.iter().filter(|(k, v)| y.get(*k) != Some(*v)).count()
@@ -330,6 +350,11 @@ impl Store {
             take: &mut |r| loader.add(r),
         })?;
         let state = loader.finish();
+        // A MAC that is a device is not unprovisioned (its list was last saved before the
+        // device was created, say).
+        loaded
+            .unprovisioned
+            .retain(|u| !state.devices.contains_key(&u.mac));
         let plain = plain.into_inner().unwrap_or_else(|p| p.into_inner());
         if !plain.is_empty() {
             backend.rewrite(&plain)?;
@@ -476,6 +501,15 @@ impl Store {
             .into_iter()
             .map(|(k, r)| (k, r.map(|r| seal_record(&self.sealer, &r))))
             .collect();
+        // A device written is no longer unprovisioned: a shared engine takes it off its list in
+        // this commit, this server's own list once it is committed.
+        let devices: Vec<Mac> = writes
+            .iter()
+            .filter_map(|(k, r)| match (k, r) {
+                (RecordKey::Device(m), Some(_)) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
         let started = std::time::Instant::now();
         let committed = self.backend.commit(&writes, &change);
         self.commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -488,6 +522,7 @@ impl Store {
             *self.roll_due.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(std::time::Instant::now());
         }
+        self.observer.unprovisioned_forget(&devices);
         w.seq = seq;
         if let (Some(g), Some(n)) = (&change.group, group_seq) {
             Arc::make_mut(&mut w.group_seqs).insert(g.clone(), n);
@@ -517,7 +552,11 @@ impl Store {
             return Ok(Followed::default());
         }
         let mut opened = Vec::with_capacity(cu.records.len());
+        let mut devices = Vec::new();
         for (k, r) in cu.records {
+            if let (RecordKey::Device(m), Some(_)) = (&k, &r) {
+                devices.push(m.clone());
+            }
             let r = match r {
                 Some(mut r) => {
                     for p in r.passwords_mut() {
@@ -539,6 +578,8 @@ impl Store {
                 }
             }
         }
+        // Another server's device: off this server's unprovisioned list too.
+        self.observer.unprovisioned_forget(&devices);
         let mut templates = false;
         for c in &cu.changes {
             templates |= c.kind == ChangeKind::Template;
@@ -726,19 +767,18 @@ impl Store {
     }
 
     /// Saves the unprovisioned list when it changed (from `maintain`, about once a second, and
-    /// on shutdown), so it survives a restart; it is bounded, and losing the last second of
-    /// sightings in a crash costs nothing (the phones ask again).
+    /// on shutdown), so it survives a restart: the whole list with an engine of one server,
+    /// the sightings since the last save with a shared one (which every server's `GET
+    /// /unprovisioned` reads). It is bounded, and losing the last second of sightings in a
+    /// crash costs nothing (the phones ask again). What a failed save took is kept for the
+    /// next one.
     fn save_unprovisioned(&self) -> Result<(), StoreError> {
-        match self.observer.unprovisioned_to_save() {
-            Some(list) => self.backend.observe(
-                &backend::Observations {
-                    unprovisioned: Some(list),
-                    ..Default::default()
-                },
-                false,
-            ),
-            None => Ok(()),
-        }
+        let Some(batch) = self.observer.unprovisioned_to_save() else {
+            return Ok(());
+        };
+        self.backend.observe(&batch, false).inspect_err(|_| {
+            self.observer.unprovisioned_unsaved(batch);
+        })
     }
 
     /// Background upkeep, called about once a second off the async workers: the key roll that
@@ -848,8 +888,24 @@ impl Store {
         self.backend.log_of(mac, before, limit)
     }
 
-    pub(crate) fn unprovisioned(&self) -> Vec<Unprovisioned> {
-        self.observer.unprovisioned()
+    /// The unprovisioned list, newest first: with a shared engine what every server saw (this
+    /// server's latest sightings saved first), read from the engine — call it off the async
+    /// workers. Never a MAC that is a device.
+    pub(crate) fn unprovisioned(&self) -> Result<Vec<Unprovisioned>, StoreError> {
+        let mut list = if self.shared {
+            self.save_unprovisioned()?;
+            self.backend.unprovisioned()?
+        } else {
+            self.observer.unprovisioned()
+        };
+        let state = self.read();
+        list.retain(|u| !state.devices.contains_key(&u.mac));
+        Ok(list)
+    }
+
+    /// Whether `mac` is on this server's unprovisioned list (in memory: for the phone path).
+    pub(crate) fn is_unprovisioned(&self, mac: &Mac) -> bool {
+        self.observer.is_unprovisioned(mac)
     }
 
     /// Stores a file a phone uploaded; resolves once it is durable.

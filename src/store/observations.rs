@@ -10,11 +10,17 @@
 //! In memory, under locks held for a map operation and never across I/O: the last check-in of
 //! every device and the bounded list of unprovisioned MACs, which one client address may add at
 //! most [`ObservationLimits::unprovisioned_per_ip_per_min`] new MACs to (a flood of made-up
-//! MACs cannot push the real ones out).
+//! MACs cannot push the real ones out). With an engine of one server that list is the list,
+//! saved whole; with an engine shared by several servers it is this server's view (it decides
+//! admission and what is logged), and the sightings made since the last save are added to the
+//! engine's shared table (per MAC, counts as deltas), which is what `GET /unprovisioned` reads.
 //!
-//! Uploads are bounded per device (files and bytes): the writer thread keeps an index of each
-//! uploading device's files (read from that device's prefix the first time), and an upload over
-//! either bound removes the device's oldest files in the same atomic batch that stores it.
+//! Uploads are bounded per device (files and bytes). With an engine of one server the writer
+//! thread keeps an index of each uploading device's files (read from that device's prefix the
+//! first time), and an upload over either bound removes the device's oldest files in the same
+//! atomic batch that stores it. A shared engine is given the bounds instead
+//! ([`Observations::upload_quota`]) and applies them in the transaction that stores the upload,
+//! under a per-device lock, so the servers keep one quota ([`quota_plan`]).
 //!
 //! The provisioning log (every fetch and upload of a device, refusals with their reason) goes
 //! the same way, bounded per device ([`ObservationLimits::log_entries`]): the writer keeps each
@@ -32,15 +38,15 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use tokio::sync::oneshot;
 
-use super::backend::{Backend, Observations};
+use super::backend::{Backend, Observations, Sighting, UploadQuota};
 use super::seal::Sealer;
 use super::{
     now, Applied, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta,
 };
 use crate::domain::{Mac, Secret};
 
-/// Most unprovisioned MACs remembered (newest first).
-const UNPROVISIONED_MAX: usize = 1000;
+/// Most unprovisioned MACs remembered (newest first), in memory and in a shared engine's table.
+pub(super) const UNPROVISIONED_MAX: usize = 1000;
 
 /// Most client addresses whose unprovisioned sightings are counted at once.
 const ADMISSION_MAX: usize = 10_000;
@@ -119,15 +125,37 @@ pub(super) struct Observer {
     checkins: Arc<RwLock<HashMap<Mac, CheckIn>>>,
     unprovisioned: Mutex<UnprovisionedList>,
     limits: ObservationLimits,
+    /// The engine is shared by several servers: the unprovisioned list is saved as sightings,
+    /// and upload quotas are kept by the engine.
+    shared: bool,
 }
 
 /// The unprovisioned MACs, newest first, and how many new ones each address added lately.
 #[derive(Default)]
 struct UnprovisionedList {
-    entries: VecDeque<Unprovisioned>,
+    entries: VecDeque<Listed>,
     admission: HashMap<String, Admission>,
     /// Changed since it was last saved.
     dirty: bool,
+}
+
+/// One unprovisioned MAC in memory.
+struct Listed {
+    u: Unprovisioned,
+    /// Sightings not yet added to a shared engine's table (0 with an engine of one server)...
+    pending: u64,
+    /// ...and when the first of them was.
+    pending_since: String,
+}
+
+impl Listed {
+    fn saved(u: Unprovisioned) -> Listed {
+        Listed {
+            u,
+            pending: 0,
+            pending_since: String::new(),
+        }
+    }
 }
 
 /// One client address's minute of new unprovisioned MACs.
@@ -173,6 +201,110 @@ impl UnprovisionedList {
     }
 }
 
+impl UnprovisionedList {
+    /// Puts `u` (a sighting: `count` is ignored) at the front: an entry of its MAC moves there
+    /// with one more sighting, a new MAC is added if its address is within `per_min`. With
+    /// `shared`, the sighting is also counted as not yet saved. `Ok`: the MACs that fell off
+    /// the end; `Err`: dropped (with the count for a log line when one is due).
+    fn see(
+        &mut self,
+        u: Unprovisioned,
+        per_min: u32,
+        now: Instant,
+        shared: bool,
+    ) -> Result<Vec<Mac>, Option<u64>> {
+        let (count, pending, since) = match self.entries.iter().position(|e| e.u.mac == u.mac) {
+            Some(i) => {
+                let e = self.entries.remove(i).expect("the position found");
+                let since = if e.pending == 0 {
+                    u.at.clone()
+                } else {
+                    e.pending_since
+                };
+                (e.u.count + 1, e.pending + 1, since)
+            }
+            None => match self.admit(&u.ip, per_min, now) {
+                Ok(true) => (1, 1, u.at.clone()),
+                Ok(false) => return Err(None),
+                Err(dropped) => return Err(Some(dropped)),
+            },
+        };
+        let (pending, pending_since) = if shared {
+            (pending, since)
+        } else {
+            (0, String::new())
+        };
+        self.entries.push_front(Listed {
+            u: Unprovisioned { count, ..u },
+            pending,
+            pending_since,
+        });
+        self.dirty = true;
+        // What falls off the end is older than every entry kept, each of which reaches a
+        // shared table with a later time: its unsaved sightings would be trimmed there anyway.
+        if self.entries.len() <= UNPROVISIONED_MAX {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .entries
+            .split_off(UNPROVISIONED_MAX)
+            .into_iter()
+            .map(|e| e.u.mac)
+            .collect())
+    }
+
+    /// See [`Observer::unprovisioned_to_save`].
+    fn take_unsaved(&mut self, shared: bool) -> Option<Observations> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        if !shared {
+            return Some(Observations {
+                unprovisioned: Some(self.entries.iter().map(|e| e.u.clone()).collect()),
+                ..Default::default()
+            });
+        }
+        let seen: Vec<Sighting> = self
+            .entries
+            .iter_mut()
+            .filter(|e| e.pending > 0)
+            .map(|e| Sighting {
+                last: Unprovisioned {
+                    count: std::mem::take(&mut e.pending),
+                    ..e.u.clone()
+                },
+                first_at: std::mem::take(&mut e.pending_since),
+            })
+            .collect();
+        (!seen.is_empty()).then(|| Observations {
+            unprovisioned_seen: seen,
+            ..Default::default()
+        })
+    }
+
+    /// See [`Observer::unprovisioned_unsaved`]: sightings of MACs still listed are counted
+    /// as unsaved again (a MAC that left the list meanwhile loses them).
+    fn give_back(&mut self, batch: Observations) {
+        self.dirty = true;
+        for s in batch.unprovisioned_seen {
+            if let Some(e) = self.entries.iter_mut().find(|e| e.u.mac == s.last.mac) {
+                e.pending += s.last.count;
+                e.pending_since = s.first_at;
+            }
+        }
+    }
+
+    /// See [`Observer::unprovisioned_forget`].
+    fn forget(&mut self, macs: &[Mac]) {
+        let before = self.entries.len();
+        let macs: HashSet<&Mac> = macs.iter().collect();
+        self.entries.retain(|e| !macs.contains(&e.u.mac));
+        if self.entries.len() != before {
+            self.dirty = true;
+        }
+    }
+}
+
 fn engine_error(e: String) -> StoreError {
     StoreError::Engine(e)
 }
@@ -186,6 +318,7 @@ impl Observer {
         limits: ObservationLimits,
     ) -> Observer {
         let checkins = Arc::new(RwLock::new(loaded.into_iter().collect()));
+        let shared = backend.shared();
         let (tx, rx) = mpsc::channel();
         let map = Arc::clone(&checkins);
         let thread = std::thread::Builder::new()
@@ -197,10 +330,15 @@ impl Observer {
             thread: Some(thread),
             checkins,
             unprovisioned: Mutex::new(UnprovisionedList {
-                entries: unprovisioned.into_iter().take(UNPROVISIONED_MAX).collect(),
+                entries: unprovisioned
+                    .into_iter()
+                    .take(UNPROVISIONED_MAX)
+                    .map(Listed::saved)
+                    .collect(),
                 ..UnprovisionedList::default()
             }),
             limits,
+            shared,
         }
     }
 
@@ -371,49 +509,60 @@ impl Observer {
         user_agent: &str,
     ) -> (bool, Vec<Mac>) {
         let per_min = self.limits.unprovisioned_per_ip_per_min;
-        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
-        let count = match l.entries.iter().position(|u| &u.mac == mac) {
-            Some(i) => l.entries.remove(i).map(|u| u.count).unwrap_or(0) + 1,
-            None => match l.admit(ip, per_min, Instant::now()) {
-                Ok(true) => 1,
-                Ok(false) => return (false, Vec::new()),
-                Err(dropped) => {
-                    drop(l);
-                    tracing::warn!(%ip, dropped, "more than {per_min} new unprovisioned MACs per minute from {ip}; their sightings are dropped");
-                    return (false, Vec::new());
-                }
-            },
-        };
-        l.entries.push_front(Unprovisioned {
+        let sighting = Unprovisioned {
             mac: mac.clone(),
             file: file.to_string(),
             ip: ip.to_string(),
             user_agent: user_agent.chars().take(256).collect(),
             at: now(),
-            count,
-        });
-        let evicted = if l.entries.len() > UNPROVISIONED_MAX {
-            l.entries
-                .split_off(UNPROVISIONED_MAX)
-                .into_iter()
-                .map(|u| u.mac)
-                .collect()
-        } else {
-            Vec::new()
+            count: 1,
         };
-        l.dirty = true;
-        (true, evicted)
-    }
-
-    /// The list, when it changed since the last call (the store saves it then).
-    pub(super) fn unprovisioned_to_save(&self) -> Option<Vec<Unprovisioned>> {
         let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::take(&mut l.dirty).then(|| l.entries.iter().cloned().collect())
+        match l.see(sighting, per_min, Instant::now(), self.shared) {
+            Ok(evicted) => (true, evicted),
+            Err(None) => (false, Vec::new()),
+            Err(Some(dropped)) => {
+                drop(l);
+                tracing::warn!(%ip, dropped, "more than {per_min} new unprovisioned MACs per minute from {ip}; their sightings are dropped");
+                (false, Vec::new())
+            }
+        }
     }
 
+    /// What to save of the unprovisioned list, when anything: for an engine of one server the
+    /// whole list (when it changed since the last call), for a shared one the sightings made
+    /// since the last call (taken: [`Observer::unprovisioned_unsaved`] gives them back).
+    pub(super) fn unprovisioned_to_save(&self) -> Option<Observations> {
+        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        l.take_unsaved(self.shared)
+    }
+
+    /// Gives back what [`Observer::unprovisioned_to_save`] took when saving it failed, so the
+    /// next save carries it.
+    pub(super) fn unprovisioned_unsaved(&self, batch: Observations) {
+        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        l.give_back(batch);
+    }
+
+    /// Takes MACs that became devices off the list (their unsaved sightings with them).
+    pub(super) fn unprovisioned_forget(&self, macs: &[Mac]) {
+        if macs.is_empty() {
+            return;
+        }
+        let mut l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        l.forget(macs);
+    }
+
+    /// Whether `mac` is on this server's list.
+    pub(super) fn is_unprovisioned(&self, mac: &Mac) -> bool {
+        let l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
+        l.entries.iter().any(|e| &e.u.mac == mac)
+    }
+
+    /// This server's list, newest first.
     pub(super) fn unprovisioned(&self) -> Vec<Unprovisioned> {
         let l = self.unprovisioned.lock().unwrap_or_else(|p| p.into_inner());
-        l.entries.iter().cloned().collect()
+        l.entries.iter().map(|e| e.u.clone()).collect()
     }
 }
 
@@ -484,6 +633,50 @@ fn make_room(
     }
     kept.push(new.clone());
     evicted
+}
+
+/// What a shared engine does with one device's uploads in the transaction that stores new ones
+/// ([`quota_plan`]).
+#[derive(Debug, PartialEq)]
+pub(super) struct QuotaPlan {
+    /// The stored files to remove (oldest beyond the quota).
+    pub(super) remove: Vec<String>,
+    /// The new uploads to store (indexes into `new`): the last of each name that stays.
+    pub(super) store: Vec<usize>,
+}
+
+/// Keeps one device within `quota` as `make_room` does, for a shared engine: `stored` are the
+/// device's files as the engine holds them (any order; read under the device's lock), `new`
+/// the uploads of one batch, in the order they came. Each new upload is added in turn, the
+/// oldest going until both bounds hold; the new one always stays.
+pub(super) fn quota_plan(
+    mut stored: Vec<UploadMeta>,
+    new: &[&UploadMeta],
+    quota: UploadQuota,
+) -> QuotaPlan {
+    let limits = ObservationLimits {
+        upload_max_files: quota.max_files,
+        upload_max_total_bytes: quota.max_total_bytes,
+        ..ObservationLimits::default()
+    };
+    stored.sort_by_cached_key(|u| upload_time(&u.at));
+    let before: Vec<String> = stored.iter().map(|u| u.name.clone()).collect();
+    let mut kept = stored;
+    for n in new {
+        make_room(&mut kept, n, &limits);
+    }
+    let remove = before
+        .into_iter()
+        .filter(|name| !kept.iter().any(|u| &u.name == name))
+        .collect();
+    // `make_room` replaces a name in place: a kept name uploaded in the batch is its last
+    // upload (a kept name that was not is a stored file left as it was).
+    let mut store: Vec<usize> = kept
+        .iter()
+        .filter_map(|k| new.iter().rposition(|n| n.name == k.name))
+        .collect();
+    store.sort_unstable();
+    QuotaPlan { remove, store }
 }
 
 /// What the writer knows of one logging device's provisioning log.
@@ -605,6 +798,7 @@ fn write_loop(
     // Every logging device's entry count and newest entry: only this thread writes the log.
     let mut logs: HashMap<Mac, DeviceLog> = HashMap::new();
     let mut last_log_id = 0;
+    let shared = backend.shared();
     while let Ok(first) = rx.recv() {
         // Work nobody waits for gathers for up to GATHER, so a batch folds many fetches of the
         // same phones into one write each; a job someone waits for ends the gathering.
@@ -642,6 +836,16 @@ fn write_loop(
                     durable |= ack.is_some();
                     batch.checkins.push((mac, *c));
                     acks.extend(ack);
+                }
+                Job::Upload(mac, meta, body, ack) if shared => {
+                    // The engine keeps the quota, in the transaction that stores the upload.
+                    batch.upload_quota = Some(UploadQuota {
+                        max_files: limits.upload_max_files,
+                        max_total_bytes: limits.upload_max_total_bytes,
+                    });
+                    durable = true;
+                    batch.uploads.push((mac, meta, body));
+                    acks.push(ack);
                 }
                 Job::Upload(mac, meta, body, ack) => {
                     let kept = match kept_uploads(&mut uploads, backend, &mac) {
@@ -969,6 +1173,190 @@ mod tests {
     fn upload_times_order_subsecond_stamps() {
         assert!(upload_time("2026-01-01T00:00:00.5Z") > upload_time("2026-01-01T00:00:00.49999Z"));
         assert!(upload_time("garbage") < upload_time("1970-01-01T00:00:00Z"));
+    }
+
+    fn quota(max_files: usize, max_total_bytes: u64) -> UploadQuota {
+        UploadQuota {
+            max_files,
+            max_total_bytes,
+        }
+    }
+
+    fn at(name: &str, size: u64, at: &str) -> UploadMeta {
+        UploadMeta {
+            name: name.into(),
+            size,
+            at: at.into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_engines_quota_plan_removes_the_stored_oldest_and_stores_the_new() {
+        // Stored in no particular order (as a table gives them); 3 files at most.
+        let stored = vec![
+            at("c", 10, "2026-01-01T00:00:03Z"),
+            at("a", 10, "2026-01-01T00:00:01Z"),
+            at("b", 10, "2026-01-01T00:00:02Z"),
+        ];
+        let d = at("d", 10, "2026-01-01T00:00:04Z");
+        let plan = quota_plan(stored.clone(), &[&d], quota(3, 100));
+        assert_eq!(
+            plan,
+            QuotaPlan {
+                remove: vec!["a".into()],
+                store: vec![0]
+            }
+        );
+        // Within both bounds: nothing goes.
+        let plan = quota_plan(stored.clone(), &[&d], quota(4, 100));
+        assert!(plan.remove.is_empty());
+        // Over the bytes: the oldest go until the new one fits.
+        let big = at("e", 85, "2026-01-01T00:00:04Z");
+        let plan = quota_plan(stored, &[&big], quota(20, 100));
+        assert_eq!(plan.remove, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_batch_of_uploads_is_planned_in_turn_and_one_evicted_in_it_is_not_stored() {
+        let stored = vec![at("a", 10, "2026-01-01T00:00:01Z")];
+        let (x, y, x2, z) = (
+            at("x", 10, "2026-01-01T00:00:02Z"),
+            at("y", 10, "2026-01-01T00:00:03Z"),
+            at("x", 10, "2026-01-01T00:00:04Z"),
+            at("z", 10, "2026-01-01T00:00:05Z"),
+        );
+        // 2 files at most: x evicts nothing (a, x), y evicts a (x, y), x again replaces x
+        // (y, x), z evicts y (x, z).
+        let plan = quota_plan(stored, &[&x, &y, &x2, &z], quota(2, 100));
+        assert_eq!(plan.remove, ["a"]);
+        assert_eq!(plan.store, [2, 3], "the second x and z; y was evicted by z");
+    }
+
+    fn sighting(mac: &Mac, at: &str) -> Unprovisioned {
+        Unprovisioned {
+            mac: mac.clone(),
+            file: format!("{mac}.cfg"),
+            ip: "192.0.2.1".into(),
+            user_agent: "ua".into(),
+            at: at.into(),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn a_shared_engine_is_given_the_sightings_since_the_last_save_once() {
+        let (a, b) = (
+            Mac::parse("805ec0000001").unwrap(),
+            Mac::parse("805ec0000002").unwrap(),
+        );
+        let mut l = UnprovisionedList::default();
+        let t = Instant::now();
+        for (m, when) in [(&a, "01"), (&b, "02"), (&a, "03"), (&a, "04")] {
+            let at = format!("2026-01-01T00:00:{when}Z");
+            assert_eq!(l.see(sighting(m, &at), 10, t, true), Ok(Vec::new()));
+        }
+        let saved = l.take_unsaved(true).expect("something to save");
+        assert!(saved.unprovisioned.is_none(), "never the whole list");
+        let seen: Vec<(&str, u64, &str, &str)> = saved
+            .unprovisioned_seen
+            .iter()
+            .map(|s| {
+                let last = &s.last;
+                (
+                    last.mac.as_str(),
+                    last.count,
+                    last.at.as_str(),
+                    s.first_at.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "805ec0000001",
+                    3,
+                    "2026-01-01T00:00:04Z",
+                    "2026-01-01T00:00:01Z"
+                ),
+                (
+                    "805ec0000002",
+                    1,
+                    "2026-01-01T00:00:02Z",
+                    "2026-01-01T00:00:02Z"
+                ),
+            ],
+            "newest first, counts since the last save"
+        );
+        assert!(l.take_unsaved(true).is_none(), "nothing new since");
+        // The list itself keeps the totals.
+        assert_eq!(l.entries[0].u.count, 3);
+        // One more of a: only that one goes next; a failed save gives its sightings back.
+        l.see(sighting(&a, "2026-01-01T00:00:05Z"), 10, t, true)
+            .unwrap();
+        let next = l.take_unsaved(true).unwrap();
+        assert_eq!(next.unprovisioned_seen.len(), 1);
+        assert_eq!(next.unprovisioned_seen[0].last.count, 1);
+        l.give_back(next);
+        l.see(sighting(&a, "2026-01-01T00:00:06Z"), 10, t, true)
+            .unwrap();
+        let again = l.take_unsaved(true).unwrap();
+        let s = &again.unprovisioned_seen[0];
+        assert_eq!(
+            (s.last.count, s.first_at.as_str()),
+            (2, "2026-01-01T00:00:05Z")
+        );
+    }
+
+    #[test]
+    fn an_engine_of_one_server_is_given_the_whole_list_when_it_changed() {
+        let a = Mac::parse("805ec0000001").unwrap();
+        let mut l = UnprovisionedList::default();
+        l.see(
+            sighting(&a, "2026-01-01T00:00:01Z"),
+            10,
+            Instant::now(),
+            false,
+        )
+        .unwrap();
+        let saved = l.take_unsaved(false).unwrap();
+        assert!(saved.unprovisioned_seen.is_empty());
+        assert_eq!(saved.unprovisioned.unwrap()[0].mac, a);
+        assert!(l.take_unsaved(false).is_none(), "unchanged since");
+    }
+
+    #[test]
+    fn a_mac_that_became_a_device_leaves_the_list_with_its_unsaved_sightings() {
+        let (a, b) = (
+            Mac::parse("805ec0000001").unwrap(),
+            Mac::parse("805ec0000002").unwrap(),
+        );
+        for shared in [false, true] {
+            let mut l = UnprovisionedList::default();
+            let t = Instant::now();
+            l.see(sighting(&a, "2026-01-01T00:00:01Z"), 10, t, shared)
+                .unwrap();
+            l.see(sighting(&b, "2026-01-01T00:00:02Z"), 10, t, shared)
+                .unwrap();
+            l.take_unsaved(shared);
+            l.see(sighting(&a, "2026-01-01T00:00:03Z"), 10, t, shared)
+                .unwrap();
+            l.forget(std::slice::from_ref(&a));
+            let macs: Vec<&Mac> = l.entries.iter().map(|e| &e.u.mac).collect();
+            assert_eq!(macs, [&b]);
+            let saved = l.take_unsaved(shared);
+            if shared {
+                assert!(saved.is_none(), "a's unsaved sighting went with it");
+            } else {
+                let list = saved.expect("the list changed").unprovisioned.unwrap();
+                assert_eq!(list.len(), 1, "saved without a");
+            }
+            l.forget(std::slice::from_ref(&a));
+            assert!(
+                l.take_unsaved(shared).is_none(),
+                "forgetting what is not listed changes nothing"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! Tables (see `migrations/`): `records` (every record by its key, JSON text, with the `seq` that
 //! last wrote it; deletions stay as tombstones), `changes` (the change log), `counter` (the one
 //! row holding the last `seq`), `group_seqs`, `meta`, the observations `checkins`,
-//! `sync_states`, `uploads`, `provlog`, and `sync_requests` (manual syncs queued by any server
-//! for the dispatcher, which takes them with the states they lead to in one transaction).
+//! `sync_states`, `uploads`, `provlog`, `unprovisioned` (unknown MACs any server saw, added to
+//! per MAC and trimmed to the newest [`UNPROVISIONED_MAX`] under an advisory lock), and
+//! `sync_requests` (manual syncs queued by any server for the dispatcher, which takes them with
+//! the states they lead to in one transaction). Upload quotas are kept in the transaction that
+//! stores an upload, under an advisory lock per device, so every server keeps the same one.
 //! Check-ins and sync states carry an `ord` from a sequence, so every server follows the rows
 //! the others write. JSON is stored byte for byte as the embedded engine stores it, so a dump
 //! of either engine restores into the other.
@@ -30,9 +33,11 @@ use postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::backend::{
-    Backend, CatchUp, DumpEntry, FollowedState, Loaded, Observations, RecordSink, SyncRequest,
+    Backend, CatchUp, DumpEntry, FollowedState, Loaded, Observations, RecordSink, Sighting,
+    SyncRequest, UploadQuota,
 };
-use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, UploadMeta};
+use super::observations::{quota_plan, UNPROVISIONED_MAX};
+use super::{Change, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta};
 use crate::domain::state::{Record, RecordKey};
 use crate::domain::{GroupId, Mac};
 
@@ -40,14 +45,21 @@ use crate::domain::{GroupId, Mac};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_sync_requests.sql")),
+    (3, include_str!("migrations/0003_unprovisioned.sql")),
 ];
 
 /// The channel commits are announced on.
 const CHANNEL: &str = "deskprov_changes";
 
-/// Advisory lock keys (`pg_advisory_lock`): migrations, and the one sync dispatcher.
+/// Advisory lock keys (`pg_advisory_lock`): migrations, the one sync dispatcher, and the
+/// unprovisioned list (its saves and trims, and the commits that take a MAC off it).
 const MIGRATION_LOCK: i64 = 0x6465_736b_0001;
 const DISPATCHER_LOCK: i64 = 0x6465_736b_0002;
+const UNPROVISIONED_LOCK: i64 = 0x6465_736b_0003;
+
+/// The first key of a device's upload lock (`pg_advisory_xact_lock(int, int)`, the second key
+/// the MAC's `hashtext`; two-key locks never meet the one-key locks above).
+const UPLOAD_LOCK_CLASS: i32 = 0x6473_7570;
 
 /// Idle connections kept by the pool.
 const POOL_IDLE: usize = 8;
@@ -162,6 +174,174 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, Store
 
 fn i64_of(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
+}
+
+/// Stores a batch's uploads keeping every device within `quota`: the devices are locked (in
+/// the order of their lock keys, so two servers' batches never wait on each other in a
+/// circle), their stored files read, and the oldest beyond the quota removed, in the caller's
+/// transaction: two servers uploading for one device keep one quota.
+fn store_uploads_within(
+    tx: &mut postgres::Transaction<'_>,
+    uploads: &[(Mac, UploadMeta, axum::body::Bytes)],
+    quota: UploadQuota,
+) -> Result<(), StoreError> {
+    let mut by_mac: std::collections::BTreeMap<&Mac, Vec<usize>> = Default::default();
+    for (i, (mac, _, _)) in uploads.iter().enumerate() {
+        by_mac.entry(mac).or_default().push(i);
+    }
+    let macs: Vec<&str> = by_mac.keys().map(|m| m.as_str()).collect();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, h)
+         FROM (SELECT DISTINCT hashtext(m) AS h FROM unnest($2::text[]) AS w(m) ORDER BY h) AS k",
+        &[&UPLOAD_LOCK_CLASS, &macs],
+    )?;
+    for (mac, idx) in by_mac {
+        let stored = tx
+            .query("SELECT meta FROM uploads WHERE mac = $1", &[&mac.as_str()])?
+            .iter()
+            .map(|r| parse("upload", r.get::<_, &str>(0)))
+            .collect::<Result<Vec<UploadMeta>, _>>()?;
+        let new: Vec<&UploadMeta> = idx.iter().map(|&i| &uploads[i].1).collect();
+        let plan = quota_plan(stored, &new, quota);
+        for name in &plan.remove {
+            tx.execute(
+                "DELETE FROM uploads WHERE mac = $1 AND name = $2",
+                &[&mac.as_str(), name],
+            )?;
+        }
+        for &i in &plan.store {
+            let (_, meta, body) = &uploads[idx[i]];
+            tx.execute(
+                "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
+                &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
+            )?;
+        }
+        if !plan.remove.is_empty() {
+            let evicted = plan.remove.len();
+            tracing::info!(%mac, evicted, "upload quota: the device's oldest uploads are removed");
+        }
+    }
+    Ok(())
+}
+
+/// An RFC 3339 time for a `timestamptz` column: as given when it parses, else the epoch (an
+/// entry of an older list with a time that does not parse counts as the oldest).
+fn timestamp_text(at: &str) -> &str {
+    match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+        Ok(_) => at,
+        Err(_) => "1970-01-01T00:00:00Z",
+    }
+}
+
+/// Adds sightings (newest first, as lists are) to the `unprovisioned` table, then keeps its
+/// newest [`UNPROVISIONED_MAX`]; in the caller's transaction, serialised with every other
+/// server's on [`UNPROVISIONED_LOCK`]. Per MAC the count is added to the stored one and the
+/// later sighting's file, address, User-Agent and time are kept; a MAC that is a device is not
+/// added (the commit that created it took the lock too, so it is seen here).
+fn add_unprovisioned(
+    tx: &mut impl postgres::GenericClient,
+    seen: &[Sighting],
+) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&UNPROVISIONED_LOCK])?;
+    // Oldest first, so `ord` increases toward the newest; one row per MAC (its newest).
+    let mut rows: Vec<&Sighting> = Vec::with_capacity(seen.len());
+    for s in seen {
+        if !rows.iter().any(|r| r.last.mac == s.last.mac) {
+            rows.push(s);
+        }
+    }
+    rows.reverse();
+    if !rows.is_empty() {
+        let col = |f: fn(&Sighting) -> &str| -> Vec<&str> { rows.iter().map(|s| f(s)).collect() };
+        let macs = col(|s| s.last.mac.as_str());
+        let files = col(|s| &s.last.file);
+        let ips = col(|s| &s.last.ip);
+        let agents = col(|s| &s.last.user_agent);
+        let ats = col(|s| &s.last.at);
+        let firsts = col(|s| timestamp_text(&s.first_at));
+        let lasts = col(|s| timestamp_text(&s.last.at));
+        let counts: Vec<i64> = rows.iter().map(|s| i64_of(s.last.count)).collect();
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|s| {
+                String::from_utf8_lossy(&RecordKey::Device(s.last.mac.clone()).encode())
+                    .into_owned()
+            })
+            .collect();
+        tx.execute(
+            "INSERT INTO unprovisioned AS u
+                 (mac, file, ip, user_agent, at, first_seen, last_seen, count)
+             SELECT m, f, i, a, t, fs::timestamptz, ls::timestamptz, n
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::bigint[], $9::text[])
+                 WITH ORDINALITY AS w(m, f, i, a, t, fs, ls, n, k, o)
+             WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.key = w.k AND NOT r.deleted)
+             ORDER BY o
+             ON CONFLICT (mac) DO UPDATE SET
+                 count = u.count + excluded.count,
+                 first_seen = least(u.first_seen, excluded.first_seen),
+                 file = CASE WHEN excluded.last_seen >= u.last_seen
+                        THEN excluded.file ELSE u.file END,
+                 ip = CASE WHEN excluded.last_seen >= u.last_seen
+                      THEN excluded.ip ELSE u.ip END,
+                 user_agent = CASE WHEN excluded.last_seen >= u.last_seen
+                              THEN excluded.user_agent ELSE u.user_agent END,
+                 at = CASE WHEN excluded.last_seen >= u.last_seen
+                      THEN excluded.at ELSE u.at END,
+                 ord = CASE WHEN excluded.last_seen >= u.last_seen
+                       THEN excluded.ord ELSE u.ord END,
+                 last_seen = greatest(u.last_seen, excluded.last_seen)",
+            &[
+                &macs, &files, &ips, &agents, &ats, &firsts, &lasts, &counts, &keys,
+            ],
+        )?;
+    }
+    let trimmed = tx.execute(
+        "DELETE FROM unprovisioned WHERE mac IN (
+             SELECT mac FROM unprovisioned ORDER BY last_seen DESC, ord DESC OFFSET $1)",
+        &[&(UNPROVISIONED_MAX as i64)],
+    )?;
+    if trimmed > 0 {
+        tracing::debug!(trimmed, "the unprovisioned list kept its newest entries");
+    }
+    Ok(())
+}
+
+/// The `unprovisioned` table as a list, newest first.
+fn read_unprovisioned(
+    c: &mut impl postgres::GenericClient,
+) -> Result<Vec<Unprovisioned>, StoreError> {
+    let rows = c.query(
+        "SELECT mac, file, ip, user_agent, at, count FROM unprovisioned
+         ORDER BY last_seen DESC, ord DESC LIMIT $1",
+        &[&(UNPROVISIONED_MAX as i64)],
+    )?;
+    // An observation: a row whose MAC no longer parses is skipped, not fatal.
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(Unprovisioned {
+                mac: Mac::parse(r.get::<_, &str>(0)).ok()?,
+                file: r.get(1),
+                ip: r.get(2),
+                user_agent: r.get(3),
+                at: r.get(4),
+                count: r.get::<_, i64>(5).max(0) as u64,
+            })
+        })
+        .collect())
+}
+
+/// A whole list (as the embedded engine and older versions saved it) as sightings: each
+/// entry's count is its total, its first sighting unknown (its last stands for it).
+fn whole_list(list: Vec<Unprovisioned>) -> Vec<Sighting> {
+    list.into_iter()
+        .map(|u| Sighting {
+            first_at: u.at.clone(),
+            last: u,
+        })
+        .collect()
 }
 
 /// Runs a blocking database call; on an async worker, hands that worker's other tasks to
@@ -467,10 +647,9 @@ fn restore_entry(
                     &[&be_u64(v, "sync_cursor")?.to_string()],
                 )?;
             } else if key == "unprovisioned" {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('unprovisioned', $1)",
-                    &[&utf8(v, "unprovisioned")?],
-                )?;
+                // An observation: a list that no longer parses is not copied.
+                let list: Vec<Unprovisioned> = serde_json::from_slice(v).unwrap_or_default();
+                add_unprovisioned(tx, &whole_list(list))?;
             } else {
                 return Err(corrupt(format!("unknown meta key {key}")));
             }
@@ -541,6 +720,20 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
             &[version],
         )?;
         tracing::info!(version, "database schema migrated");
+    }
+    // A list an older version saved whole (or one still running during an upgrade did):
+    // into the shared table, and out of meta.
+    let old = tx.query_opt("SELECT value FROM meta WHERE key = 'unprovisioned'", &[])?;
+    if let Some(row) = old {
+        let list: Vec<Unprovisioned> =
+            serde_json::from_str(row.get::<_, &str>(0)).unwrap_or_default();
+        let macs = list.len();
+        add_unprovisioned(&mut tx, &whole_list(list))?;
+        tx.execute("DELETE FROM meta WHERE key = 'unprovisioned'", &[])?;
+        tracing::info!(
+            macs,
+            "the unprovisioned list saved whole moved into its shared table"
+        );
     }
     tx.commit()?;
     Ok(())
@@ -633,11 +826,8 @@ impl Backend for Postgres {
                 }
                 Ok(())
             })?;
-            let unprovisioned = tx
-                .query("SELECT value FROM meta WHERE key = 'unprovisioned'", &[])?
-                .first()
-                .and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok())
-                .unwrap_or_default();
+            // This server's view starts as the shared list.
+            let unprovisioned = read_unprovisioned(&mut tx)?;
             tx.commit()?;
             Ok(Loaded {
                 seq,
@@ -717,6 +907,14 @@ impl Backend for Postgres {
             .collect();
         let entry = json(change);
         let group = change.group.as_ref().map(|g| g.as_str().to_string());
+        // A device written is no longer unprovisioned, on any server.
+        let devices: Vec<&str> = writes
+            .iter()
+            .filter_map(|(k, r)| match (k, r) {
+                (RecordKey::Device(m), Some(_)) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect();
         let done = off_workers(|| -> Result<(), StoreError> {
             c.execute(
                 "INSERT INTO records (key, seq, deleted, value)
@@ -736,6 +934,12 @@ impl Backend for Postgres {
                      ON CONFLICT (grp) DO UPDATE SET seq = excluded.seq",
                     &[g, &i64_of(n)],
                 )?;
+            }
+            if !devices.is_empty() {
+                // Serialised with the servers' saves of the list: one that runs after this
+                // commit sees the device and does not add its MAC again.
+                c.execute("SELECT pg_advisory_xact_lock($1)", &[&UNPROVISIONED_LOCK])?;
+                c.execute("DELETE FROM unprovisioned WHERE mac = ANY($1)", &[&devices])?;
             }
             c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])?;
             c.batch_execute("COMMIT")?;
@@ -823,12 +1027,19 @@ impl Backend for Postgres {
                     &[&macs, &values],
                 )?;
             }
-            for (mac, meta, body) in &o.uploads {
-                tx.execute(
-                    "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
-                    &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
-                )?;
+            match o.upload_quota {
+                Some(quota) if !o.uploads.is_empty() => {
+                    store_uploads_within(&mut tx, &o.uploads, quota)?
+                }
+                _ => {
+                    for (mac, meta, body) in &o.uploads {
+                        tx.execute(
+                            "INSERT INTO uploads (mac, name, meta, body) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (mac, name) DO UPDATE SET meta = excluded.meta, body = excluded.body",
+                            &[&mac.as_str(), &meta.name, &json(meta), &body.as_ref()],
+                        )?;
+                    }
+                }
             }
             for (mac, name) in &o.upload_removals {
                 tx.execute(
@@ -854,12 +1065,10 @@ impl Backend for Postgres {
                     &[&cursor.to_string()],
                 )?;
             }
-            if let Some(list) = &o.unprovisioned {
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('unprovisioned', $1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    &[&json(list)],
-                )?;
+            // (`o.unprovisioned`, a whole list, is for an engine of one server: the store
+            // gives a shared engine sightings.)
+            if !o.unprovisioned_seen.is_empty() {
+                add_unprovisioned(&mut tx, &o.unprovisioned_seen)?;
             }
             if !o.log_entries.is_empty() {
                 let macs: Vec<&str> = o.log_entries.iter().map(|(m, _)| m.as_str()).collect();
@@ -909,6 +1118,10 @@ impl Backend for Postgres {
             tx.commit()?;
             Ok((cursor, out))
         })
+    }
+
+    fn unprovisioned(&self) -> Result<Vec<Unprovisioned>, StoreError> {
+        self.pool.with(read_unprovisioned)
     }
 
     fn uploads_of(&self, mac: &Mac) -> Result<Vec<UploadMeta>, StoreError> {
@@ -990,16 +1203,25 @@ impl Backend for Postgres {
                     (r.get::<_, i64>(1) as u64).to_be_bytes().to_vec(),
                 ));
             }
-            for r in tx.query("SELECT key, value FROM meta", &[])? {
-                let (k, v): (&str, &str) = (r.get(0), r.get(1));
-                match k {
-                    "sync_cursor" => {
-                        let n: u64 = v.parse().map_err(|_| corrupt("sync_cursor"))?;
-                        out.push(entry("meta", k.into(), n.to_be_bytes().to_vec()));
-                    }
-                    "unprovisioned" => out.push(entry("meta", k.into(), v.into())),
-                    _ => {}
-                }
+            for r in tx.query("SELECT value FROM meta WHERE key = 'sync_cursor'", &[])? {
+                let n: u64 = r
+                    .get::<_, &str>(0)
+                    .parse()
+                    .map_err(|_| corrupt("sync_cursor"))?;
+                out.push(entry(
+                    "meta",
+                    b"sync_cursor".to_vec(),
+                    n.to_be_bytes().to_vec(),
+                ));
+            }
+            // The shared list, as the embedded engine saves it (a whole list in meta).
+            let list = read_unprovisioned(&mut tx)?;
+            if !list.is_empty() {
+                out.push(entry(
+                    "meta",
+                    b"unprovisioned".to_vec(),
+                    json(&list).into_bytes(),
+                ));
             }
             for r in tx.query("SELECT key, value FROM records WHERE NOT deleted", &[])? {
                 let (k, v): (&str, &str) = (r.get(0), r.get(1));
