@@ -1195,3 +1195,93 @@ async fn the_list_a_server_saved_whole_moves_into_the_shared_table() {
     })
     .await;
 }
+
+/// The device's provisioning log as `api` serves it: how many entries.
+async fn log_len(api: &Api, mac: &str) -> usize {
+    let (status, v) = api.get(&format!("/api/v1/devices/{mac}/log")).await;
+    assert_eq!(status, 200, "{v}");
+    v["items"].as_array().expect("a page of entries").len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioning_log_written_through_two_servers_keeps_one_bound() {
+    let Some(url) = database("log_bound") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nlog_entries = 4\n");
+    let password = seed(&a, None).await;
+    eventually("B knows the device", Duration::from_secs(10), || async {
+        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
+    })
+    .await;
+    // Each fetch logs two entries (the challenge's 401, then the 200), through A and B in turn.
+    for i in 0..6 {
+        let api = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            api.fetch(&format!("{MAC}.cfg"), MAC, &password).await.0,
+            200
+        );
+    }
+    // Reading the log on a server waits for its writer: both have written all theirs.
+    assert_eq!(log_len(&a, MAC).await, 4);
+    assert_eq!(log_len(&b, MAC).await, 4);
+    let stored = psql_rows(
+        &url,
+        &format!("SELECT count(*) FROM provlog WHERE mac = '{MAC}'"),
+    );
+    assert_eq!(stored, "4", "one bound for the device, not one per server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_deleted_and_created_again_on_one_server_keeps_logging_on_the_other() {
+    let Some(url) = database("log_recreated") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nlog_entries = 4\n");
+    let password = seed(&a, None).await;
+    eventually("B knows the device", Duration::from_secs(10), || async {
+        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
+    })
+    .await;
+    // B fills the device's log to its bound.
+    for _ in 0..3 {
+        assert_eq!(b.fetch(&format!("{MAC}.cfg"), MAC, &password).await.0, 200);
+    }
+    assert_eq!(log_len(&b, MAC).await, 4);
+    // A deletes the device (and its log), then provisions the MAC again.
+    let (status, v) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/devices/{MAC}"),
+            None,
+        )
+        .await;
+    assert!(status == 204 || status == 200, "{status} {v}");
+    eventually(
+        "B follows the deletion",
+        Duration::from_secs(10),
+        || async { b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 404 },
+    )
+    .await;
+    let d = a
+        .create(
+            &format!("/api/v1/groups/{G}/devices"),
+            json!({"mac": MAC, "name": "desk", "model": "yealink-t54w", "owner": "1001"}),
+        )
+        .await;
+    let password = d["credentials"]["password"].as_str().unwrap().to_string();
+    eventually(
+        "B knows the new device",
+        Duration::from_secs(10),
+        || async { b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200 },
+    )
+    .await;
+    assert_eq!(b.fetch(&format!("{MAC}.cfg"), MAC, &password).await.0, 200);
+    assert_eq!(
+        log_len(&b, MAC).await,
+        2,
+        "the new device's challenge and fetch, logged through B"
+    );
+}

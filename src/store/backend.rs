@@ -80,6 +80,10 @@ pub(crate) struct Observations {
     /// Provisioning log entries to remove (device, id), applied after `log_entries`: the
     /// oldest of a device over its bound, removed in the batch that adds the new one.
     pub(crate) log_removals: Vec<(Mac, u64)>,
+    /// Set for an engine shared by several servers, which keeps every device that logs in the
+    /// batch to its newest `log_max` entries itself, in the batch's transaction (so the
+    /// servers keep one bound); `log_removals` then holds only forgotten logs.
+    pub(crate) log_max: Option<usize>,
 }
 
 impl Observations {

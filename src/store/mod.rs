@@ -554,8 +554,11 @@ impl Store {
         let mut opened = Vec::with_capacity(cu.records.len());
         let mut devices = Vec::new();
         for (k, r) in cu.records {
-            if let (RecordKey::Device(m), Some(_)) = (&k, &r) {
-                devices.push(m.clone());
+            match (&k, &r) {
+                (RecordKey::Device(m), Some(_)) => devices.push(m.clone()),
+                // The server that deleted it removed its log; this one's writer forgets it.
+                (RecordKey::Device(m), None) => self.observer.log_reset(m),
+                _ => {}
             }
             let r = match r {
                 Some(mut r) => {

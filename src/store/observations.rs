@@ -103,6 +103,9 @@ enum Job {
     Log(Mac, Box<ProvLogEntry>),
     /// Forget a device's provisioning log (an unknown MAC that left the unprovisioned list).
     LogForget(Mac),
+    /// Forget what this writer knows of a device's log, not the log (another server deleted
+    /// the device, and its log with it).
+    LogReset(Mac),
     /// Answered once every job queued before it is written (not flushed).
     Barrier(mpsc::Sender<()>),
 }
@@ -113,7 +116,7 @@ impl Job {
         match self {
             Job::CheckIn(_, _, ack) => ack.is_some(),
             Job::Upload(..) | Job::Flush(_) | Job::Reseal(..) | Job::Barrier(_) => true,
-            Job::Sync(..) | Job::Log(..) | Job::LogForget(_) => false,
+            Job::Sync(..) | Job::Log(..) | Job::LogForget(_) | Job::LogReset(_) => false,
         }
     }
 }
@@ -487,6 +490,12 @@ impl Observer {
     /// Forgets a device's provisioning log, in the background.
     pub(super) fn log_forget(&self, mac: &Mac) {
         self.send(Job::LogForget(mac.clone()));
+    }
+
+    /// Forgets what the writer knows of a device's log (its newest entry), not the stored log:
+    /// another server deleted the device and its log.
+    pub(super) fn log_reset(&self, mac: &Mac) {
+        self.send(Job::LogReset(mac.clone()));
     }
 
     /// Waits until every job queued before this call is written (not flushed): a read of the
@@ -886,6 +895,11 @@ fn write_loop(
                 Job::Log(mac, mut entry) => {
                     let log = match logs.entry(mac.clone()) {
                         Entry::Occupied(e) => e.into_mut(),
+                        // A shared engine keeps the bound itself: no count to read.
+                        Entry::Vacant(e) if shared => e.insert(DeviceLog {
+                            count: 0,
+                            newest: None,
+                        }),
                         Entry::Vacant(e) => match backend.log_oldest(&mac, usize::MAX) {
                             Ok(ids) => e.insert(DeviceLog {
                                 count: ids.len(),
@@ -937,10 +951,19 @@ fn write_loop(
                         .collect();
                     logs.remove(&mac);
                 }
+                Job::LogReset(mac) => {
+                    logs.remove(&mac);
+                }
                 Job::Barrier(done) => barriers.push(done),
             }
         }
-        if let Err(e) = trim_logs(
+        if shared {
+            // Several servers log for one device: the engine keeps its newest entries within
+            // the bound, in the batch's transaction (a count here would miss the others').
+            if !batch.log_entries.is_empty() {
+                batch.log_max = Some(limits.log_entries.max(1));
+            }
+        } else if let Err(e) = trim_logs(
             &mut batch,
             &mut logs,
             &rewritten,

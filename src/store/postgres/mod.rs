@@ -1087,6 +1087,22 @@ impl Backend for Postgres {
                     &[&mac.as_str(), &i64_of(*id)],
                 )?;
             }
+            if let (Some(max), false) = (o.log_max, o.log_entries.is_empty()) {
+                let mut macs: Vec<&str> = o.log_entries.iter().map(|(m, _)| m.as_str()).collect();
+                macs.sort_unstable();
+                macs.dedup();
+                // Each device's entries beyond its newest `max` (by id, the time written),
+                // whichever server wrote them.
+                tx.execute(
+                    "DELETE FROM provlog p USING (
+                         SELECT mac, id FROM (
+                             SELECT mac, id, row_number() OVER (PARTITION BY mac ORDER BY id DESC) AS n
+                             FROM provlog WHERE mac = ANY($1)
+                         ) ranked WHERE n > $2
+                     ) over WHERE p.mac = over.mac AND p.id = over.id",
+                    &[&macs, &i64::try_from(max).unwrap_or(i64::MAX)],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })
