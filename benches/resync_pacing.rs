@@ -245,17 +245,11 @@ async fn run(n: usize, sync: &str) -> Option<Outcome> {
     }
 
     // The change: a new version of the main-file template, live for every device.
-    let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
-    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let (client, auth) = common::admin_client(&data);
     let url = format!(
         "https://localhost:{admin_port}/api/v1/models/{}/templates/mac.cfg.tera",
         common::MODEL
     );
-    let auth = format!("Bearer {}", token.trim());
     let source = client
         .get(&url)
         .header("authorization", &auth)

@@ -132,16 +132,23 @@ async fn the_unprovisioned_list_survives_a_restart() {
     assert_eq!(after, before);
 }
 
-#[tokio::test]
-async fn after_a_restart_the_first_fetch_finds_its_file_rendered_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
+/// [`OnePhone`]'s device created on a server at `dir`, then that server restarted with `tune`.
+async fn restarted(
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut deskprov::config::Config),
+) -> OnePhone {
+    let s = common::TestServer::start_at(dir, |_| {}).await;
     common::phones::group_with_users(&s).await;
     let password = common::phones::device(&s, OnePhone::MAC, "yealink-t54w", "desk").await;
     s.shutdown().await;
+    let s = common::TestServer::start_at(dir, tune).await;
+    OnePhone { s, password }
+}
 
-    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
-    let p = OnePhone { s, password };
+#[tokio::test]
+async fn after_a_restart_the_first_fetch_finds_its_file_rendered_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = restarted(dir.path(), |_| {}).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let ready = loop {
         let text = scrape(&p).await;
@@ -171,13 +178,7 @@ async fn after_a_restart_the_first_fetch_finds_its_file_rendered_ahead() {
 #[tokio::test]
 async fn with_render_ahead_off_the_first_fetch_renders() {
     let dir = tempfile::tempdir().unwrap();
-    let s = common::TestServer::start_at(dir.path(), |_| {}).await;
-    common::phones::group_with_users(&s).await;
-    let password = common::phones::device(&s, OnePhone::MAC, "yealink-t54w", "desk").await;
-    s.shutdown().await;
-
-    let s = common::TestServer::start_at(dir.path(), |c| c.render.ahead = false).await;
-    let p = OnePhone { s, password };
+    let p = restarted(dir.path(), |c| c.render.ahead = false).await;
     let before = scrape(&p).await;
     assert_eq!(
         value(&before, "deskprov_render_seconds_count"),

@@ -1004,6 +1004,17 @@ fn two_servers(tmp: &Path, url: &str, extra: &str) -> ([Proc; 2], [Api; 2]) {
     ([pa, pb], [a, b])
 }
 
+/// [`two_servers`] with [`seed`]'s device, created on A and known to B; its password.
+async fn two_with_device(tmp: &Path, url: &str, extra: &str) -> ([Proc; 2], [Api; 2], String) {
+    let (procs, [a, b]) = two_servers(tmp, url, extra);
+    let password = seed(&a, None).await;
+    eventually("B knows the device", Duration::from_secs(10), || async {
+        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
+    })
+    .await;
+    (procs, [a, b], password)
+}
+
 /// `api`'s phone listener asked for `mac`'s main file: 401, a MAC no device has. Two
 /// sightings: the request, then its answer to the challenge.
 async fn unknown_fetch(api: &Api, mac: &str) {
@@ -1097,12 +1108,8 @@ async fn uploads_through_two_servers_keep_one_quota() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nupload_max_files = 3\n");
-    let password = seed(&a, None).await;
-    eventually("B knows the device", Duration::from_secs(10), || async {
-        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
-    })
-    .await;
+    let (_procs, [a, b], password) =
+        two_with_device(tmp.path(), &url, "[phones]\nupload_max_files = 3\n").await;
     // One after the other, through A and B in turn: the newest three are kept.
     for i in 0..8 {
         let api = if i % 2 == 0 { &a } else { &b };
@@ -1209,12 +1216,8 @@ async fn a_provisioning_log_written_through_two_servers_keeps_one_bound() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nlog_entries = 4\n");
-    let password = seed(&a, None).await;
-    eventually("B knows the device", Duration::from_secs(10), || async {
-        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
-    })
-    .await;
+    let (_procs, [a, b], password) =
+        two_with_device(tmp.path(), &url, "[phones]\nlog_entries = 4\n").await;
     // Each fetch logs two entries (the challenge's 401, then the 200), through A and B in turn.
     for i in 0..6 {
         let api = if i % 2 == 0 { &a } else { &b };
@@ -1239,12 +1242,8 @@ async fn a_device_deleted_and_created_again_on_one_server_keeps_logging_on_the_o
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (_procs, [a, b]) = two_servers(tmp.path(), &url, "[phones]\nlog_entries = 4\n");
-    let password = seed(&a, None).await;
-    eventually("B knows the device", Duration::from_secs(10), || async {
-        b.get(&format!("/api/v1/devices/{MAC}")).await.0 == 200
-    })
-    .await;
+    let (_procs, [a, b], password) =
+        two_with_device(tmp.path(), &url, "[phones]\nlog_entries = 4\n").await;
     // B fills the device's log to its bound.
     for _ in 0..3 {
         assert_eq!(b.fetch(&format!("{MAC}.cfg"), MAC, &password).await.0, 200);

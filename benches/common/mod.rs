@@ -394,22 +394,30 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_micros(total * 1_000_000 / hz)
 }
 
-/// Waits until the server on `admin_port` has rendered its devices' files ahead (its
-/// `deskprov_render_ahead_pending` metric is 0); returns how long that took from the call.
+/// An HTTPS client for the admin API of the server whose data dir is `data` (trusting its
+/// CA), and the `Authorization` value of its first admin token.
 #[allow(dead_code)] // not every bench that includes this module uses it
-pub async fn rendered_ahead(admin_port: u16, data: &Path) -> Duration {
-    let started = std::time::Instant::now();
+pub fn admin_client(data: &Path) -> (reqwest::Client, String) {
     let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .build()
         .unwrap();
+    (client, format!("Bearer {}", token.trim()))
+}
+
+/// Waits until the server on `admin_port` has rendered its devices' files ahead (its
+/// `deskprov_render_ahead_pending` metric is 0); returns how long that took from the call.
+#[allow(dead_code)] // not every bench that includes this module uses it
+pub async fn rendered_ahead(admin_port: u16, data: &Path) -> Duration {
+    let started = std::time::Instant::now();
+    let (client, auth) = admin_client(data);
     let url = format!("https://localhost:{admin_port}/metrics");
     loop {
         let text = client
             .get(&url)
-            .header("authorization", format!("Bearer {}", token.trim()))
+            .header("authorization", &auth)
             .send()
             .await
             .unwrap()
