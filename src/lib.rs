@@ -37,6 +37,8 @@ pub struct App {
     pub(crate) metrics: metrics::Metrics,
     /// Firmware images on disk, their downloads, the roll-out guard.
     pub(crate) firmware: firmware::Firmware,
+    /// The phones' User-Agents, parsed once each.
+    pub(crate) user_agents: phone::useragent::Cache,
 }
 
 pub(crate) type SharedApp = Arc<App>;

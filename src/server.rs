@@ -199,6 +199,7 @@ impl Server {
             sync,
             metrics,
             firmware,
+            user_agents: Default::default(),
         });
         let timeouts = conn::Timeouts {
             header: Duration::from_secs(app.config.limits.header_timeout_s),

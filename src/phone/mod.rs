@@ -256,7 +256,7 @@ impl Denied {
 impl Ctx<'_> {
     async fn fetch(&self, name: &str) -> Response {
         let catalog = self.app.renderer.catalog();
-        let ua = useragent::parse(catalog, self.ua);
+        let ua = self.app.user_agents.parse(catalog, self.ua);
         let state = self.app.store.read();
         // The device a per-device file is for, once known (for its provisioning log).
         let for_device = std::cell::RefCell::new(None::<Mac>);

@@ -7,6 +7,8 @@
 //! `Mozilla/4.0 (compatible; snomD785-SIP 10.1.169.16 ... 00041396D9B4 SXM:0 ...)`,
 //! `Fanvil X6U Pro 0.0.10 0c383e2cd782`, `Aastra6863i MAC:00-08-5D-40-90-5F V:4.1.0.128-SIP`.
 
+use std::sync::Arc;
+
 use crate::catalog::Catalog;
 use crate::domain::Mac;
 
@@ -59,9 +61,63 @@ pub(crate) fn parse(catalog: &Catalog, ua: &str) -> UserAgent {
     }
 }
 
+/// Most User-Agents [`Cache`] keeps (a fleet's phones each send their own when it carries the
+/// MAC, as Yealink's does).
+const CACHE_ENTRIES: usize = 16_384;
+
+/// Longest User-Agent [`Cache`] keeps (longer ones are parsed every time).
+const CACHE_LONGEST: usize = 256;
+
+/// Parsed User-Agents by their text: a phone sends the same one with every request (three
+/// for one boot, one per fetch on a kept-alive connection). Bounded, evicting the least used;
+/// the catalogue it parses against is the server's, fixed for the process.
+pub(crate) struct Cache(quick_cache::sync::Cache<Box<str>, Arc<UserAgent>>);
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache(quick_cache::sync::Cache::new(CACHE_ENTRIES))
+    }
+}
+
+impl Cache {
+    /// [`parse`], from the cache when `ua` was seen.
+    pub(crate) fn parse(&self, catalog: &Catalog, ua: &str) -> Arc<UserAgent> {
+        if let Some(u) = self.0.get(ua) {
+            return u;
+        }
+        let u = Arc::new(parse(catalog, ua));
+        if ua.len() <= CACHE_LONGEST {
+            self.0.insert(ua.into(), u.clone());
+        }
+        u
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_agent_seen_before_is_not_parsed_again() {
+        let c = Catalog::builtin().unwrap();
+        let cache = Cache::default();
+        let ua = "Yealink SIP-T54W 96.86.0.70 80:5e:c0:12:34:56";
+        let first = cache.parse(&c, ua);
+        assert_eq!(*first, parse(&c, ua));
+        assert!(Arc::ptr_eq(&first, &cache.parse(&c, ua)));
+        let other = cache.parse(&c, "Yealink SIP-T46U 108.86.0.20 805ec0aabbcc");
+        assert_eq!(other.model.as_deref(), Some("yealink-t46u"));
+    }
+
+    #[test]
+    fn an_over_long_user_agent_is_parsed_but_not_kept() {
+        let c = Catalog::builtin().unwrap();
+        let cache = Cache::default();
+        let ua = format!("Yealink SIP-T54W 96.86.0.70 {}", "x".repeat(CACHE_LONGEST));
+        let first = cache.parse(&c, &ua);
+        assert_eq!(first.model.as_deref(), Some("yealink-t54w"));
+        assert!(!Arc::ptr_eq(&first, &cache.parse(&c, &ua)));
+    }
 
     fn p(ua: &str) -> UserAgent {
         parse(&Catalog::builtin().unwrap(), ua)
