@@ -254,7 +254,8 @@ impl Server {
             .config
             .render
             .ahead
-            .then(|| render_ahead(self.app.clone(), stop_rx.clone()));
+            .then(|| render_ahead(self.app.clone(), stop_rx.clone()))
+            .flatten();
         let tasks: Vec<_> = self
             .listeners
             .into_iter()
@@ -310,11 +311,16 @@ fn first_admin_token(store: &Store, dir: &Path) -> Result<Option<String>, Server
 
 /// Renders the devices' files into the cache on a thread of its own, at a lower priority than
 /// the phone listener's (so a storm that arrives meanwhile is served first), until done, the
-/// cache's share is full, or the server stops.
-fn render_ahead(app: SharedApp, stop: watch::Receiver<bool>) -> std::thread::JoinHandle<()> {
+/// cache's share is full, or the server stops. Without a thread (none could be started) the
+/// files are rendered on their first fetch, as with `[render] ahead = false`.
+fn render_ahead(
+    app: SharedApp,
+    stop: watch::Receiver<bool>,
+) -> Option<std::thread::JoinHandle<()>> {
     let metrics = app.renderer.metrics().clone();
     let state = app.store.read();
     metrics.ahead_pending(state.devices.len());
+    let done = metrics.clone();
     std::thread::Builder::new()
         .name("deskprov-ahead".into())
         .spawn(move || {
@@ -331,7 +337,11 @@ fn render_ahead(app: SharedApp, stop: watch::Receiver<bool>) -> std::thread::Joi
                 "rendered ahead"
             );
         })
-        .expect("a thread for rendering ahead")
+        .inspect_err(|e| {
+            done.ahead_pending(0);
+            tracing::warn!(error = %e, "no thread to render ahead: files are rendered on their first fetch");
+        })
+        .ok()
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10; Linux: per thread).
