@@ -537,7 +537,12 @@ impl Store {
         // another group, say) starts a log of its own, and deletions keep the logs bounded.
         for mac in change.devices.iter() {
             if !w.state.devices.contains_key(mac) {
-                self.observer.log_forget(mac);
+                if self.shared {
+                    // The commit removed the log; the writer forgets what it knew of it.
+                    self.observer.log_reset(mac);
+                } else {
+                    self.observer.log_forget(mac);
+                }
             }
         }
         drop(guard);

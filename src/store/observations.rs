@@ -103,8 +103,8 @@ enum Job {
     Log(Mac, Box<ProvLogEntry>),
     /// Forget a device's provisioning log (an unknown MAC that left the unprovisioned list).
     LogForget(Mac),
-    /// Forget what this writer knows of a device's log, not the log (another server deleted
-    /// the device, and its log with it).
+    /// Forget what this writer knows of a device's log and its entries not yet written, not
+    /// the stored log (a shared engine removed it in the commit that deleted the device).
     LogReset(Mac),
     /// Answered once every job queued before it is written (not flushed).
     Barrier(mpsc::Sender<()>),
@@ -492,8 +492,9 @@ impl Observer {
         self.send(Job::LogForget(mac.clone()));
     }
 
-    /// Forgets what the writer knows of a device's log (its newest entry), not the stored log:
-    /// another server deleted the device and its log.
+    /// Forgets what the writer knows of a device's log and its entries not yet written, not
+    /// the stored log: a shared engine removed it in the commit that deleted the device (here or
+    /// on another server).
     pub(super) fn log_reset(&self, mac: &Mac) {
         self.send(Job::LogReset(mac.clone()));
     }
@@ -785,6 +786,24 @@ fn trim_logs(
     Ok(())
 }
 
+/// Drops what the writer holds of `mac`'s log: the batch's entries for it (queued before the
+/// job that forgets it) and its count and newest entry.
+fn forget_pending(
+    batch: &mut Observations,
+    positions: &mut HashMap<u64, usize>,
+    logs: &mut HashMap<Mac, DeviceLog>,
+    mac: &Mac,
+) {
+    batch.log_entries.retain(|(m, _)| m != mac);
+    *positions = batch
+        .log_entries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, e))| (e.id, i))
+        .collect();
+    logs.remove(mac);
+}
+
 /// The next log entry id: the time in microseconds, or one more than the last when the clock
 /// has not moved (or went back).
 fn next_log_id(last: u64) -> u64 {
@@ -942,18 +961,11 @@ fn write_loop(
                             .log_removals
                             .extend(ids.into_iter().map(|id| (mac.clone(), id)));
                     }
-                    batch.log_entries.retain(|(m, _)| m != &mac);
-                    positions = batch
-                        .log_entries
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, e))| (e.id, i))
-                        .collect();
-                    logs.remove(&mac);
+                    forget_pending(&mut batch, &mut positions, &mut logs, &mac);
                 }
-                Job::LogReset(mac) => {
-                    logs.remove(&mac);
-                }
+                // The engine removed the stored log itself (a shared one, in the commit that
+                // deleted the device).
+                Job::LogReset(mac) => forget_pending(&mut batch, &mut positions, &mut logs, &mac),
                 Job::Barrier(done) => barriers.push(done),
             }
         }

@@ -915,6 +915,16 @@ impl Backend for Postgres {
                 _ => None,
             })
             .collect();
+        // A device deleted takes its provisioning log with it, in the same commit: a log
+        // removed later by this server's writer could take the entries of the MAC provisioned
+        // again meanwhile, through any server.
+        let deleted_devices: Vec<&str> = writes
+            .iter()
+            .filter_map(|(k, r)| match (k, r) {
+                (RecordKey::Device(m), None) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect();
         let done = off_workers(|| -> Result<(), StoreError> {
             c.execute(
                 "INSERT INTO records (key, seq, deleted, value)
@@ -940,6 +950,12 @@ impl Backend for Postgres {
                 // commit sees the device and does not add its MAC again.
                 c.execute("SELECT pg_advisory_xact_lock($1)", &[&UNPROVISIONED_LOCK])?;
                 c.execute("DELETE FROM unprovisioned WHERE mac = ANY($1)", &[&devices])?;
+            }
+            if !deleted_devices.is_empty() {
+                c.execute(
+                    "DELETE FROM provlog WHERE mac = ANY($1)",
+                    &[&deleted_devices],
+                )?;
             }
             c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])?;
             c.batch_execute("COMMIT")?;
