@@ -74,13 +74,33 @@ fn decode_records(data: &sled::Tree, sink: RecordSink<'_>) -> Result<(), StoreEr
     )
 }
 
+/// How long [`Embedded::open`] waits for a directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Embedded {
-    /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`.
+    /// Opens (or creates) the engine in `dir` with a page cache of `cache_bytes`. A directory
+    /// whose lock is held is tried again for up to [`LOCK_WAIT`]: this process's previous
+    /// handle of it may still be closing (sled's I/O threads let go of the lock a moment after
+    /// the handle is dropped: `migrate` reopens the directory it has just written). Held
+    /// longer, by another process say, it is an error.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Embedded, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .open()
+            {
+                // sled reports it as `Other` with the lock's own error in the message.
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r?,
+            }
+        };
         let e = Embedded {
             data: db.open_tree("data")?,
             changes: db.open_tree("changes")?,
@@ -459,6 +479,28 @@ mod decode_tests {
                 .unwrap();
         }
         assert_eq!(decode(&data).unwrap(), records);
+    }
+
+    #[test]
+    fn a_directory_let_go_of_while_waiting_for_its_lock_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Embedded::open(dir.path(), 1 << 20).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(held);
+        });
+        assert!(Embedded::open(dir.path(), 1 << 20).is_ok());
+        letting_go.join().unwrap();
+    }
+
+    #[test]
+    fn a_directory_held_past_the_wait_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Embedded::open(dir.path(), 1 << 20).unwrap();
+        let started = std::time::Instant::now();
+        let e = Embedded::open(dir.path(), 1 << 20).err().expect("refused");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(e.to_string().contains("lock"), "{e}");
     }
 
     #[test]
