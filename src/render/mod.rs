@@ -338,6 +338,11 @@ type CacheKey = (Option<Mac>, u64);
 /// (revision, engine generation, file): files are shared, a hit is a reference count.
 type CacheEntry = (u64, u64, Arc<Rendered>);
 
+/// The cache key of a device's file.
+fn device_key(device: &Device, model: &Model, spec: &FileSpec) -> CacheKey {
+    (Some(device.mac.clone()), file_key(&model.id, &spec.pattern))
+}
+
 fn file_key(model: &str, pattern: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -460,15 +465,15 @@ impl Renderer {
             DomainError::validation("model", format!("unknown model {}", device.model))
         })?;
         let engine = self.engine();
-        let key = (Some(device.mac.clone()), file_key(&model.id, &spec.pattern));
+        let key = device_key(device, model, spec);
         if let Some(hit) = self.cached(&key, device.revision, engine.generation) {
             return Ok(hit);
         }
-        self.render_into_cache(&engine, key, state, model, device, spec, |f| off_workers(f))
+        self.render_into_cache(&engine, key, state, model, device, spec)
     }
 
-    /// Renders a device's file that is not in the cache (on `run`'s thread) and caches it.
-    #[allow(clippy::too_many_arguments)]
+    /// Renders a device's file that is not in the cache and caches it (off the async workers
+    /// when called on one).
     fn render_into_cache(
         &self,
         engine: &Engine,
@@ -477,11 +482,10 @@ impl Renderer {
         model: &Model,
         device: &Device,
         spec: &FileSpec,
-        run: impl FnOnce(&dyn Fn() -> Result<String, RenderError>) -> Result<String, RenderError>,
     ) -> Result<Arc<Rendered>, RenderError> {
         let started = std::time::Instant::now();
         let ctx = context::device_context(state, model, device, &self.base_url)?;
-        let text = run(&|| engine.render(&model.id, spec, &ctx))?;
+        let text = off_workers(|| engine.render(&model.id, spec, &ctx))?;
         self.metrics.latency(started.elapsed());
         let mut r = Rendered::new(text, spec, device.revision);
         r.identity = context::primary_identity(&ctx);
@@ -513,7 +517,7 @@ impl Renderer {
                 continue;
             };
             for spec in model.files.iter().filter(|f| f.per_device) {
-                let key = (Some(device.mac.clone()), file_key(&model.id, &spec.pattern));
+                let key = device_key(device, model, spec);
                 let current = self
                     .cache
                     .peek(&key)
@@ -521,7 +525,7 @@ impl Renderer {
                 if current {
                     continue;
                 }
-                match self.render_into_cache(&engine, key, state, model, device, spec, |f| f()) {
+                match self.render_into_cache(&engine, key, state, model, device, spec) {
                     Ok(_) => ahead.files += 1,
                     Err(_) => ahead.failed += 1,
                 }

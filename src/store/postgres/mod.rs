@@ -907,24 +907,19 @@ impl Backend for Postgres {
             .collect();
         let entry = json(change);
         let group = change.group.as_ref().map(|g| g.as_str().to_string());
-        // A device written is no longer unprovisioned, on any server.
-        let devices: Vec<&str> = writes
-            .iter()
-            .filter_map(|(k, r)| match (k, r) {
-                (RecordKey::Device(m), Some(_)) => Some(m.as_str()),
-                _ => None,
-            })
-            .collect();
-        // A device deleted takes its provisioning log with it, in the same commit: a log
-        // removed later by this server's writer could take the entries of the MAC provisioned
-        // again meanwhile, through any server.
-        let deleted_devices: Vec<&str> = writes
-            .iter()
-            .filter_map(|(k, r)| match (k, r) {
-                (RecordKey::Device(m), None) => Some(m.as_str()),
-                _ => None,
-            })
-            .collect();
+        // A device written is no longer unprovisioned, on any server; a device deleted takes
+        // its provisioning log with it, in the same commit (a log removed later by this
+        // server's writer could take the entries of the MAC provisioned again meanwhile,
+        // through any server).
+        let (mut devices, mut deleted_devices): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for (k, r) in writes {
+            if let RecordKey::Device(m) = k {
+                match r {
+                    Some(_) => devices.push(m.as_str()),
+                    None => deleted_devices.push(m.as_str()),
+                }
+            }
+        }
         let done = off_workers(|| -> Result<(), StoreError> {
             c.execute(
                 "INSERT INTO records (key, seq, deleted, value)
