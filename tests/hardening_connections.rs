@@ -210,3 +210,61 @@ async fn the_admin_api_answers_while_the_phone_listener_is_at_its_global_cap() {
     let r = healthz(&mut admin).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
+
+/// Writes `head` and all of `body` as most clients do, before reading anything, then reads the
+/// answer. Closed under its writes (the kernel resets a connection closed with unread bytes),
+/// such a client sees a broken connection instead of the answer it was sent.
+async fn send_all_then_read(c: &mut Tls, head: String, body: &[u8]) -> String {
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(body)
+        .await
+        .expect("the whole body is taken while the answer waits");
+    c.flush().await.unwrap();
+    raw::response(c).await
+}
+
+#[tokio::test]
+async fn an_admin_client_still_sending_a_body_refused_unread_gets_the_answer() {
+    // The query is refused before the 4 MiB body is read.
+    let s = TestServer::start().await;
+    let tls = raw::connector(&s.data_dir);
+    let mut c = raw::open(&tls, raw::addr(&s.admin), ip(HOME))
+        .await
+        .unwrap();
+    let body = vec![b' '; 4 << 20];
+    let head = format!(
+        "POST /api/v1/import?no_such_parameter=1 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        s.token,
+        body.len()
+    );
+    let r = send_all_then_read(&mut c, head, &body).await;
+    assert!(r.starts_with("HTTP/1.1 422"), "{r:?}");
+    assert!(r.contains(r#""code":"validation""#), "{r}");
+}
+
+#[tokio::test]
+async fn a_phone_uploading_before_its_challenge_gets_the_challenge() {
+    // A phone PUTs its log without credentials first (Polycom does): the 401 is sent before
+    // the body is read. 4 MiB, more than the socket buffers hold.
+    let p = OnePhone::start().await;
+    let tls = raw::connector(&p.s.data_dir);
+    let mut c = raw::open(&tls, raw::addr(&p.s.phones), ip(HOME))
+        .await
+        .unwrap();
+    let body = vec![b'x'; 4 << 20];
+    let head = format!(
+        "PUT /{}-app.log HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        OnePhone::MAC,
+        OnePhone::UA,
+        body.len()
+    );
+    let r = send_all_then_read(&mut c, head, &body).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r:?}");
+    assert!(
+        r.to_ascii_lowercase().contains("www-authenticate: digest"),
+        "{r}"
+    );
+}

@@ -237,15 +237,32 @@ pub(crate) async fn bounded<F: Future>(
     }
 }
 
+/// How long a connection the server closes goes on reading (and dropping) what the client still
+/// sends, and how much of it, at most (a lingering close, as nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
+
 /// A connection's byte stream (plaintext, inside TLS), reporting progress to its [`Activity`].
+///
+/// Its shutdown lingers: after the close (TLS close_notify, TCP FIN) it reads and drops what the
+/// client still sends until the client closes too, [`LINGER`] passes or [`LINGER_BYTES`] were
+/// read. A client that writes a whole body before it reads the answer (most do), answered and
+/// closed before the body was read (a refused query, a failed authorisation), would otherwise
+/// be reset by the kernel for the unread bytes and lose the answer it was sent.
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// Set once the close is sent: the end of the lingering, and the bytes dropped so far.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
 
 impl<S> Tracked<S> {
     pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            linger: None,
+        }
     }
 }
 
@@ -264,7 +281,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -298,7 +315,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
+        }
+        let Some((until, dropped)) = &mut this.linger else {
+            unreachable!("set above")
+        };
+        let mut scratch = [0u8; 8192];
+        loop {
+            if *dropped > LINGER_BYTES || until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => *dropped += buf.filled().len(),
+                // The client closed (or broke) its side: done.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
