@@ -1,7 +1,7 @@
 //! Boot storm and keep-alive fetches against nginx (SPEC §6).
 //!
 //!     scripts/boot-storm.sh            (installs nginx, then runs this)
-//!     cargo bench --bench boot_storm [-- DEVICES CONCURRENCY]
+//!     cargo bench --bench boot_storm [-- DEVICES CONCURRENCY [FETCHES_PER_KEEP_ALIVE_CONNECTION]]
 //!
 //! deskprov (its own process) and nginx (serving the same pre-rendered bytes as static files)
 //! use the same ECDSA certificate, TLS 1.2/1.3 and no session resumption, on loopback. Boot
@@ -194,6 +194,8 @@ fn main() {
     let args = common::numeric_args();
     let n = args.first().copied().unwrap_or(10_000);
     let concurrency = args.get(1).copied().unwrap_or(64);
+    // Fetches per keep-alive connection (fewer under valgrind).
+    let per_conn = args.get(2).copied().unwrap_or(2000) as u32;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let www = tmp.path().join("www");
@@ -248,6 +250,10 @@ fn main() {
         (common::cpu_time(pid).saturating_sub(before)).as_secs_f64() * 1e6 / n as f64
     };
 
+    // The load generator's own CPU per request: it shares the cores with the servers.
+    let client_per = |before: Duration, n: usize| {
+        (common::own_cpu_time().saturating_sub(before)).as_secs_f64() * 1e6 / n as f64
+    };
     let connector = common::connector(&data.join("tls/ca.pem"));
     let devices = Arc::new(devices);
 
@@ -296,19 +302,18 @@ fn main() {
         if storm_only {
             return;
         }
-        let per_conn = 2000;
         let mut ratios = Vec::new();
         let requests = concurrency * per_conn as usize;
         for round in 1..=rounds {
-            let c = common::cpu_time(deskprov_pid);
+            let (c, own) = (common::cpu_time(deskprov_pid), common::own_cpu_time());
             let k = keep_alive_run(&connector, deskprov_addr, &devices, true, concurrency, per_conn).await;
-            let kc = cpu_per(deskprov_pid, c, requests);
-            println!("[{round}] keep-alive, deskprov (digest, cached): {k:>8.0} requests/s, server CPU {kc:.1} µs/request");
+            let (kc, ko) = (cpu_per(deskprov_pid, c, requests), client_per(own, requests));
+            println!("[{round}] keep-alive, deskprov (digest, cached): {k:>8.0} requests/s, server CPU {kc:.1} µs/request, client {ko:.1}");
             if nginx.is_some() {
-                let c = common::cpu_time(nginx_pid);
+                let (c, own) = (common::cpu_time(nginx_pid), common::own_cpu_time());
                 let x = keep_alive_run(&connector, nginx_addr, &devices, false, concurrency, per_conn).await;
-                let xc = cpu_per(nginx_pid, c, requests);
-                println!("[{round}] keep-alive, nginx (static):            {x:>8.0} requests/s, server CPU {xc:.1} µs/request");
+                let (xc, xo) = (cpu_per(nginx_pid, c, requests), client_per(own, requests));
+                println!("[{round}] keep-alive, nginx (static):            {x:>8.0} requests/s, server CPU {xc:.1} µs/request, client {xo:.1}");
                 ratios.push((k / x, kc / xc));
             }
         }
