@@ -92,16 +92,17 @@ pub struct DigestCredentials {
 
 pub fn digest_parse(header: &str) -> Option<DigestCredentials> {
     let c = crate::phone::digest::parse(header)?;
+    let own = |v: Option<std::borrow::Cow<'_, str>>| v.map(|v| v.into_owned());
     Some(DigestCredentials {
-        username: c.username,
-        realm: c.realm,
-        nonce: c.nonce,
-        uri: c.uri,
-        response: c.response,
-        algorithm: c.algorithm,
-        qop: c.qop,
-        nc: c.nc,
-        cnonce: c.cnonce,
+        username: c.username.into_owned(),
+        realm: c.realm.into_owned(),
+        nonce: c.nonce.into_owned(),
+        uri: c.uri.into_owned(),
+        response: c.response.into_owned(),
+        algorithm: own(c.algorithm),
+        qop: own(c.qop),
+        nc: own(c.nc),
+        cnonce: own(c.cnonce),
     })
 }
 

@@ -7,6 +7,7 @@
 //! (without it there is no `nc`, hence no replay protection). MD5 and SHA-256 are accepted;
 //! comparisons are constant-time.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -83,18 +84,19 @@ impl Algorithm {
     }
 }
 
-/// The parameters of an `Authorization: Digest ...` header.
+/// The parameters of an `Authorization: Digest ...` header, borrowed from it (a value is only
+/// copied when it has backslash escapes, which phones do not send).
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Credentials {
-    pub(crate) username: String,
-    pub(crate) realm: String,
-    pub(crate) nonce: String,
-    pub(crate) uri: String,
-    pub(crate) response: String,
-    pub(crate) algorithm: Option<String>,
-    pub(crate) qop: Option<String>,
-    pub(crate) nc: Option<String>,
-    pub(crate) cnonce: Option<String>,
+pub(crate) struct Credentials<'h> {
+    pub(crate) username: Cow<'h, str>,
+    pub(crate) realm: Cow<'h, str>,
+    pub(crate) nonce: Cow<'h, str>,
+    pub(crate) uri: Cow<'h, str>,
+    pub(crate) response: Cow<'h, str>,
+    pub(crate) algorithm: Option<Cow<'h, str>>,
+    pub(crate) qop: Option<Cow<'h, str>>,
+    pub(crate) nc: Option<Cow<'h, str>>,
+    pub(crate) cnonce: Option<Cow<'h, str>>,
 }
 
 /// A quoted string's value with its backslash escapes resolved, and the text after its closing
@@ -117,7 +119,7 @@ fn unescape(q: &str) -> Option<(String, &str)> {
 }
 
 /// Parses `Digest k=v, k="v", ...`; `None` when it is not a digest header.
-pub(crate) fn parse(header: &str) -> Option<Credentials> {
+pub(crate) fn parse(header: &str) -> Option<Credentials<'_>> {
     let rest = header.trim().strip_prefix("Digest")?.trim_start();
     let mut c = Credentials::default();
     let mut s = rest;
@@ -125,15 +127,18 @@ pub(crate) fn parse(header: &str) -> Option<Credentials> {
         let (k, after) = s.split_once('=')?;
         let k = k.trim();
         let after = after.trim_start();
-        let (v, remain) = if let Some(q) = after.strip_prefix('"') {
+        let (v, remain): (Cow<'_, str>, &str) = if let Some(q) = after.strip_prefix('"') {
             match q.find(['"', '\\']) {
                 // No escapes (what phones send): the text up to the closing quote.
-                Some(end) if q.as_bytes()[end] == b'"' => (q[..end].to_string(), &q[end + 1..]),
-                _ => unescape(q)?,
+                Some(end) if q.as_bytes()[end] == b'"' => (q[..end].into(), &q[end + 1..]),
+                _ => {
+                    let (v, remain) = unescape(q)?;
+                    (v.into(), remain)
+                }
             }
         } else {
             let end = after.find(',').unwrap_or(after.len());
-            (after[..end].trim().to_string(), &after[end..])
+            (after[..end].trim().into(), &after[end..])
         };
         // Parameter names are case-insensitive (RFC 7616 §3.4).
         let mut name = [0u8; 9];
@@ -171,7 +176,15 @@ pub(crate) enum Refusal {
 /// Issues and checks nonces, and remembers `nc` per nonce.
 pub(crate) struct Digest {
     key: hmac::Key,
-    seen: Mutex<HashMap<String, (u64, Instant)>>,
+    seen: Mutex<HashMap<String, Answered>>,
+}
+
+/// A nonce answered correctly: its highest `nc`, when it was first answered, and from where
+/// (the address its HMAC binds it to).
+struct Answered {
+    nc: u64,
+    at: Instant,
+    ip: IpAddr,
 }
 
 impl Default for Digest {
@@ -198,15 +211,10 @@ impl Digest {
 
     /// A nonce's tag: the first 16 bytes of HMAC-SHA256(`stamp|ip`), in hex.
     fn mac_of(&self, stamp: &str, ip: IpAddr) -> Hex {
-        use std::io::Write as _;
-        let mut addr = [0u8; 48]; // an IPv6 address is at most 45 characters
-        let mut w = std::io::Cursor::new(&mut addr[..]);
-        let _ = write!(w, "{ip}");
-        let n = w.position() as usize;
         let mut h = hmac::Context::with_key(&self.key);
         h.update(stamp.as_bytes());
         h.update(b"|");
-        h.update(&addr[..n]);
+        h.update(crate::store::IpText::new(ip).text().as_bytes());
         Hex::of(&h.sign().as_ref()[..16])
     }
 
@@ -252,7 +260,15 @@ impl Digest {
         let (stamp, tag) = c.nonce.split_once('-').ok_or(Refusal::Invalid)?;
         let ts_hex = stamp.split('.').next().unwrap_or_default();
         let ts = u64::from_str_radix(ts_hex, 16).map_err(|_| Refusal::Invalid)?;
-        if !crate::secrets::ct_eq(tag.as_bytes(), self.mac_of(stamp, ip).as_bytes()) {
+        // A nonce already answered from this address was checked then: a phone reusing its
+        // nonce on a keep-alive connection costs no HMAC per request.
+        let checked = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&*c.nonce)
+            .is_some_and(|n| n.ip == ip);
+        if !checked && !crate::secrets::ct_eq(tag.as_bytes(), self.mac_of(stamp, ip).as_bytes()) {
             return Err(Refusal::Invalid);
         }
         let ha1 = alg.hash_joined(&[c.username.as_bytes(), REALM.as_bytes(), password.as_bytes()]);
@@ -283,16 +299,21 @@ impl Digest {
         // Replay: nc must grow for each use of a nonce.
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED {
-            seen.retain(|_, (_, at)| at.elapsed() < NONCE_TTL);
+            seen.retain(|_, n| n.at.elapsed() < NONCE_TTL);
         }
-        match seen.get_mut(&c.nonce) {
-            Some((last, _)) if nc_value <= *last => Err(Refusal::Invalid),
-            Some((last, _)) => {
-                *last = nc_value;
+        match seen.get_mut(&*c.nonce) {
+            Some(n) if nc_value <= n.nc => Err(Refusal::Invalid),
+            Some(n) => {
+                n.nc = nc_value;
                 Ok(())
             }
             None => {
-                seen.insert(c.nonce.clone(), (nc_value, Instant::now()));
+                let first = Answered {
+                    nc: nc_value,
+                    at: Instant::now(),
+                    ip,
+                };
+                seen.insert(c.nonce.to_string(), first);
                 Ok(())
             }
         }
@@ -460,19 +481,21 @@ mod tests {
     fn respond(c: &mut Credentials, alg: Algorithm, password: &str, method: &str) {
         let ha1 = alg.hash(&format!("{}:{}:{password}", c.username, c.realm));
         let ha2 = alg.hash(&format!("{method}:{}", c.uri));
-        c.response = alg.hash(&format!(
-            "{ha1}:{}:{}:{}:auth:{ha2}",
-            c.nonce,
-            c.nc.as_deref().unwrap(),
-            c.cnonce.as_deref().unwrap()
-        ));
+        c.response = alg
+            .hash(&format!(
+                "{ha1}:{}:{}:{}:auth:{ha2}",
+                c.nonce,
+                c.nc.as_deref().unwrap(),
+                c.cnonce.as_deref().unwrap()
+            ))
+            .into();
     }
 
-    fn creds(d: &Digest, ip: IpAddr, alg: Algorithm) -> Credentials {
+    fn creds(d: &Digest, ip: IpAddr, alg: Algorithm) -> Credentials<'static> {
         let mut c = Credentials {
             username: "0004f2abcdef".into(),
             realm: REALM.into(),
-            nonce: d.nonce(ip),
+            nonce: d.nonce(ip).into(),
             uri: "/0004f2abcdef.cfg".into(),
             algorithm: Some(
                 if alg == Algorithm::Md5 {
@@ -512,15 +535,15 @@ mod tests {
         let d = Digest::new();
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
             let mut c = creds(&d, IP, alg);
-            c.response = c.response.to_ascii_uppercase();
-            c.algorithm = c.algorithm.map(|a| a.to_ascii_lowercase());
+            c.response = c.response.to_ascii_uppercase().into();
+            c.algorithm = c.algorithm.map(|a| a.to_ascii_lowercase().into());
             assert_eq!(
                 d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
                 Ok(()),
                 "{alg:?}"
             );
             let mut short = creds(&d, IP, alg);
-            short.response.pop();
+            short.response.to_mut().pop();
             assert_eq!(
                 d.verify(&short, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
                 Err(Refusal::Invalid)
@@ -595,10 +618,37 @@ mod tests {
     }
 
     #[test]
+    fn an_answered_nonce_stays_bound_to_its_address_and_password() {
+        // Its HMAC is checked once; the next uses are still refused from another address or
+        // with a wrong response.
+        let d = Digest::new();
+        let mut c = creds(&d, IP, Algorithm::Md5);
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Ok(())
+        );
+        c.nc = Some("00000002".into());
+        respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
+        let other_ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", other_ip, "s3cret-password"),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "another-password"),
+            Err(Refusal::Invalid)
+        );
+        assert_eq!(
+            d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn forged_or_expired_nonces_are_refused() {
         let d = Digest::new();
         let mut c = creds(&d, IP, Algorithm::Md5);
-        c.nonce = format!("{:x}.00-{}", unix_now(), "0".repeat(32));
+        c.nonce = format!("{:x}.00-{}", unix_now(), "0".repeat(32)).into();
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
         assert_eq!(
             d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
@@ -609,7 +659,8 @@ mod tests {
         c.nonce = format!(
             "{stamp}-{}",
             String::from_utf8_lossy(d.mac_of(&stamp, IP).as_bytes())
-        );
+        )
+        .into();
         respond(&mut c, Algorithm::Md5, "s3cret-password", "GET");
         assert_eq!(
             d.verify(&c, "GET", "/0004f2abcdef.cfg", IP, "s3cret-password"),
@@ -638,10 +689,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                c.username.as_str(),
-                c.uri.as_str(),
-                c.realm.as_str(),
-                c.response.as_str()
+                c.username.as_ref(),
+                c.uri.as_ref(),
+                c.realm.as_ref(),
+                c.response.as_ref()
             ),
             ("a", "/y.cfg", "", "ABC")
         );

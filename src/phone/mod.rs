@@ -16,7 +16,7 @@ mod observe;
 pub(crate) mod useragent;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,7 +29,7 @@ use axum::Router;
 use crate::domain::{Device, Group, Mac, ProvAuth};
 use crate::metrics::{AuthReason, LockoutScope};
 use crate::render::{serve_file, Outcome, Rendered};
-use crate::store::{Applied, CheckIn, ProvLogEntry, Refusal};
+use crate::store::{Applied, IpText, ProvLogEntry, Refusal, Seen};
 use crate::SharedApp;
 
 /// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
@@ -147,16 +147,18 @@ async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
         },
     };
     let (parts, body) = req.into_parts();
-    let ua = parts
-        .headers
-        .get(header::USER_AGENT)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
+    // At most 512 characters of it; borrowed when it is UTF-8 within that (what phones send).
+    let ua: std::borrow::Cow<'_, str> = match parts.headers.get(header::USER_AGENT) {
+        None => "".into(),
+        Some(v) => match std::str::from_utf8(v.as_bytes()) {
+            Ok(s) if s.len() <= 512 => s.into(),
+            _ => String::from_utf8_lossy(v.as_bytes())
                 .chars()
                 .take(512)
                 .collect::<String>()
-        })
-        .unwrap_or_default();
+                .into(),
+        },
+    };
     let creds = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -175,6 +177,8 @@ async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
             .map(|p| p.as_str())
             .unwrap_or("/"),
         ua: &ua,
+        at: OnceLock::new(),
+        ip_text: OnceLock::new(),
     };
     if let Some(Ok((mac, _))) = firmware {
         return match parts.method {
@@ -228,11 +232,15 @@ struct Ctx<'a> {
     ip: IpAddr,
     cert: Option<&'a [u8]>,
     /// The parsed `Authorization: Digest ...`, if any.
-    creds: Option<digest::Credentials>,
+    creds: Option<digest::Credentials<'a>>,
     headers: &'a HeaderMap,
     method: &'a Method,
     uri: &'a str,
     ua: &'a str,
+    /// The request's time (RFC 3339) and address as text, once needed: one of each for its
+    /// check-in and its provisioning log entry.
+    at: OnceLock<String>,
+    ip_text: OnceLock<IpText>,
 }
 
 /// Why a request was not authorised.
@@ -323,8 +331,8 @@ impl Ctx<'_> {
                 }
                 let applied = main.then(|| Applied {
                     revision: file.revision,
-                    etag: file.etag.clone(),
-                    identity: file.identity.clone(),
+                    etag: &file.etag,
+                    identity: file.identity.as_ref(),
                 });
                 let durable = self.check_in(&device.mac, &ua, applied);
                 if main {
@@ -523,18 +531,20 @@ impl Ctx<'_> {
 
     /// Adds this request to `mac`'s provisioning log: no credentials, nonce or response in it.
     fn log(&self, mac: &Mac, file: &str, code: StatusCode, bytes: u64, reason: Option<Refusal>) {
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let user_agent = if self.ua.len() <= 256 {
+            self.ua.to_string()
+        } else {
+            self.ua.chars().take(256).collect()
+        };
         self.app.store.log_provisioning(
             mac,
             ProvLogEntry {
                 id: 0,
-                at,
-                ip: self.ip.to_string(),
+                at: self.now().to_string(),
+                ip: self.ip_text().text().to_string(),
                 method: self.method.as_str().to_string(),
                 file: file.to_string(),
-                user_agent: self.ua.chars().take(256).collect(),
+                user_agent,
                 status: code.as_u16(),
                 bytes,
                 reason,
@@ -542,6 +552,14 @@ impl Ctx<'_> {
                 last_at: None,
             },
         );
+    }
+
+    fn now(&self) -> &str {
+        self.at.get_or_init(crate::store::now)
+    }
+
+    fn ip_text(&self) -> &IpText {
+        self.ip_text.get_or_init(|| IpText::new(self.ip))
     }
 
     fn render_failed(&self, name: &str, e: &crate::render::RenderError) -> Response {
@@ -553,21 +571,17 @@ impl Ctx<'_> {
         &self,
         mac: &Mac,
         ua: &useragent::UserAgent,
-        applied: Option<Applied>,
+        applied: Option<Applied<'_>>,
     ) -> impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static
     {
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let c = CheckIn {
-            at,
-            ip: self.ip.to_string(),
-            user_agent: self.ua.to_string(),
-            firmware: ua.firmware.clone(),
-            model_seen: ua.model.clone(),
-            ..CheckIn::default()
+        let seen = Seen {
+            at: self.now(),
+            ip: self.ip_text(),
+            user_agent: self.ua,
+            firmware: ua.firmware.as_deref(),
+            model_seen: ua.model.as_deref(),
         };
-        self.app.store.record_checkin(mac, c, applied)
+        self.app.store.record_checkin(mac, seen, applied)
     }
 
     /// Bytes with validators; 304 when the phone already has them.

@@ -199,10 +199,46 @@ pub(crate) fn now_rfc3339() -> String {
     now()
 }
 
+/// The current time, RFC 3339 (UTC), as `time` formats it: the date and time of day are
+/// formatted once a second per thread, the fraction per call (every fetch stamps its check-in
+/// and its provisioning log entry).
 pub(crate) fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    rfc3339_of(std::time::SystemTime::now())
+}
+
+pub(crate) fn rfc3339_of(t: std::time::SystemTime) -> String {
+    use std::cell::RefCell;
+    use std::fmt::Write as _;
+    thread_local! {
+        /// A second since the epoch, and its text up to the seconds (no zone).
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != secs {
+            let mut text = time::OffsetDateTime::from_unix_timestamp(secs as i64)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            text.pop(); // the "Z"
+            *cached = (secs, text);
+        }
+        let mut out = String::with_capacity(cached.1.len() + 11);
+        out.push_str(&cached.1);
+        if nanos != 0 {
+            let _ = write!(out, ".{nanos:09}");
+            while out.ends_with('0') {
+                out.pop();
+            }
+        }
+        out.push('Z');
+        out
+    })
 }
 
 impl Store {
@@ -834,8 +870,8 @@ impl Store {
     pub(crate) fn record_checkin(
         &self,
         mac: &Mac,
-        seen: CheckIn,
-        applied: Option<Applied>,
+        seen: Seen<'_>,
+        applied: Option<Applied<'_>>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let done = self.observer.check_in(mac, seen, applied);
         async move {
@@ -978,6 +1014,27 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::domain::rules::DeviceInput;
+
+    #[test]
+    fn the_time_is_formatted_as_time_formats_rfc_3339() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let rfc = &time::format_description::well_known::Rfc3339;
+        let base = 1_796_000_000u64;
+        // Whole seconds, trailing zeros in the fraction, the same second twice, the next one.
+        for (secs, nanos) in [
+            (base, 0),
+            (base, 500_000_000),
+            (base, 123_456_789),
+            (base, 120_000),
+            (base, 1),
+            (base + 1, 999_999_999),
+            (0, 7),
+        ] {
+            let t = UNIX_EPOCH + Duration::new(secs, nanos);
+            let want = time::OffsetDateTime::from(t).format(rfc).unwrap();
+            assert_eq!(rfc3339_of(t), want, "{secs}.{nanos:09}");
+        }
+    }
 
     pub(super) fn open(dir: &Path) -> Store {
         Store::open(

@@ -39,6 +39,7 @@ use axum::body::Bytes;
 use tokio::sync::oneshot;
 
 use super::backend::{Backend, Observations, Sighting, UploadQuota};
+use super::records::Seen;
 use super::seal::Sealer;
 use super::{
     now, Applied, CheckIn, ProvLogEntry, StoreError, SyncState, Unprovisioned, UploadMeta,
@@ -360,33 +361,48 @@ impl Observer {
         }
     }
 
-    /// Records a fetch: when and how the phone was seen at once, in memory; `applied` (the main
-    /// file it fetched) through the writer, resolving once it is durable. `None` when nothing
-    /// needs writing.
+    /// Records a fetch: when and how the phone was seen at once, in memory (updated in place:
+    /// a phone fetching again from where it was costs no allocation); `applied` (the main file
+    /// it fetched) through the writer, resolving once it is durable. `None` when nothing needs
+    /// writing.
     pub(super) fn check_in(
         &self,
         mac: &Mac,
-        seen: CheckIn,
-        applied: Option<Applied>,
+        seen: Seen<'_>,
+        applied: Option<Applied<'_>>,
     ) -> Option<oneshot::Receiver<Result<(), String>>> {
+        fn set(field: &mut String, v: &str) {
+            if field != v {
+                field.clear();
+                field.push_str(v);
+            }
+        }
+        fn set_opt(field: &mut Option<String>, v: Option<&str>) {
+            match (field.as_mut(), v) {
+                (Some(f), Some(v)) => set(f, v),
+                (_, v) => *field = v.map(str::to_string),
+            }
+        }
         let mut map = self.checkins.write().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(mac.clone()).or_default();
-        *entry = CheckIn {
-            applied_revision: entry.applied_revision,
-            applied_etag: entry.applied_etag.take(),
-            applied_identity: entry.applied_identity.take(),
-            ..seen
-        };
+        if !map.contains_key(mac) {
+            map.insert(mac.clone(), CheckIn::default());
+        }
+        let entry = map.get_mut(mac).expect("inserted above");
+        set(&mut entry.at, seen.at);
+        set(&mut entry.ip, seen.ip.text());
+        set(&mut entry.user_agent, seen.user_agent);
+        set_opt(&mut entry.firmware, seen.firmware);
+        set_opt(&mut entry.model_seen, seen.model_seen);
         let a = applied.filter(|a| {
             a.revision != entry.applied_revision
-                || Some(&a.etag) != entry.applied_etag.as_ref()
-                || a.identity != entry.applied_identity
+                || Some(a.etag) != entry.applied_etag.as_deref()
+                || a.identity != entry.applied_identity.as_ref()
         })?;
         let mut record = entry.clone();
         drop(map);
         record.applied_revision = a.revision;
-        record.applied_etag = Some(a.etag);
-        record.applied_identity = a.identity;
+        record.applied_etag = Some(a.etag.to_string());
+        record.applied_identity = a.identity.cloned();
         let (ack, done) = oneshot::channel();
         self.send(Job::CheckIn(mac.clone(), Box::new(record), Some(ack)));
         Some(done)
@@ -715,10 +731,10 @@ fn rfc3339_nanos(at: &str) -> Option<i128> {
 }
 
 fn rfc3339_of(nanos: i128) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()?
-        .format(&time::format_description::well_known::Rfc3339)
-        .ok()
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(super::rfc3339_of(
+        std::time::UNIX_EPOCH + Duration::from_nanos(nanos),
+    ))
 }
 
 /// Folds `entry` (whose [`ProvLogEntry::fingerprint`] is `fingerprint`) into the device's

@@ -223,13 +223,54 @@ impl ProvLogEntry {
     }
 }
 
+/// How a phone was seen on one fetch, borrowed from its request (a [`CheckIn`] without the
+/// applied revision).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen<'a> {
+    /// RFC 3339 time of the fetch.
+    pub(crate) at: &'a str,
+    pub(crate) ip: &'a IpText,
+    pub(crate) user_agent: &'a str,
+    pub(crate) firmware: Option<&'a str>,
+    pub(crate) model_seen: Option<&'a str>,
+}
+
+/// An IP address as text, formatted once on the stack (an IPv6 address is at most 45
+/// characters).
+pub(crate) struct IpText {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: std::net::IpAddr) -> IpText {
+        use std::io::Write as _;
+        let mut buf = [0u8; 48];
+        let mut w = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(w, "{ip}");
+        let len = w.position() as u8;
+        IpText { buf, len }
+    }
+
+    pub(crate) fn text(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len as usize]).expect("an address is ASCII")
+    }
+}
+
+impl std::fmt::Debug for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// What a phone's fetch of its main file gave it: the revision, the bytes' ETag and the primary
-/// registration (NOTIFYs are addressed to it until the phone fetches something newer).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Applied {
+/// registration (NOTIFYs are addressed to it until the phone fetches something newer);
+/// borrowed from the rendered file, copied only when it is news.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Applied<'a> {
     pub(crate) revision: u64,
-    pub(crate) etag: String,
-    pub(crate) identity: Option<crate::domain::SipIdentity>,
+    pub(crate) etag: &'a str,
+    pub(crate) identity: Option<&'a crate::domain::SipIdentity>,
 }
 
 #[cfg(test)]
