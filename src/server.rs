@@ -109,11 +109,19 @@ pub struct Server {
     listeners: Vec<Listener>,
 }
 
+/// What a listener's requests go to: the admin listener's router, or the phone handler
+/// (called directly: it has no routes, and an axum router would cost every fetch its routing).
+#[derive(Clone)]
+enum Service {
+    Router(Router),
+    Phones(SharedApp),
+}
+
 /// One bound listener and what its connections get.
 struct Listener {
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
-    router: Router,
+    service: Service,
     gate: Arc<conn::Gate>,
     timeouts: conn::Timeouts,
 }
@@ -208,15 +216,16 @@ impl Server {
         // The phone listeners share one gate; the admin listener has its own, so a phone flood
         // never takes the admins' places.
         let phone_gate = conn::Gate::new("phones", max_phones, Some(per_ip));
-        let listener = |tcp, tls, router, gate: &Arc<conn::Gate>| Listener {
+        let listener = |tcp, tls, service, gate: &Arc<conn::Gate>| Listener {
             tcp,
             tls,
-            router,
+            service,
             gate: gate.clone(),
             timeouts,
         };
         let admin_router = crate::console::router(app.clone(), crate::admin::router(app.clone()));
-        let phone_router = crate::phone::router(app.clone());
+        let admin_router = Service::Router(admin_router);
+        let phone_router = Service::Phones(app.clone());
         let mut listeners = vec![
             listener(
                 admin,
@@ -363,7 +372,7 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
     let Listener {
         tcp: listener,
         tls,
-        router,
+        service,
         gate,
         timeouts,
     } = l;
@@ -392,7 +401,7 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let service = service.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -401,15 +410,28 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
             // One service per connection, carrying the peer address and client certificate.
             let svc = |cert: Option<PeerCert>| {
                 let activity = activity.clone();
+                let service = service.clone();
                 hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(c) = &cert {
-                        req.extensions_mut().insert(c.clone());
-                    }
                     let busy = activity.begin();
-                    let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+                    let req_cert = cert.as_ref().and_then(|c| c.0.clone());
+                    let service = match &service {
+                        Service::Router(router) => {
+                            req.extensions_mut().insert(ConnectInfo(peer));
+                            if let Some(c) = &cert {
+                                req.extensions_mut().insert(c.clone());
+                            }
+                            Service::Router(router.clone())
+                        }
+                        Service::Phones(app) => Service::Phones(app.clone()),
+                    };
+                    let req = req.map(axum::body::Body::new);
                     async move {
-                        let r = answer.await;
+                        let r = match service {
+                            Service::Router(router) => router.oneshot(req).await,
+                            Service::Phones(app) => {
+                                Ok(crate::phone::serve(app, req, peer, req_cert).await)
+                            }
+                        };
                         drop(busy);
                         r
                     }

@@ -118,17 +118,19 @@ fn unescape(q: &str) -> Option<(String, &str)> {
     None
 }
 
-/// Parses `Digest k=v, k="v", ...`; `None` when it is not a digest header.
+/// Parses `Digest k=v, k="v", ...`; `None` when it is not a digest header. It scans bytes
+/// (every delimiter is ASCII, so each cut falls on a character boundary): a phone sends it
+/// with every request.
 pub(crate) fn parse(header: &str) -> Option<Credentials<'_>> {
     let rest = header.trim().strip_prefix("Digest")?.trim_start();
     let mut c = Credentials::default();
     let mut s = rest;
     while !s.is_empty() {
-        let (k, after) = s.split_once('=')?;
-        let k = k.trim();
-        let after = after.trim_start();
+        let eq = s.bytes().position(|b| b == b'=')?;
+        let k = s[..eq].trim();
+        let after = s[eq + 1..].trim_start();
         let (v, remain): (Cow<'_, str>, &str) = if let Some(q) = after.strip_prefix('"') {
-            match q.find(['"', '\\']) {
+            match q.bytes().position(|b| b == b'"' || b == b'\\') {
                 // No escapes (what phones send): the text up to the closing quote.
                 Some(end) if q.as_bytes()[end] == b'"' => (q[..end].into(), &q[end + 1..]),
                 _ => {
@@ -137,7 +139,7 @@ pub(crate) fn parse(header: &str) -> Option<Credentials<'_>> {
                 }
             }
         } else {
-            let end = after.find(',').unwrap_or(after.len());
+            let end = after.bytes().position(|b| b == b',').unwrap_or(after.len());
             (after[..end].trim().into(), &after[end..])
         };
         // Parameter names are case-insensitive (RFC 7616 §3.4).
@@ -159,7 +161,11 @@ pub(crate) fn parse(header: &str) -> Option<Credentials<'_>> {
             b"cnonce" => c.cnonce = Some(v),
             _ => {}
         }
-        s = remain.trim_start().trim_start_matches(',').trim_start();
+        let skip = remain
+            .bytes()
+            .position(|b| !(b == b',' || b.is_ascii_whitespace()))
+            .unwrap_or(remain.len());
+        s = &remain[skip..];
     }
     Some(c)
 }

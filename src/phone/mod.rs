@@ -20,11 +20,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 
 use crate::domain::{Device, Group, Mac, ProvAuth};
 use crate::metrics::{AuthReason, LockoutScope};
@@ -58,11 +55,17 @@ impl PhoneAuth {
     }
 }
 
-pub(crate) fn router(app: SharedApp) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(handle)
-        .with_state(app)
+/// Answers one request of the phone listeners, from `peer` (with its client certificate).
+pub(crate) async fn serve(
+    app: SharedApp,
+    req: Request<Body>,
+    peer: SocketAddr,
+    cert: Option<Arc<[u8]>>,
+) -> Response {
+    if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
+        return "ok".into_response();
+    }
+    handle(app, req, peer, cert).await
 }
 
 fn status(code: StatusCode) -> Response {
@@ -108,14 +111,19 @@ pub(crate) fn client_ip(peer: SocketAddr) -> IpAddr {
     }
 }
 
-async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
+async fn handle(
+    app: SharedApp,
+    req: Request<Body>,
+    peer: SocketAddr,
+    cert: Option<Arc<[u8]>>,
+) -> Response {
     use tracing::Instrument as _;
     let started = std::time::Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let id = crate::metrics::request_id(req.headers());
     let span = tracing::info_span!("phone", request_id = %id);
-    let mut resp = handle_request(app.clone(), req)
+    let mut resp = handle_request(app.clone(), req, peer, cert)
         .instrument(span.clone())
         .await;
     let took = started.elapsed();
@@ -125,13 +133,12 @@ async fn handle(State(app): State<SharedApp>, req: Request<Body>) -> Response {
     resp
 }
 
-async fn handle_request(app: SharedApp, req: Request<Body>) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let cert = req.extensions().get::<PeerCert>().and_then(|c| c.0.clone());
+async fn handle_request(
+    app: SharedApp,
+    req: Request<Body>,
+    peer: SocketAddr,
+    cert: Option<Arc<[u8]>>,
+) -> Response {
     let ip = client_ip(peer);
     let firmware = req
         .uri()
