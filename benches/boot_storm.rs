@@ -143,6 +143,20 @@ async fn keep_alive_run(
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Waits (at most 20 s) until `pid` uses under 5 % of a core over 250 ms; how long that took,
+/// and whether it did.
+async fn settle(pid: u32) -> (Duration, bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        let before = common::cpu_time(pid);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if common::cpu_time(pid).saturating_sub(before) < Duration::from_micros(12_500) {
+            return (t.elapsed(), true);
+        }
+    }
+    (t.elapsed(), false)
+}
+
 fn start_nginx(dir: &Path, www: &Path, tls: &Path, port: u16) -> Option<Kill> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -302,6 +316,10 @@ fn main() {
         if storm_only {
             return;
         }
+        // The storms' aftermath (the observation writer's batches, sled's flushes and segment
+        // work) is not the keep-alive rounds' cost: they start once the server is quiet.
+        let (settled, quiet) = settle(deskprov_pid).await;
+        println!("the server was quiet {settled:.1?} after the storms{}", if quiet { "" } else { " (gave up waiting)" });
         let mut ratios = Vec::new();
         let requests = concurrency * per_conn as usize;
         for round in 1..=rounds {
