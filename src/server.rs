@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -23,7 +22,6 @@ use tower::ServiceExt;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::phone::PeerCert;
 use crate::render::Renderer;
 use crate::store::{ObservationLimits, Store, StoreOptions};
 use crate::tls::{self, DevPki};
@@ -407,29 +405,20 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
         tokio::spawn(async move {
             let _permit = permit;
             let activity = conn::Activity::new();
-            // One service per connection, carrying the peer address and client certificate.
-            let svc = |cert: Option<PeerCert>| {
+            // One service per connection; the phone handler gets the peer address and client
+            // certificate (the admin listener asks for no certificate and reads no address).
+            let svc = |cert: Option<Arc<[u8]>>| {
                 let activity = activity.clone();
                 let service = service.clone();
-                hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let busy = activity.begin();
-                    let req_cert = cert.as_ref().and_then(|c| c.0.clone());
-                    let service = match &service {
-                        Service::Router(router) => {
-                            req.extensions_mut().insert(ConnectInfo(peer));
-                            if let Some(c) = &cert {
-                                req.extensions_mut().insert(c.clone());
-                            }
-                            Service::Router(router.clone())
-                        }
-                        Service::Phones(app) => Service::Phones(app.clone()),
-                    };
+                    let (service, cert) = (service.clone(), cert.clone());
                     let req = req.map(axum::body::Body::new);
                     async move {
                         let r = match service {
                             Service::Router(router) => router.oneshot(req).await,
                             Service::Phones(app) => {
-                                Ok(crate::phone::serve(app, req, peer, req_cert).await)
+                                Ok(crate::phone::serve(app, req, peer, cert).await)
                             }
                         };
                         drop(busy);
@@ -451,7 +440,7 @@ async fn serve(l: Listener, mut stop: watch::Receiver<bool>) {
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .map(|c| Arc::<[u8]>::from(c.as_ref()));
-                        let svc = svc(Some(PeerCert(leaf)));
+                        let svc = svc(leaf);
                         let io = TokioIo::new(conn::Tracked::new(stream, activity.clone()));
                         let c = watcher.watch(builder.serve_connection(io, svc));
                         conn::bounded(c, &activity, timeouts).await

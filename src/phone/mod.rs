@@ -29,11 +29,6 @@ use crate::render::{serve_file, Outcome, Rendered};
 use crate::store::{Applied, IpText, ProvLogEntry, Refusal, Seen};
 use crate::SharedApp;
 
-/// The client certificate (leaf, DER) of the TLS connection, if the phone sent one that chains
-/// to a configured vendor CA. Inserted per request by the listener.
-#[derive(Clone, Debug)]
-pub(crate) struct PeerCert(pub(crate) Option<Arc<[u8]>>);
-
 /// Authentication state shared by phone requests.
 pub(crate) struct PhoneAuth {
     pub(crate) digest: digest::Digest,
@@ -55,7 +50,8 @@ impl PhoneAuth {
     }
 }
 
-/// Answers one request of the phone listeners, from `peer` (with its client certificate).
+/// Answers one request of the phone listeners, from `peer`; `cert` is the connection's client
+/// certificate (leaf, DER), if the phone sent one that chains to a configured vendor CA.
 pub(crate) async fn serve(
     app: SharedApp,
     req: Request<Body>,
