@@ -221,25 +221,27 @@ impl Server {
             gate: gate.clone(),
             timeouts,
         };
-        let admin_router = crate::console::router(app.clone(), crate::admin::router(app.clone()));
-        let admin_router = Service::Router(admin_router);
-        let phone_router = Service::Phones(app.clone());
+        let admin_service = Service::Router(crate::console::router(
+            app.clone(),
+            crate::admin::router(app.clone()),
+        ));
+        let phone_service = Service::Phones(app.clone());
         let mut listeners = vec![
             listener(
                 admin,
                 Some(acceptor.clone()),
-                admin_router,
+                admin_service,
                 &conn::Gate::new("admin", max_admin, None),
             ),
             listener(
                 phones,
                 Some(phone_acceptor),
-                phone_router.clone(),
+                phone_service.clone(),
                 &phone_gate,
             ),
         ];
         if let Some(l) = phones_http {
-            listeners.push(listener(l, None, phone_router, &phone_gate));
+            listeners.push(listener(l, None, phone_service, &phone_gate));
         }
         Ok(Server {
             app,

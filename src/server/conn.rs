@@ -252,8 +252,9 @@ const LINGER_BYTES: usize = 64 << 20;
 pub(crate) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
-    /// Set once the close is sent: the end of the lingering, and the bytes dropped so far.
-    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    /// Set once the close is sent: the end of the lingering (timed from the first read that
+    /// has to wait: a client that has closed already costs no timer), and the bytes dropped.
+    linger: Option<(Option<Pin<Box<tokio::time::Sleep>>>, usize)>,
 }
 
 impl<S> Tracked<S> {
@@ -318,14 +319,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         let this = &mut *self;
         if this.linger.is_none() {
             std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-            this.linger = Some((Box::pin(tokio::time::sleep(LINGER)), 0));
         }
-        let Some((until, dropped)) = &mut this.linger else {
-            unreachable!("set above")
-        };
+        let (until, dropped) = this.linger.get_or_insert((None, 0));
         let mut scratch = [0u8; 8192];
         loop {
-            if *dropped > LINGER_BYTES || until.as_mut().poll(cx).is_ready() {
+            if *dropped > LINGER_BYTES {
                 return Poll::Ready(Ok(()));
             }
             let mut buf = ReadBuf::new(&mut scratch);
@@ -333,7 +331,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => *dropped += buf.filled().len(),
                 // The client closed (or broke) its side: done.
                 Poll::Ready(_) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let until = until.get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
+                    return match until.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Ok(())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
             }
         }
     }
