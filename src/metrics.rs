@@ -99,6 +99,23 @@ struct DeviceLabels {
     sync: SyncState,
 }
 
+/// The store's metrics: durable commit latency, and how long phones' answers wait for their
+/// newly applied revision to be durable.
+#[derive(Clone)]
+pub(crate) struct StoreMetrics {
+    pub(crate) commit_seconds: Histogram,
+    pub(crate) checkin_seconds: Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> StoreMetrics {
+        StoreMetrics {
+            commit_seconds: latency_histogram(),
+            checkin_seconds: latency_histogram(),
+        }
+    }
+}
+
 /// The renderer's metrics: render latency (cache misses) and cache hits and misses.
 #[derive(Clone)]
 pub(crate) struct RenderMetrics {
@@ -185,7 +202,7 @@ impl Metrics {
     /// The registry over the phone counters and the parts' metrics: the store's commit
     /// histogram, the renderer's and the dispatcher's.
     pub(crate) fn new(
-        commit_seconds: &Histogram,
+        store: &StoreMetrics,
         render: &RenderMetrics,
         notify: &NotifyMetrics,
     ) -> Metrics {
@@ -245,7 +262,13 @@ impl Metrics {
             "deskprov_store_commit",
             "Time of a durable store commit.",
             Unit::Seconds,
-            commit_seconds.clone(),
+            store.commit_seconds.clone(),
+        );
+        r.register_with_unit(
+            "deskprov_phone_checkin_wait",
+            "Time a phone's answer waited for the revision it applied to be durable (its first fetch of a new revision).",
+            Unit::Seconds,
+            store.checkin_seconds.clone(),
         );
         r.register(
             "deskprov_devices",
@@ -406,10 +429,10 @@ mod tests {
 
     #[test]
     fn the_registry_writes_the_documented_names_and_labels() {
-        let commit = latency_histogram();
+        let store = StoreMetrics::default();
         let render = RenderMetrics::default();
         let notify = NotifyMetrics::default();
-        let m = Metrics::new(&commit, &render, &notify);
+        let m = Metrics::new(&store, &render, &notify);
         m.phone_request(200, "yealink-t54w");
         m.phone_request(200, "yealink-t54w");
         m.phone_request(401, "-");
@@ -419,7 +442,8 @@ mod tests {
         render.latency(Duration::from_micros(300));
         render.latency(Duration::from_secs(5));
         notify.sent(true, "check-sync");
-        commit.observe(0.002);
+        store.commit_seconds.observe(0.002);
+        store.checkin_seconds.observe(0.0003);
         let counts = crate::sync::Counts {
             in_sync: 3,
             ..Default::default()
@@ -439,6 +463,9 @@ mod tests {
             "deskprov_render_seconds_count 2\n",
             "deskprov_notify_total{result=\"ok\",event=\"check-sync\"} 1\n",
             "deskprov_store_commit_seconds_count 1\n",
+            "deskprov_phone_checkin_wait_seconds_bucket{le=\"0.00025\"} 0\n",
+            "deskprov_phone_checkin_wait_seconds_bucket{le=\"0.0005\"} 1\n",
+            "deskprov_phone_checkin_wait_seconds_count 1\n",
             "deskprov_devices{sync=\"in_sync\"} 3\n",
             "deskprov_devices{sync=\"failed\"} 0\n",
             "deskprov_change_seq 42\n",

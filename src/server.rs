@@ -195,7 +195,7 @@ impl Server {
                 source,
             })?;
         let metrics =
-            crate::metrics::Metrics::new(store.commit_seconds(), renderer.metrics(), &sync.metrics);
+            crate::metrics::Metrics::new(store.metrics(), renderer.metrics(), &sync.metrics);
         let firmware = crate::firmware::Firmware::new(&config.data_dir, &config.firmware);
         let app: SharedApp = Arc::new(App {
             config,

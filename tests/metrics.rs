@@ -53,6 +53,20 @@ async fn a_scrape_after_phone_traffic_shows_the_counters_moved() {
     );
 }
 
+/// The first fetch of a revision waits for its check-in to be durable and is counted in
+/// `deskprov_phone_checkin_wait_seconds`; the same file again records nothing new and is not.
+#[tokio::test]
+async fn only_a_fetch_that_applies_a_new_revision_counts_as_a_durable_wait() {
+    let p = OnePhone::start().await;
+    let count = "deskprov_phone_checkin_wait_seconds_count";
+    let before = value(&scrape(&p).await, count);
+    assert_eq!(p.fetch().await.status(), 200);
+    let after_first = value(&scrape(&p).await, count);
+    assert_eq!(after_first, before + 1.0);
+    assert_eq!(p.fetch().await.status(), 200);
+    assert_eq!(value(&scrape(&p).await, count), after_first);
+}
+
 #[tokio::test]
 async fn metrics_need_a_platform_token() {
     let p = OnePhone::start().await;

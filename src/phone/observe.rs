@@ -128,9 +128,9 @@ mod tests {
     /// of it (a multi-byte name cut on a character), and `-` for a response to no device.
     #[test]
     fn the_fetch_line_names_the_file_cut_to_128_characters_and_no_query() {
-        use crate::metrics::{latency_histogram, Metrics, NotifyMetrics, RenderMetrics};
+        use crate::metrics::{Metrics, NotifyMetrics, RenderMetrics, StoreMetrics};
         let m = Metrics::new(
-            &latency_histogram(),
+            &StoreMetrics::default(),
             &RenderMetrics::default(),
             &NotifyMetrics::default(),
         );

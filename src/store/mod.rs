@@ -150,7 +150,7 @@ pub struct Store {
     /// When a password was last replaced or deleted, if no key roll has followed yet.
     roll_due: Mutex<Option<std::time::Instant>>,
     /// Durable commit latency (registered by `App`'s metrics).
-    commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    metrics: crate::metrics::StoreMetrics,
     /// Other servers write to the same engine: the store follows them, and the key is never
     /// rolled (every server has a copy of the key file).
     shared: bool,
@@ -242,9 +242,9 @@ pub(crate) fn rfc3339_of(t: std::time::SystemTime) -> String {
 }
 
 impl Store {
-    /// The durable commit latency histogram (registered by `App`'s metrics).
-    pub(crate) fn commit_seconds(&self) -> &prometheus_client::metrics::histogram::Histogram {
-        &self.commit_seconds
+    /// The store's histograms (registered by `App`'s metrics).
+    pub(crate) fn metrics(&self) -> &crate::metrics::StoreMetrics {
+        &self.metrics
     }
 
     /// Opens (or creates) the embedded store in `dir` and loads it into memory; passwords are
@@ -433,7 +433,7 @@ impl Store {
             changes_keep: opts.changes_keep,
             committed,
             roll_due: Mutex::new(None),
-            commit_seconds: crate::metrics::latency_histogram(),
+            metrics: crate::metrics::StoreMetrics::default(),
             shared: backend_shared,
             checkin_cursor: AtomicU64::new(0),
             sync_state_cursor: AtomicU64::new(0),
@@ -548,7 +548,9 @@ impl Store {
             .collect();
         let started = std::time::Instant::now();
         let committed = self.backend.commit(&writes, &change);
-        self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = committed {
             tx.rollback();
             self.backend.abort_write();
@@ -873,15 +875,18 @@ impl Store {
         seen: Seen<'_>,
         applied: Option<Applied<'_>>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
-        let done = self.observer.check_in(mac, seen, applied);
+        let waiting = self.observer.check_in(mac, seen, applied).map(|rx| {
+            let h = self.metrics.checkin_seconds.clone();
+            (rx, h, std::time::Instant::now())
+        });
         async move {
-            match done {
-                None => Ok(()),
-                Some(rx) => rx
-                    .await
-                    .map_err(|_| StoreError::Engine("the observation writer stopped".into()))?
-                    .map_err(StoreError::Engine),
-            }
+            let Some((rx, h, started)) = waiting else {
+                return Ok(());
+            };
+            let r = rx.await;
+            h.observe(started.elapsed().as_secs_f64());
+            r.map_err(|_| StoreError::Engine("the observation writer stopped".into()))?
+                .map_err(StoreError::Engine)
         }
     }
 
