@@ -157,6 +157,25 @@ async fn settle(pid: u32) -> (Duration, bool) {
     (t.elapsed(), false)
 }
 
+/// `n waited; over 1 ms: a %, over 5 ms: b %, ...` from cumulative buckets.
+fn wait_summary(buckets: &[(String, u64)]) -> String {
+    let Some(&(_, total)) = buckets.last() else {
+        return "no histogram".into();
+    };
+    let over = buckets
+        .iter()
+        .filter(|(le, _)| ["0.001", "0.0025", "0.005", "0.01", "0.025"].contains(&le.as_str()))
+        .map(|(le, c)| {
+            let ms = le.parse::<f64>().unwrap_or(0.0) * 1000.0;
+            format!(
+                "over {ms} ms {:.2} %",
+                (total - c) as f64 * 100.0 / total.max(1) as f64
+            )
+        })
+        .collect::<Vec<_>>();
+    format!("{total}; {}", over.join(", "))
+}
+
 fn start_nginx(dir: &Path, www: &Path, tls: &Path, port: u16) -> Option<Kill> {
     let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
         .into_iter()
@@ -302,6 +321,8 @@ fn main() {
             let d = storm(&connector, deskprov_addr, &devices, true, concurrency).await;
             let dc = cpu_per(deskprov_pid, c, n);
             println!("[{round}] boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?}, server CPU {dc:.0} µs/device ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
+            let waits = common::buckets(&common::metrics(admin_port, &data).await, "deskprov_phone_checkin_wait_seconds");
+            println!("[{round}] answers waiting for their applied revision to be durable, since start-up: {}", wait_summary(&waits));
             if nginx.is_some() {
                 let c = common::cpu_time(nginx_pid);
                 let x = storm(&connector, nginx_addr, &devices, false, concurrency).await;
