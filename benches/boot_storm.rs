@@ -157,11 +157,14 @@ async fn settle(pid: u32) -> (Duration, bool) {
     (t.elapsed(), false)
 }
 
-/// `n waited; over 1 ms: a %, over 5 ms: b %, ...` from cumulative buckets.
+/// `n; over 1 ms a %, over 2.5 ms b %, ...` from cumulative bucket counts.
 fn wait_summary(buckets: &[(String, u64)]) -> String {
     let Some(&(_, total)) = buckets.last() else {
         return "no histogram".into();
     };
+    if total == 0 {
+        return "none (no device applied a new revision)".into();
+    }
     let over = buckets
         .iter()
         .filter(|(le, _)| ["0.001", "0.0025", "0.005", "0.01", "0.025"].contains(&le.as_str()))
@@ -317,12 +320,21 @@ fn main() {
         }
         let mut ratios = Vec::new();
         for round in 1..=rounds {
+            let waited = |text: String| common::buckets(&text, "deskprov_phone_checkin_wait_seconds");
+            let before = waited(common::metrics(admin_port, &data).await);
             let c = common::cpu_time(deskprov_pid);
             let d = storm(&connector, deskprov_addr, &devices, true, concurrency).await;
             let dc = cpu_per(deskprov_pid, c, n);
             println!("[{round}] boot storm, deskprov (digest): {:>7.0} devices/s, p99 {:.1?}, server CPU {dc:.0} µs/device ({n} devices, {concurrency} at once)", d.per_sec, d.p99);
-            let waits = common::buckets(&common::metrics(admin_port, &data).await, "deskprov_phone_checkin_wait_seconds");
-            println!("[{round}] answers waiting for their applied revision to be durable, since start-up: {}", wait_summary(&waits));
+            let after = waited(common::metrics(admin_port, &data).await);
+            let waits: Vec<(String, u64)> = after
+                .into_iter()
+                .map(|(le, a)| {
+                    let b = before.iter().find(|(l, _)| *l == le).map_or(0, |(_, b)| *b);
+                    (le, a - b)
+                })
+                .collect();
+            println!("[{round}] answers that waited for their applied revision to be durable: {}", wait_summary(&waits));
             if nginx.is_some() {
                 let c = common::cpu_time(nginx_pid);
                 let x = storm(&connector, nginx_addr, &devices, false, concurrency).await;
