@@ -182,7 +182,9 @@ pub(crate) enum Refusal {
 /// Issues and checks nonces, and remembers `nc` per nonce.
 pub(crate) struct Digest {
     key: hmac::Key,
-    seen: Mutex<HashMap<String, Answered>>,
+    /// Keyed by nonces this server issued and a phone answered correctly (no key an attacker
+    /// chooses), so a fast hasher with a per-process seed will do.
+    seen: Mutex<HashMap<String, Answered, foldhash::fast::RandomState>>,
 }
 
 /// A nonce answered correctly: its highest `nc`, when it was first answered, and from where
@@ -211,7 +213,7 @@ impl Digest {
         let rng = ring::rand::SystemRandom::new();
         Digest {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("random key"),
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::default()),
         }
     }
 
@@ -262,21 +264,10 @@ impl Digest {
             return Err(Refusal::Invalid);
         };
         let nc_value = u64::from_str_radix(nc, 16).map_err(|_| Refusal::Invalid)?;
-        // The nonce must be ours (HMAC) before its age or the response mean anything.
+        // The nonce's stamp (its issue time and random part) and its tag (checked below).
         let (stamp, tag) = c.nonce.split_once('-').ok_or(Refusal::Invalid)?;
         let ts_hex = stamp.split('.').next().unwrap_or_default();
         let ts = u64::from_str_radix(ts_hex, 16).map_err(|_| Refusal::Invalid)?;
-        // A nonce already answered from this address was checked then: a phone reusing its
-        // nonce on a keep-alive connection costs no HMAC per request.
-        let checked = self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&*c.nonce)
-            .is_some_and(|n| n.ip == ip);
-        if !checked && !crate::secrets::ct_eq(tag.as_bytes(), self.mac_of(stamp, ip).as_bytes()) {
-            return Err(Refusal::Invalid);
-        }
         let ha1 = alg.hash_joined(&[c.username.as_bytes(), REALM.as_bytes(), password.as_bytes()]);
         let ha2 = alg.hash_joined(&[method.as_bytes(), c.uri.as_bytes()]);
         let expected = alg.hash_joined(&[
@@ -299,10 +290,29 @@ impl Digest {
         if !crate::secrets::ct_eq(expected.as_bytes(), &lower[..response.len()]) {
             return Err(Refusal::Invalid);
         }
-        if unix_now().saturating_sub(ts) > NONCE_TTL.as_secs() {
+        let stale = || unix_now().saturating_sub(ts) > NONCE_TTL.as_secs();
+        // A nonce already answered from this address had its HMAC checked then: a phone
+        // reusing its nonce on a keep-alive connection costs one lookup and no HMAC.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = seen.get_mut(&*c.nonce).filter(|n| n.ip == ip) {
+            if stale() {
+                return Err(Refusal::Stale);
+            }
+            // Replay: nc must grow for each use of a nonce.
+            if nc_value <= n.nc {
+                return Err(Refusal::Invalid);
+            }
+            n.nc = nc_value;
+            return Ok(());
+        }
+        drop(seen);
+        // The nonce must be ours (HMAC, bound to the address) before its age means anything.
+        if !crate::secrets::ct_eq(tag.as_bytes(), self.mac_of(stamp, ip).as_bytes()) {
+            return Err(Refusal::Invalid);
+        }
+        if stale() {
             return Err(Refusal::Stale);
         }
-        // Replay: nc must grow for each use of a nonce.
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED {
             seen.retain(|_, n| n.at.elapsed() < NONCE_TTL);
