@@ -72,14 +72,14 @@ impl ImageView {
 
 /// Devices by firmware state.
 #[derive(Clone, Debug, Default, Serialize, ToSchema)]
-pub(crate) struct Counts {
+pub(crate) struct FirmwareCounts {
     current: usize,
     upgrading: usize,
     behind: usize,
     failed: usize,
 }
 
-impl Counts {
+impl FirmwareCounts {
     fn add(&mut self, st: FirmwareState) {
         match st {
             FirmwareState::Current => self.current += 1,
@@ -103,7 +103,7 @@ pub(crate) struct TargetView {
     paused: Option<FirmwarePause>,
     updated_at: String,
     /// The group's devices of the model, by state.
-    devices: Counts,
+    devices: FirmwareCounts,
 }
 
 /// One model of a group: its target (if any) and what its devices run.
@@ -123,7 +123,7 @@ pub(crate) struct GroupFirmware {
 }
 
 fn target_view(app: &SharedApp, s: &DomainState, t: &FirmwareTarget) -> TargetView {
-    let mut devices = Counts::default();
+    let mut devices = FirmwareCounts::default();
     for d in s.devices_of(&t.group).filter(|d| d.model == t.model) {
         if let Some(st) = DeviceFirmware::of(s, app, d).state {
             devices.add(st);

@@ -594,6 +594,84 @@ mod tests {
     }
 
     /// Every route of SPEC §4 that the server has is in the document.
+    /// The document names a schema by its type's name: two types of one name would share one
+    /// schema (the last registered wins, and the other's responses fail to validate), so every
+    /// type deriving `ToSchema` has a name of its own.
+    #[test]
+    fn every_schema_type_has_a_name_of_its_own() {
+        fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    rust_files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut found = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut derives = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[derive(") && line.contains("ToSchema") {
+                    derives = true;
+                    continue;
+                }
+                if !derives || line.starts_with("#[") || line.starts_with("///") {
+                    continue;
+                }
+                derives = false;
+                let item = line
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ")
+                    .strip_prefix("struct ")
+                    .or_else(|| line.split("enum ").nth(1));
+                let Some(name) =
+                    item.and_then(|i| i.split(|c: char| !c.is_alphanumeric() && c != '_').next())
+                else {
+                    continue;
+                };
+                found += 1;
+                let at = f.display().to_string();
+                if let Some(other) = seen.insert(name.to_string(), at.clone()) {
+                    panic!("two schema types named {name}: {other} and {at}");
+                }
+            }
+        }
+        assert!(
+            found > 50,
+            "only {found} schema types found: the scan is broken"
+        );
+    }
+
+    /// A firmware roll-out counts devices by firmware state, not by sync state.
+    #[test]
+    fn the_roll_out_view_counts_devices_by_firmware_state() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        let devices = &schemas["TargetView"]["properties"]["devices"];
+        let name = devices["$ref"]
+            .as_str()
+            .expect("a reference")
+            .rsplit('/')
+            .next()
+            .unwrap();
+        let props = schemas[name]["properties"].as_object().unwrap();
+        let keys: BTreeSet<&str> = props.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["current", "upgrading", "behind", "failed"])
+        );
+        assert!(schemas["Counts"]["properties"]["in_sync"].is_object());
+    }
+
     #[test]
     fn every_spec_route_is_documented() {
         let doc = doc();
