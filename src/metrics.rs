@@ -199,8 +199,8 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// The registry over the phone counters and the parts' metrics: the store's commit
-    /// histogram, the renderer's and the dispatcher's.
+    /// The registry over the phone counters and the parts' metrics: the store's histograms,
+    /// the renderer's and the dispatcher's.
     pub(crate) fn new(
         store: &StoreMetrics,
         render: &RenderMetrics,

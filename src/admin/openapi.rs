@@ -593,7 +593,6 @@ mod tests {
         );
     }
 
-    /// Every route of SPEC §4 that the server has is in the document.
     /// The document names a schema by its type's name: two types of one name would share one
     /// schema (the last registered wins, and the other's responses fail to validate), so every
     /// type deriving `ToSchema` has a name of its own.
@@ -672,6 +671,7 @@ mod tests {
         assert!(schemas["Counts"]["properties"]["in_sync"].is_object());
     }
 
+    /// Every route of SPEC §4 that the server has is in the document.
     #[test]
     fn every_spec_route_is_documented() {
         let doc = doc();
