@@ -172,7 +172,7 @@ fn wait_summary(buckets: &[(String, u64)]) -> String {
             let ms = le.parse::<f64>().unwrap_or(0.0) * 1000.0;
             format!(
                 "over {ms} ms {:.2} %",
-                (total - c) as f64 * 100.0 / total.max(1) as f64
+                (total - c) as f64 * 100.0 / total as f64
             )
         })
         .collect::<Vec<_>>();

@@ -320,12 +320,13 @@ impl Answer {
     }
 }
 
-/// A phone on one keep-alive connection fetching its per-MAC file again and again: with digest
-/// auth (`auth`), it answers the first challenge and then reuses the nonce with a rising `nc`,
-/// answering a new challenge whenever one comes.
 /// A nonce as long as deskprov's (`<time>.<random>-<tag>`), for a server that issues none.
 const STATIC_NONCE: &str = "6930a1b2.0123456789abcdef-0123456789abcdef0123456789abcdef";
 
+/// A phone on one keep-alive connection fetching its per-MAC file again and again: with digest
+/// auth (`auth`), it answers the first challenge and then reuses the nonce with a rising `nc`,
+/// answering a new challenge whenever one comes; without, it sends the same kind of header to
+/// [`STATIC_NONCE`].
 pub struct Phone<'a> {
     conn: Conn,
     device: &'a Device,
@@ -480,9 +481,6 @@ pub fn admin_client(data: &Path) -> (reqwest::Client, String) {
     (client, format!("Bearer {}", token.trim()))
 }
 
-/// Waits until the server on `admin_port` has rendered its devices' files ahead (its
-/// `deskprov_render_ahead_pending` metric is 0); returns how long that took from the call.
-#[allow(dead_code)] // not every bench that includes this module uses it
 /// The server's `/metrics` text.
 pub async fn metrics(admin_port: u16, data: &Path) -> String {
     let (client, auth) = admin_client(data);
@@ -509,6 +507,9 @@ pub fn buckets(text: &str, name: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Waits until the server on `admin_port` has rendered its devices' files ahead (its
+/// `deskprov_render_ahead_pending` metric is 0); returns how long that took from the call.
+#[allow(dead_code)] // not every bench that includes this module uses it
 pub async fn rendered_ahead(admin_port: u16, data: &Path) -> Duration {
     let started = std::time::Instant::now();
     loop {

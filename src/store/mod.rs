@@ -149,7 +149,8 @@ pub struct Store {
     sealer: Arc<seal::Sealer>,
     /// When a password was last replaced or deleted, if no key roll has followed yet.
     roll_due: Mutex<Option<std::time::Instant>>,
-    /// Durable commit latency (registered by `App`'s metrics).
+    /// Durable commit latency and the phones' durable check-in wait (registered by `App`'s
+    /// metrics).
     metrics: crate::metrics::StoreMetrics,
     /// Other servers write to the same engine: the store follows them, and the key is never
     /// rolled (every server has a copy of the key file).
